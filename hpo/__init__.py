@@ -1,0 +1,1 @@
+"""The hyperparameter optimization service: study files, objective, storage and CLI."""
