@@ -1,0 +1,297 @@
+"""Mini-batch training with a validation pass after every epoch.
+
+"Deep Learning from Scratch" trains by epochs of randomly drawn mini-batches
+(section 4.5, ``common/trainer.py``) and tunes hyperparameters on validation
+data (section 6.5). :func:`train` does that: each epoch visits every training
+example once in a fresh random order, updates the parameters after each
+mini-batch, then evaluates the network in test mode on the validation data and
+hands the epoch's :class:`EpochMetrics` to a callback, where a caller can
+record them or stop the run by raising (e.g. Optuna's ``TrialPruned``). A run
+whose loss becomes NaN or infinite is stopped and reported as diverged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy
+
+__all__ = ["EpochMetrics", "TrainingResult", "train"]
+
+# Rows per forward pass when evaluating the validation set: bounds the memory
+# of the activations (rows x widest layer x 4 bytes) independently of its size.
+_EVALUATION_CHUNK = 4096
+
+
+@dataclass
+class EpochMetrics:
+    """What one epoch of :func:`train` measured.
+
+    Attributes
+    ----------
+    epoch : int
+        Epoch number, counted from 1.
+    train_loss : float
+        Mean of the epoch's mini-batch losses (cross-entropy plus the weight
+        decay term), each taken in training mode before that mini-batch's
+        update; every mini-batch counts once, the last partial one included.
+    train_accuracy : float
+        Fraction of the epoch's training examples classified correctly by the
+        training-mode forward passes of their mini-batches (dropout on, batch
+        statistics), in [0, 1].
+    validation_loss : float
+        Loss on the whole validation set in test mode after the epoch,
+        including the weight decay term.
+    validation_accuracy : float
+        Fraction of the validation set classified correctly in test mode after
+        the epoch, in [0, 1].
+    seconds : float
+        Wall time of the epoch in seconds, training and validation together.
+    """
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    validation_loss: float
+    validation_accuracy: float
+    seconds: float
+
+
+@dataclass
+class TrainingResult:
+    """The outcome of :func:`train`.
+
+    Attributes
+    ----------
+    history : list of EpochMetrics
+        One entry per completed epoch, in order. Only finite losses appear: an
+        epoch cut short by divergence is not recorded.
+    diverged : bool
+        True if a loss became NaN or infinite and training stopped early.
+    message : str
+        ``""`` when training ran all epochs; otherwise why it stopped, e.g.
+        ``"loss became nan in epoch 3, mini-batch 17; lower the learning rate"``.
+    """
+
+    history: list[EpochMetrics] = field(default_factory=list)
+    diverged: bool = False
+    message: str = ""
+
+    @property
+    def best_validation_accuracy(self) -> float | None:
+        """Highest validation accuracy over the history (fraction); None if no epoch completed."""
+        if not self.history:
+            return None
+        return max(metrics.validation_accuracy for metrics in self.history)
+
+    @property
+    def best_epoch(self) -> int | None:
+        """Epoch (1-based) of the highest validation accuracy, earliest on ties; None if none completed."""
+        if not self.history:
+            return None
+        return max(self.history, key=lambda metrics: metrics.validation_accuracy).epoch
+
+    @property
+    def epochs_run(self) -> int:
+        """Number of completed epochs, ``len(history)``."""
+        return len(self.history)
+
+
+def _check_positive_int(argument: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < 1:
+        raise ValueError(f"{argument}: expected an integer >= 1, got {value!r}")
+
+
+def _check_data(x_name: str, x: Any, t_name: str, t: Any, n_features: int | None) -> None:
+    if not isinstance(x, numpy.ndarray) or x.ndim != 2 or x.shape[0] == 0:
+        shape = getattr(x, "shape", type(x).__name__)
+        raise ValueError(f"{x_name}: expected a non-empty 2-D array of shape (N, D), got {shape}")
+    if n_features is not None and x.shape[1] != n_features:
+        raise ValueError(f"{x_name}: expected {n_features} features like x_train, got shape {x.shape}")
+    if not isinstance(t, numpy.ndarray) or t.ndim not in (1, 2) or t.shape[0] != x.shape[0]:
+        shape = getattr(t, "shape", type(t).__name__)
+        raise ValueError(
+            f"{t_name}: expected labels of shape ({x.shape[0]},) or one-hot ({x.shape[0]}, C) "
+            f"matching {x_name}, got {shape}"
+        )
+
+
+def _class_indices(t: numpy.ndarray) -> numpy.ndarray:
+    return t.argmax(axis=1) if t.ndim == 2 else t
+
+
+def _evaluate(network: Any, x: numpy.ndarray, t: numpy.ndarray) -> tuple[float, float]:
+    """Test-mode loss and accuracy on (x, t), in chunks of ``_EVALUATION_CHUNK`` rows.
+
+    The loss of a chunk is its mean cross-entropy plus the weight decay term,
+    which is the same for every chunk, so the size-weighted mean of the chunk
+    losses is the loss of the whole set.
+    """
+    n = x.shape[0]
+    loss_sum = 0.0
+    correct = 0.0
+    for start in range(0, n, _EVALUATION_CHUNK):
+        xc = x[start : start + _EVALUATION_CHUNK]
+        tc = t[start : start + _EVALUATION_CHUNK]
+        rows = xc.shape[0]
+        loss_sum += float(network.loss(xc, tc, train=False)) * rows
+        correct += float(network.accuracy(xc, tc)) * rows
+    return loss_sum / n, correct / n
+
+
+def train(
+    network: Any,
+    optimizer: Any,
+    x_train: numpy.ndarray,
+    t_train: numpy.ndarray,
+    x_validation: numpy.ndarray,
+    t_validation: numpy.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    rng: numpy.random.Generator | int,
+    callback: Callable[[EpochMetrics], None] | None = None,
+) -> TrainingResult:
+    """Train ``network`` with ``optimizer`` by epochs of shuffled mini-batches.
+
+    Each epoch draws a permutation of the training examples from ``rng`` and
+    walks through it in mini-batches of ``batch_size`` (the last, partial
+    mini-batch included), so every example is used exactly once per epoch.
+    For each mini-batch it calls ``network.loss_and_gradient(xb, tb)`` and
+    then ``optimizer.update(network.params, grads)`` (book sections 4.5 and
+    6.1). After the epoch it evaluates the network in test mode on the whole
+    validation set and calls ``callback(metrics)``.
+
+    Training stops early, with ``diverged=True`` and a message, as soon as a
+    mini-batch loss or the validation loss is NaN or infinite; the unfinished
+    epoch is neither recorded nor passed to the callback. An exception raised
+    by the callback propagates unchanged and ends training: that is how a
+    caller stops a run (e.g. Optuna's ``TrialPruned``).
+
+    The result depends only on the inputs: the network's initial parameters,
+    the optimizer's state and ``rng``. Nothing is logged or printed; NumPy's
+    overflow and invalid-value warnings are silenced during the network's
+    computations, since a run they concern is reported as diverged. The
+    network's parameters and the optimizer's state are updated in place.
+
+    Parameters
+    ----------
+    network : models.network.MultiLayerNet
+        Or any object with ``params`` (dict of arrays),
+        ``loss_and_gradient(x, t)`` returning ``(loss, scores, grads)`` with
+        ``scores`` the training-mode output of shape (batch, C),
+        ``loss(x, t, train=False)`` and ``accuracy(x, t)``.
+    optimizer : object
+        Has ``update(params, grads)``, e.g. from
+        ``models.optimizers.make_optimizer``.
+    x_train : ndarray of shape (N, D), float32 (float64 accepted)
+        Training inputs.
+    t_train : ndarray of shape (N,) int class indices, or one-hot (N, C)
+        Training labels.
+    x_validation : ndarray of shape (M, D), same dtype as ``x_train``
+        Validation inputs, used in test mode only.
+    t_validation : ndarray of shape (M,) or (M, C)
+        Validation labels.
+    epochs : int
+        Number of passes over the training data, >= 1.
+    batch_size : int
+        Examples per mini-batch, >= 1; larger than N means one mini-batch per
+        epoch.
+    rng : numpy.random.Generator or int
+        Source of the shuffling; an int is a seed for
+        ``numpy.random.default_rng``. A Generator is advanced in place.
+    callback : callable, optional
+        Called as ``callback(metrics)`` with the :class:`EpochMetrics` of each
+        completed epoch, in order. Its return value is ignored; an exception
+        it raises stops training and propagates.
+
+    Returns
+    -------
+    TrainingResult
+        The per-epoch history, whether training diverged, and why.
+
+    Raises
+    ------
+    ValueError
+        If ``epochs`` or ``batch_size`` is not an integer >= 1, an ``x`` is not
+        a non-empty 2-D array, ``x_validation`` has a different number of
+        features than ``x_train``, or a ``t`` does not match its ``x``.
+    TypeError
+        If ``rng`` is neither a ``numpy.random.Generator`` nor an int.
+    Exception
+        Whatever ``callback`` raises.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from models.datasets import load_digits, train_validation_split
+    >>> from models.network import MultiLayerNet
+    >>> from models.optimizers import make_optimizer
+    >>> data = load_digits()
+    >>> x, t, xv, tv = train_validation_split(data.x_train, data.t_train, 0.2, seed=0)
+    >>> net = MultiLayerNet(64, [50], 10, seed=0)
+    >>> result = train(net, make_optimizer("adam", 0.01), x, t, xv, tv,
+    ...                epochs=2, batch_size=32, rng=np.random.default_rng(0))
+    >>> result.epochs_run
+    2
+    """
+    _check_positive_int("epochs", epochs)
+    _check_positive_int("batch_size", batch_size)
+    _check_data("x_train", x_train, "t_train", t_train, None)
+    _check_data("x_validation", x_validation, "t_validation", t_validation, x_train.shape[1])
+    if isinstance(rng, numpy.random.Generator):
+        generator = rng
+    elif isinstance(rng, (int, numpy.integer)) and not isinstance(rng, bool):
+        generator = numpy.random.default_rng(rng)
+    else:
+        raise TypeError(f"rng: expected a numpy.random.Generator or an int seed, got {type(rng).__name__}")
+
+    n = x_train.shape[0]
+    batch_starts = range(0, n, batch_size)
+    train_classes = _class_indices(t_train)
+    losses = numpy.empty(len(batch_starts), dtype=numpy.float64)
+    predictions = numpy.empty(n, dtype=numpy.intp)
+    result = TrainingResult()
+
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        order = generator.permutation(n)
+        # Overflow in a diverging run is reported by the result, not by NumPy warnings.
+        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for batch, start in enumerate(batch_starts):
+                index = order[start : start + batch_size]
+                loss, scores, grads = network.loss_and_gradient(x_train[index], t_train[index])
+                if not math.isfinite(loss):
+                    result.diverged = True
+                    result.message = (
+                        f"loss became {loss} in epoch {epoch}, mini-batch {batch + 1}; "
+                        "lower the learning rate"
+                    )
+                    return result
+                optimizer.update(network.params, grads)
+                losses[batch] = loss
+                predictions[start : start + batch_size] = scores.argmax(axis=1)
+            validation_loss, validation_accuracy = _evaluate(network, x_validation, t_validation)
+        if not math.isfinite(validation_loss):
+            result.diverged = True
+            result.message = (
+                f"validation loss became {validation_loss} after epoch {epoch}; lower the learning rate"
+            )
+            return result
+        train_accuracy = numpy.count_nonzero(predictions == train_classes[order]) / n
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=float(losses.mean()),
+            train_accuracy=float(train_accuracy),
+            validation_loss=validation_loss,
+            validation_accuracy=validation_accuracy,
+            seconds=time.perf_counter() - started,
+        )
+        result.history.append(metrics)
+        if callback is not None:
+            callback(metrics)
+    return result
