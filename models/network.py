@@ -1,0 +1,376 @@
+"""A fully connected multi-layer network built from the layers in ``models.layers``.
+
+After "Deep Learning from Scratch" (Koki Saitoh), chapter 6 and its
+``common/multi_layer_net_extend.py``: weight initialization (6.2), batch
+normalization (6.3), weight decay and dropout (6.4).
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from models.layers import (
+    Affine,
+    BatchNormalization,
+    Dropout,
+    ReLU,
+    Sigmoid,
+    SoftmaxWithLoss,
+    Tanh,
+)
+
+__all__ = ["MultiLayerNet", "ACTIVATIONS", "WEIGHT_INITS"]
+
+ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+"""Activation name -> layer class."""
+
+WEIGHT_INITS = ("he", "xavier")
+"""Named weight initializations; a positive number is a fixed standard deviation."""
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class MultiLayerNet:
+    """Fully connected network with optional batch normalization, dropout and weight decay.
+
+    Layers, per hidden layer ``i`` (1-based): ``Affine{i}`` -> ``BatchNorm{i}``
+    (if ``batch_norm``) -> ``Activation{i}`` -> ``Dropout{i}`` (if ``dropout``
+    > 0); then the output layer ``Affine{L+1}``, whose scores feed
+    ``SoftmaxWithLoss``. The layers hold the very arrays in :attr:`params`, so an
+    optimizer updating ``params`` in place updates the network.
+
+    Sources: Deep Learning from Scratch, sections 6.2 (initialization: Glorot &
+    Bengio 2010 "xavier", He et al. 2015 "he"), 6.3 (batch normalization, Ioffe &
+    Szegedy 2015), 6.4 (weight decay; dropout, Srivastava et al. 2014).
+
+    Parameters
+    ----------
+    input_size : int
+        Number of input features D, positive.
+    hidden_sizes : sequence of int
+        Units of each hidden layer, positive; empty gives softmax regression.
+    output_size : int
+        Number of classes C, positive.
+    activation : {"relu", "sigmoid", "tanh"}, default "relu"
+        Hidden activation.
+    weight_init : {"he", "xavier"} or float, default "he"
+        Standard deviation of the Gaussian weights of every Affine layer:
+        "he" = sqrt(2 / fan_in), "xavier" = sqrt(1 / fan_in), a positive number =
+        that fixed value. Biases start at 0, gamma at 1, beta at 0.
+    batch_norm : bool, default False
+        Insert batch normalization after each hidden Affine layer.
+    dropout : float, default 0.0
+        Dropout ratio after each hidden activation, in [0, 1); 0 means no
+        Dropout layers.
+    weight_decay : float, default 0.0
+        L2 coefficient lambda >= 0: the loss gains 0.5 * lambda * sum(W**2) over
+        the weight matrices (not biases, gamma or beta).
+    seed : int, numpy.random.Generator or None, default None
+        Source of all randomness (initial weights and dropout masks); an int or
+        None is passed to ``numpy.random.default_rng``, a Generator is used as is.
+    dtype : numpy float32 or float64, default numpy.float32
+        Dtype of all parameters and computations; inputs are cast to it.
+
+    Raises
+    ------
+    ValueError
+        If an argument is outside its allowed values; the message names the
+        argument and what it allows.
+
+    Attributes
+    ----------
+    params : dict of str to ndarray
+        ``W{i}`` (fan_in, fan_out), ``b{i}`` (fan_out,), ``gamma{i}``/``beta{i}``
+        (hidden size,) for hidden layers with batch norm; i = 1 .. L+1 for W, b.
+    layers : dict of str to layer
+        The layers in forward order (insertion order), named as above.
+    last_layer : SoftmaxWithLoss
+
+    Examples
+    --------
+    >>> net = MultiLayerNet(784, [100, 100], 10, batch_norm=True, seed=0)
+    >>> x = np.zeros((2, 784), dtype=np.float32); t = np.array([3, 7])
+    >>> loss, scores, grads = net.loss_and_gradient(x, t)
+    >>> scores.shape, sorted(grads) == sorted(net.params)
+    ((2, 10), True)
+    """
+
+    def __init__(self, input_size, hidden_sizes, output_size, activation="relu",
+                 weight_init="he", batch_norm=False, dropout=0.0, weight_decay=0.0,
+                 seed=None, dtype=np.float32):
+        input_size = _positive_int("input_size", input_size)
+        output_size = _positive_int("output_size", output_size)
+        if isinstance(hidden_sizes, (str, bytes)) or not hasattr(hidden_sizes, "__iter__"):
+            raise ValueError(f"hidden_sizes must be a sequence of positive ints, got {hidden_sizes!r}")
+        hidden_sizes = [_positive_int("hidden_sizes", size) for size in hidden_sizes]
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        if isinstance(weight_init, str):
+            if weight_init not in WEIGHT_INITS:
+                raise ValueError(f"weight_init must be 'he', 'xavier' or a positive number, got {weight_init!r}")
+        elif not _is_real(weight_init) or not (math.isfinite(weight_init) and weight_init > 0):
+            raise ValueError(f"weight_init must be 'he', 'xavier' or a positive number, got {weight_init!r}")
+        if not _is_real(dropout) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        if not _is_real(weight_decay) or not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        try:
+            resolved = np.dtype(dtype) if dtype is not None else None
+        except TypeError:
+            resolved = None
+        if resolved is None or resolved not in _DTYPES:   # (a dtype compares equal to None)
+            raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}")
+        dtype = resolved
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"seed must be an int, a numpy.random.Generator or None, got {seed!r}") from error
+
+        self.input_size = input_size
+        self.hidden_sizes = hidden_sizes
+        self.output_size = output_size
+        self.activation = activation
+        self.weight_init = weight_init
+        self.batch_norm = bool(batch_norm)
+        self.dropout = float(dropout)
+        self.weight_decay = float(weight_decay)
+        self.dtype = dtype
+        self.rng = rng
+
+        self.params = {}
+        self._init_params()
+        self.layers = {}
+        self._build_layers()
+        self.last_layer = SoftmaxWithLoss()
+
+    def _init_params(self):
+        """Draw Gaussian weights with the chosen standard deviation; zero biases."""
+        sizes = [self.input_size, *self.hidden_sizes, self.output_size]
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+            if self.weight_init == "he":
+                std = math.sqrt(2.0 / fan_in)
+            elif self.weight_init == "xavier":
+                std = math.sqrt(1.0 / fan_in)
+            else:
+                std = float(self.weight_init)
+            W = self.rng.standard_normal((fan_in, fan_out), dtype=self.dtype)
+            W *= std
+            self.params[f"W{i}"] = W
+            self.params[f"b{i}"] = np.zeros(fan_out, dtype=self.dtype)
+            if self.batch_norm and i <= len(self.hidden_sizes):
+                self.params[f"gamma{i}"] = np.ones(fan_out, dtype=self.dtype)
+                self.params[f"beta{i}"] = np.zeros(fan_out, dtype=self.dtype)
+
+    def _build_layers(self):
+        """Compose the layers in forward order, sharing the arrays in ``params``."""
+        p = self.params
+        for i in range(1, len(self.hidden_sizes) + 1):
+            self.layers[f"Affine{i}"] = Affine(p[f"W{i}"], p[f"b{i}"])
+            if self.batch_norm:
+                self.layers[f"BatchNorm{i}"] = BatchNormalization(p[f"gamma{i}"], p[f"beta{i}"])
+            self.layers[f"Activation{i}"] = ACTIVATIONS[self.activation]()
+            if self.dropout > 0.0:
+                self.layers[f"Dropout{i}"] = Dropout(self.dropout, rng=self.rng)
+        out = len(self.hidden_sizes) + 1
+        self.layers[f"Affine{out}"] = Affine(p[f"W{out}"], p[f"b{out}"])
+
+    @property
+    def n_affine(self):
+        """Number of Affine layers, L + 1."""
+        return len(self.hidden_sizes) + 1
+
+    def _as_input(self, x):
+        """Return ``x`` as an array of the network's dtype (no copy if it already is)."""
+        return np.asarray(x, dtype=self.dtype)
+
+    def _forward(self, x, train):
+        for layer in self.layers.values():
+            x = layer.forward(x, train)
+        return x
+
+    def _weight_decay_term(self):
+        """0.5 * weight_decay * sum of squared weight matrices, as a float."""
+        if self.weight_decay == 0.0:
+            return 0.0
+        squares = sum(float(np.vdot(self.params[f"W{i}"], self.params[f"W{i}"]))
+                      for i in range(1, self.n_affine + 1))
+        return 0.5 * self.weight_decay * squares
+
+    def predict(self, x, train=False):
+        """Scores (logits) of the output layer.
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D)
+            Inputs; cast to the network's dtype.
+        train : bool, default False
+            Training mode: batch statistics in batch norm (updating its running
+            statistics) and random dropout masks.
+
+        Returns
+        -------
+        scores : ndarray of shape (N, C), the network's dtype
+        """
+        return self._forward(self._as_input(x), train)
+
+    def loss(self, x, t, train=False):
+        """Mean cross-entropy plus ``0.5 * weight_decay * sum(W**2)``.
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D)
+        t : ndarray of int, shape (N,), or one-hot ndarray of shape (N, C)
+        train : bool, default False
+            See :meth:`predict`.
+
+        Returns
+        -------
+        loss : float
+        """
+        scores = self.predict(x, train)
+        return self.last_layer.forward(scores, np.asarray(t)) + self._weight_decay_term()
+
+    def accuracy(self, x, t, batch_size=10000):
+        """Fraction of correctly classified samples, in test mode.
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D)
+        t : ndarray of int, shape (N,), or one-hot ndarray of shape (N, C)
+        batch_size : int, default 10000
+            Rows evaluated at once, bounding memory.
+
+        Returns
+        -------
+        accuracy : float in [0, 1]
+
+        Raises
+        ------
+        ValueError
+            If ``x`` has no rows or ``t`` has a different number of rows.
+        """
+        t = np.asarray(t)
+        if t.ndim == 2:
+            t = t.argmax(axis=1)
+        n = len(x)
+        if n == 0 or len(t) != n:
+            raise ValueError(f"x and t must have the same positive number of rows, got {n} and {len(t)}")
+        correct = 0
+        for start in range(0, n, batch_size):
+            scores = self.predict(x[start:start + batch_size], train=False)
+            correct += int(np.count_nonzero(scores.argmax(axis=1) == t[start:start + batch_size]))
+        return correct / n
+
+    def loss_and_gradient(self, x, t):
+        """One training-mode forward and backward pass.
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D)
+        t : ndarray of int, shape (N,), or one-hot ndarray of shape (N, C)
+
+        Returns
+        -------
+        loss : float
+            Mean cross-entropy plus the weight-decay term.
+        scores : ndarray of shape (N, C), the network's dtype
+            Scores of this training forward pass (for train accuracy without a
+            second pass).
+        grads : dict of str to ndarray
+            Same keys, shapes and dtype as :attr:`params`; ``dW`` includes
+            ``weight_decay * W``.
+        """
+        scores = self.predict(x, train=True)
+        loss = self.last_layer.forward(scores, np.asarray(t)) + self._weight_decay_term()
+
+        dout = self.last_layer.backward(1.0)
+        layers = list(self.layers.values())
+        for layer in reversed(layers[1:]):
+            dout = layer.backward(dout)
+        layers[0].backward(dout, input_grad=False)   # no one needs d loss / d x
+
+        grads = {}
+        for i in range(1, self.n_affine + 1):
+            affine = self.layers[f"Affine{i}"]
+            if self.weight_decay:
+                affine.dW += self.weight_decay * affine.W
+            grads[f"W{i}"], grads[f"b{i}"] = affine.dW, affine.db
+            if f"BatchNorm{i}" in self.layers:
+                batch_norm = self.layers[f"BatchNorm{i}"]
+                grads[f"gamma{i}"], grads[f"beta{i}"] = batch_norm.dgamma, batch_norm.dbeta
+        return loss, scores, grads
+
+    def gradient(self, x, t):
+        """Gradients of :meth:`loss` (training mode) by backpropagation.
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D)
+        t : ndarray of int, shape (N,), or one-hot ndarray of shape (N, C)
+
+        Returns
+        -------
+        grads : dict of str to ndarray
+            Same keys, shapes and dtype as :attr:`params`.
+        """
+        return self.loss_and_gradient(x, t)[2]
+
+    def state_dict(self):
+        """Copies of all parameters and batch-norm running statistics.
+
+        Returns
+        -------
+        state : dict of str to ndarray
+            :attr:`params` plus ``running_mean{i}`` and ``running_var{i}`` for
+            each batch-norm layer; suitable for ``numpy.savez``.
+        """
+        state = {name: array.copy() for name, array in self.params.items()}
+        for i in range(1, len(self.hidden_sizes) + 1):
+            if f"BatchNorm{i}" in self.layers:
+                batch_norm = self.layers[f"BatchNorm{i}"]
+                state[f"running_mean{i}"] = batch_norm.running_mean.copy()
+                state[f"running_var{i}"] = batch_norm.running_var.copy()
+        return state
+
+    def load_state_dict(self, state):
+        """Copy arrays from ``state`` into the network, in place.
+
+        Parameters
+        ----------
+        state : mapping of str to array_like
+            Exactly the keys and shapes of :meth:`state_dict` (e.g. an opened
+            ``.npz`` file); values are cast to the network's dtype.
+
+        Raises
+        ------
+        ValueError
+            If keys are missing or unexpected, or a shape differs.
+        """
+        targets = dict(self.params)
+        for i in range(1, len(self.hidden_sizes) + 1):
+            if f"BatchNorm{i}" in self.layers:
+                batch_norm = self.layers[f"BatchNorm{i}"]
+                targets[f"running_mean{i}"] = batch_norm.running_mean
+                targets[f"running_var{i}"] = batch_norm.running_var
+        keys = set(state.keys())
+        if keys != set(targets):
+            missing, unexpected = sorted(set(targets) - keys), sorted(keys - set(targets))
+            raise ValueError(f"state does not match the network: missing {missing}, unexpected {unexpected}")
+        for name, target in targets.items():
+            value = np.asarray(state[name])
+            if value.shape != target.shape:
+                raise ValueError(f"state[{name!r}] has shape {value.shape}, expected {target.shape}")
+            np.copyto(target, value, casting="same_kind")
+
+
+def _is_real(value):
+    """True for real numbers other than bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _positive_int(name, value):
+    """Return ``value`` as int after checking it is a positive integer (not bool)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)

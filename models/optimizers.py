@@ -1,0 +1,379 @@
+"""Gradient-based optimizers, each a class with one ``update(params, grads)`` method.
+
+After "Deep Learning from Scratch" (Koki Saitoh), section 6.1 and its
+``common/optimizer.py``. ``params`` and ``grads`` are dicts name -> ndarray with
+matching shapes. ``update`` changes the arrays in ``params`` in place (the
+network's layers hold the same arrays) and never writes to ``grads``. State
+(velocities, squared-gradient sums, moments) is created lazily per name, with
+the dtype of the parameter; hyperparameters are stored as Python floats so a
+float32 parameter is never promoted to float64.
+"""
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "SGD",
+    "Momentum",
+    "Nesterov",
+    "AdaGrad",
+    "RMSprop",
+    "Adam",
+    "OPTIMIZERS",
+    "make_optimizer",
+]
+
+
+def _positive(name, value):
+    """Return ``value`` as a float after checking it is finite and > 0."""
+    value = float(value)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def _unit_interval(name, value):
+    """Return ``value`` as a float after checking it lies in [0, 1)."""
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return value
+
+
+class SGD:
+    """Stochastic gradient descent: ``W -= lr * g``.
+
+    Source: Deep Learning from Scratch, section 6.1.2.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, positive.
+
+    Raises
+    ------
+    ValueError
+        If ``lr`` is not a positive finite number.
+
+    Examples
+    --------
+    >>> params = {"W": np.array([1.0, 2.0])}
+    >>> SGD(lr=0.1).update(params, {"W": np.array([0.5, -1.0])})
+    >>> params["W"]
+    array([0.95, 2.1 ])
+    """
+
+    def __init__(self, lr=0.01):
+        self.lr = _positive("lr", lr)
+
+    def update(self, params, grads):
+        """Take one step on every array in ``params``.
+
+        Parameters
+        ----------
+        params : dict of str to ndarray (float32 or float64)
+            Updated in place.
+        grads : dict of str to ndarray
+            Gradients, same keys, shapes and dtypes as ``params``.
+        """
+        for key, param in params.items():
+            param -= self.lr * grads[key]
+
+
+class Momentum:
+    """Momentum SGD: ``v = a * v - lr * g``; ``W += v``.
+
+    Source: Deep Learning from Scratch, section 6.1.4 (Polyak's heavy ball).
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, positive.
+    momentum : float, default 0.9
+        Decay ``a`` of the velocity, in [0, 1).
+
+    Raises
+    ------
+    ValueError
+        If ``lr`` is not positive or ``momentum`` is outside [0, 1).
+
+    Attributes
+    ----------
+    v : dict of str to ndarray
+        Velocity per parameter name, created at its first update.
+    """
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = _positive("lr", lr)
+        self.momentum = _unit_interval("momentum", momentum)
+        self.v = {}
+
+    def update(self, params, grads):
+        """Take one step on every array in ``params`` (see :meth:`SGD.update`)."""
+        for key, param in params.items():
+            v = self.v.get(key)
+            if v is None:
+                v = self.v[key] = np.zeros_like(param)
+            v *= self.momentum
+            v -= self.lr * grads[key]
+            param += v
+
+
+class Nesterov:
+    """Nesterov's accelerated gradient, in the book's reformulated form.
+
+    ``v = a * v - lr * g``, then ``W += a * a * v - (1 + a) * lr * g`` (with the
+    updated ``v``), exactly as ``common/optimizer.py`` of the book. The
+    reformulation (Bengio, Boulanger-Lewandowski & Pascanu 2012, arXiv:1212.0901)
+    rewrites Nesterov momentum (Nesterov 1983; Sutskever et al. 2013) so that the
+    gradient is taken at the current parameters rather than at the look-ahead
+    point. Note that the paper's form uses the velocity *before* its update in
+    the ``a * a * v`` term; the book (and this class) uses the updated one,
+    which amounts to a slightly stronger momentum.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, positive.
+    momentum : float, default 0.9
+        Momentum ``a``, in [0, 1).
+
+    Raises
+    ------
+    ValueError
+        If ``lr`` is not positive or ``momentum`` is outside [0, 1).
+
+    Attributes
+    ----------
+    v : dict of str to ndarray
+        Velocity per parameter name.
+    """
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = _positive("lr", lr)
+        self.momentum = _unit_interval("momentum", momentum)
+        self.v = {}
+
+    def update(self, params, grads):
+        """Take one step on every array in ``params`` (see :meth:`SGD.update`)."""
+        a = self.momentum
+        for key, param in params.items():
+            v = self.v.get(key)
+            if v is None:
+                v = self.v[key] = np.zeros_like(param)
+            g = grads[key]
+            v *= a
+            v -= self.lr * g
+            param += (a * a) * v
+            param -= ((1.0 + a) * self.lr) * g
+
+
+class AdaGrad:
+    """AdaGrad: ``h += g * g``; ``W -= lr * g / (sqrt(h) + eps)``.
+
+    Source: Duchi, Hazan & Singer 2011, "Adaptive Subgradient Methods for
+    Online Learning and Stochastic Optimization"; Deep Learning from Scratch,
+    section 6.1.5.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, positive.
+    eps : float, default 1e-7
+        Keeps the denominator away from 0; positive.
+
+    Raises
+    ------
+    ValueError
+        If ``lr`` or ``eps`` is not positive.
+
+    Attributes
+    ----------
+    h : dict of str to ndarray
+        Sum of squared gradients per parameter name.
+    """
+
+    def __init__(self, lr=0.01, eps=1e-7):
+        self.lr = _positive("lr", lr)
+        self.eps = _positive("eps", eps)
+        self.h = {}
+
+    def update(self, params, grads):
+        """Take one step on every array in ``params`` (see :meth:`SGD.update`)."""
+        for key, param in params.items():
+            h = self.h.get(key)
+            if h is None:
+                h = self.h[key] = np.zeros_like(param)
+            g = grads[key]
+            step = g * g
+            h += step
+            _scaled_step(g, h, self.eps, self.lr, out=step)
+            param -= step
+
+
+class RMSprop:
+    """RMSprop: ``h = r * h + (1 - r) * g * g``; ``W -= lr * g / (sqrt(h) + eps)``.
+
+    Source: Hinton, Srivastava & Swersky, Neural Networks for Machine Learning,
+    lecture 6e (2012); Deep Learning from Scratch, section 6.1.5.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, positive.
+    decay_rate : float, default 0.99
+        Decay ``r`` of the squared-gradient average, in [0, 1).
+    eps : float, default 1e-7
+        Keeps the denominator away from 0; positive.
+
+    Raises
+    ------
+    ValueError
+        If ``lr`` or ``eps`` is not positive or ``decay_rate`` is outside [0, 1).
+
+    Attributes
+    ----------
+    h : dict of str to ndarray
+        Moving average of squared gradients per parameter name.
+    """
+
+    def __init__(self, lr=0.01, decay_rate=0.99, eps=1e-7):
+        self.lr = _positive("lr", lr)
+        self.decay_rate = _unit_interval("decay_rate", decay_rate)
+        self.eps = _positive("eps", eps)
+        self.h = {}
+
+    def update(self, params, grads):
+        """Take one step on every array in ``params`` (see :meth:`SGD.update`)."""
+        r = self.decay_rate
+        for key, param in params.items():
+            h = self.h.get(key)
+            if h is None:
+                h = self.h[key] = np.zeros_like(param)
+            g = grads[key]
+            step = g * g
+            step *= 1.0 - r
+            h *= r
+            h += step
+            _scaled_step(g, h, self.eps, self.lr, out=step)
+            param -= step
+
+
+class Adam:
+    """Adam: bias-corrected moving averages of the gradient and its square.
+
+    With ``t`` counted from 1 per parameter name::
+
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        m_hat = m / (1 - beta1**t);  v_hat = v / (1 - beta2**t)
+        W -= lr * m_hat / (sqrt(v_hat) + eps)
+
+    (The book folds the correction into the step size, which differs only in
+    where ``eps`` enters.) Source: Kingma & Ba 2015, "Adam: A Method for
+    Stochastic Optimization"; Deep Learning from Scratch, section 6.1.6.
+
+    Parameters
+    ----------
+    lr : float, default 0.001
+        Learning rate, positive.
+    beta1 : float, default 0.9
+        Decay of the first moment, in [0, 1).
+    beta2 : float, default 0.999
+        Decay of the second moment, in [0, 1).
+    eps : float, default 1e-7
+        Keeps the denominator away from 0; positive.
+
+    Raises
+    ------
+    ValueError
+        If ``lr`` or ``eps`` is not positive or a beta is outside [0, 1).
+
+    Attributes
+    ----------
+    m, v : dict of str to ndarray
+        First and second moments per parameter name.
+    t : dict of str to int
+        Number of updates so far per parameter name.
+    """
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
+        self.lr = _positive("lr", lr)
+        self.beta1 = _unit_interval("beta1", beta1)
+        self.beta2 = _unit_interval("beta2", beta2)
+        self.eps = _positive("eps", eps)
+        self.m, self.v, self.t = {}, {}, {}
+
+    def update(self, params, grads):
+        """Take one step on every array in ``params`` (see :meth:`SGD.update`)."""
+        b1, b2 = self.beta1, self.beta2
+        for key, param in params.items():
+            m = self.m.get(key)
+            if m is None:
+                m = self.m[key] = np.zeros_like(param)
+                self.v[key] = np.zeros_like(param)
+                self.t[key] = 0
+            v = self.v[key]
+            t = self.t[key] = self.t[key] + 1
+            g = grads[key]
+
+            m *= b1
+            m += (1.0 - b1) * g
+            step = g * g
+            step *= 1.0 - b2
+            v *= b2
+            v += step
+
+            np.multiply(v, 1.0 / (1.0 - b2**t), out=step)   # v_hat
+            np.sqrt(step, out=step)
+            step += self.eps
+            np.divide(m, step, out=step)
+            step *= self.lr / (1.0 - b1**t)                  # lr * m_hat / (...)
+            param -= step
+
+
+def _scaled_step(g, h, eps, lr, out):
+    """Write ``lr * g / (sqrt(h) + eps)`` into ``out`` (shared by AdaGrad and RMSprop)."""
+    np.sqrt(h, out=out)
+    out += eps
+    np.divide(g, out, out=out)
+    out *= lr
+    return out
+
+
+OPTIMIZERS = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+
+
+def make_optimizer(name: str, learning_rate: float):
+    """Build an optimizer by name with the given learning rate and default settings.
+
+    Parameters
+    ----------
+    name : str
+        One of the keys of :data:`OPTIMIZERS`: "sgd", "momentum", "nesterov",
+        "adagrad", "rmsprop", "adam" (case-insensitive).
+    learning_rate : float
+        Positive learning rate.
+
+    Returns
+    -------
+    optimizer : SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown (the message lists the allowed names) or
+        ``learning_rate`` is not positive.
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[key](lr=learning_rate)
