@@ -1,0 +1,158 @@
+"""Trial -> trained network -> value: the Optuna objective.
+
+Each trial samples the searched parameters (log-uniform learning rate and
+weight decay, book section 6.5.2), builds a :class:`models.network.MultiLayerNet`,
+trains it on the training split, reports the validation metric after every
+epoch (``trial.report(value, epoch)``) and is pruned when the study's pruner
+says so (book section 6.5.2: give up early on bad values).  The test set is
+never used here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import optuna
+
+from hpo.data import TuningData
+from hpo.spec import Choices, FloatRange, IntRange, StudySpec
+from models.network import MultiLayerNet
+from models.optimizers import make_optimizer
+from models.trainer import EpochMetrics, train
+
+# Trial user attributes written by the objective (read by `hpo trials`, plots, evaluate).
+ATTRIBUTE_SEED = "seed"
+ATTRIBUTE_EPOCHS_RUN = "epochs_run"
+ATTRIBUTE_BEST_EPOCH = "best_epoch"
+ATTRIBUTE_CURVES = "learning_curves"
+ATTRIBUTE_DIVERGED = "diverged"
+ATTRIBUTE_TRAIN_SECONDS = "train_seconds"
+
+
+def suggest_parameters(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """All model and training settings of one trial: fixed values plus sampled ones.
+
+    Ranges map to ``trial.suggest_float`` / ``trial.suggest_int`` (``log = true``
+    samples uniformly in log space), choices to ``trial.suggest_categorical``.
+    """
+    values = spec.parameters.fixed()
+    for name, searched in spec.parameters.searched().items():
+        if isinstance(searched, Choices):
+            values[name] = trial.suggest_categorical(name, searched.choices)
+        elif isinstance(searched, IntRange):
+            values[name] = trial.suggest_int(name, searched.low, searched.high, step=searched.step, log=searched.log)
+        elif isinstance(searched, FloatRange):
+            values[name] = trial.suggest_float(name, searched.low, searched.high, step=searched.step, log=searched.log)
+    return values
+
+
+def trial_seed(base_seed: int, trial_number: int) -> int:
+    """The seed of trial ``trial_number``: independent streams from NumPy's SeedSequence."""
+    return int(np.random.SeedSequence([base_seed, trial_number]).generate_state(1)[0])
+
+
+def build_network(values: dict[str, Any], n_features: int, n_classes: int, seed: int) -> MultiLayerNet:
+    """The network one trial trains, from its settings (see :func:`suggest_parameters`)."""
+    return MultiLayerNet(
+        input_size=n_features,
+        hidden_sizes=[values["hidden_size"]] * values["hidden_layers"],
+        output_size=n_classes,
+        activation=values["activation"],
+        weight_init=values["weight_init"],
+        batch_norm=values["batch_norm"],
+        dropout=values["dropout"],
+        weight_decay=values["weight_decay"],
+        seed=seed,
+    )
+
+
+class Objective:
+    """The Optuna objective of a study: ``objective(trial) -> best validation metric``.
+
+    Parameters
+    ----------
+    spec : StudySpec
+        The study file (search space, fixed settings, metric).
+    data : TuningData
+        Training and validation split, loaded once per process and shared by trials.
+
+    Notes
+    -----
+    A trial whose loss turns NaN or infinite (a diverged trial) is ended as
+    PRUNED with the user attribute ``diverged`` giving the reason: the study goes
+    on, the trial never has a NaN value and is never the best, and the sampler
+    still learns that the region is bad.  Learning curves (per-epoch training
+    loss/accuracy and validation loss/accuracy) are stored as the user attribute
+    ``learning_curves``; validation metric per epoch also as intermediate values.
+    """
+
+    def __init__(self, spec: StudySpec, data: TuningData) -> None:
+        self.spec = spec
+        self.data = data
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        values = suggest_parameters(trial, self.spec)
+        seed = trial_seed(values["seed"], trial.number)
+        trial.set_user_attr(ATTRIBUTE_SEED, seed)
+        rng = np.random.default_rng(seed)
+        network = build_network(values, self.data.n_features, self.data.n_classes, seed=rng)
+        optimizer = make_optimizer(values["optimizer"], values["learning_rate"])
+        metric = self.spec.metric
+        history: list[EpochMetrics] = []
+
+        def report(metrics: EpochMetrics) -> None:
+            history.append(metrics)
+            trial.report(getattr(metrics, metric), metrics.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(
+                    f"pruned after epoch {metrics.epoch} with {metric} {getattr(metrics, metric):.4f}"
+                )
+
+        started = time.perf_counter()
+        try:
+            result = train(
+                network,
+                optimizer,
+                self.data.x_train,
+                self.data.t_train,
+                self.data.x_validation,
+                self.data.t_validation,
+                epochs=values["epochs"],
+                batch_size=values["batch_size"],
+                rng=rng,
+                callback=report,
+            )
+        finally:
+            _record(trial, history, metric, time.perf_counter() - started)
+        if result.diverged:
+            trial.set_user_attr(ATTRIBUTE_DIVERGED, result.message)
+            raise optuna.TrialPruned(f"diverged: {result.message}")
+        return _best(history, metric)
+
+
+def _best(history: list[EpochMetrics], metric: str) -> float:
+    values = [getattr(metrics, metric) for metrics in history]
+    return max(values) if metric == "validation_accuracy" else min(values)
+
+
+def _record(trial: optuna.Trial, history: list[EpochMetrics], metric: str, seconds: float) -> None:
+    """Store the learning curves, rounded to keep the study database small."""
+    trial.set_user_attr(ATTRIBUTE_TRAIN_SECONDS, round(seconds, 3))
+    trial.set_user_attr(ATTRIBUTE_EPOCHS_RUN, len(history))
+    if not history:
+        return
+    scores = [getattr(metrics, metric) for metrics in history]
+    best_index = int(np.argmax(scores) if metric == "validation_accuracy" else np.argmin(scores))
+    trial.set_user_attr(ATTRIBUTE_BEST_EPOCH, history[best_index].epoch)
+    curves = {
+        name: [_round(getattr(metrics, name)) for metrics in history]
+        for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
+    }
+    trial.set_user_attr(ATTRIBUTE_CURVES, curves)
+
+
+def _round(value: float) -> float | None:
+    return round(float(value), 5) if math.isfinite(value) else None

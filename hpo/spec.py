@@ -1,0 +1,379 @@
+"""What a study file may say: the pydantic model of a study specification.
+
+A study file is TOML.  Every key is validated once, here, before any storage is
+opened or any trial runs; an invalid file raises :class:`SpecError` with a
+message that names the file, the field and the reason.  Example::
+
+    name = "digits"
+    direction = "maximize"          # the metric is validation accuracy
+
+    [budget]
+    trials = 40                     # finished (complete + pruned) trials in the study
+    timeout_seconds = 170           # optional wall-time limit of one `hpo run`
+
+    [dataset]
+    name = "digits"                 # digits | fashion_mnist | idx
+    validation_fraction = 0.2
+
+    [sampler]
+    type = "tpe"                    # keyword arguments of the Optuna sampler follow
+    seed = 0
+
+    [pruner]
+    type = "median"                 # keyword arguments of the Optuna pruner follow
+    n_warmup_steps = 2
+
+    [parameters]                    # a value is fixed, a table is searched
+    learning_rate = { low = 1e-4, high = 1e-1, log = true }
+    weight_decay = { low = 1e-8, high = 1e-3, log = true }
+    optimizer = { choices = ["sgd", "momentum", "adam"] }
+    hidden_layers = { low = 1, high = 3 }
+    epochs = 20
+
+The search space follows the book's section 6.5.2: ranges that span decades
+(learning rate, weight decay) are sampled on a log scale.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import optuna
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from hpo.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
+
+
+class SpecError(ValueError):
+    """A study file that cannot be used; the message is one line per problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- search ranges
+class FloatRange(_Strict):
+    """A searched float: Optuna's ``suggest_float(name, low, high, log=..., step=...)``."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "FloatRange":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) must not exceed high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low must be > 0 on a log scale (got low = {self.low:g})")
+        if self.log and self.step is not None:
+            raise ValueError("step cannot be combined with log = true")
+        return self
+
+
+class IntRange(_Strict):
+    """A searched integer: Optuna's ``suggest_int(name, low, high, step=..., log=...)``."""
+
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "IntRange":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low must be > 0 on a log scale (got low = {self.low})")
+        if self.log and self.step != 1:
+            raise ValueError("step cannot be combined with log = true")
+        return self
+
+
+class Choices(_Strict):
+    """A searched category: Optuna's ``suggest_categorical(name, choices)``."""
+
+    choices: list[Any] = Field(min_length=1)
+
+
+def _kind(value: Any) -> str:
+    """Which member of a parameter's union ``value`` is (a TOML table or a model)."""
+    if isinstance(value, Choices) or (isinstance(value, dict) and "choices" in value):
+        return "choices"
+    if isinstance(value, (FloatRange, IntRange, dict)):
+        return "range"
+    return "fixed"
+
+
+OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
+Activation = Literal["relu", "sigmoid", "tanh"]
+WeightInit = Union[Literal["he", "xavier"], Annotated[float, Field(gt=0)]]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+# What a value of each searchable parameter must be, and how it may be searched.
+FIXED_TYPES: dict[str, Any] = {
+    "learning_rate": PositiveFloat,
+    "weight_decay": NonNegativeFloat,
+    "optimizer": OptimizerName,
+    "hidden_layers": NonNegativeInt,
+    "hidden_size": PositiveInt,
+    "activation": Activation,
+    "weight_init": WeightInit,
+    "batch_norm": bool,
+    "dropout": Fraction,
+    "batch_size": PositiveInt,
+}
+RANGE_TYPES: dict[str, type] = {
+    "learning_rate": FloatRange,
+    "weight_decay": FloatRange,
+    "hidden_layers": IntRange,
+    "hidden_size": IntRange,
+    "dropout": FloatRange,
+    "batch_size": IntRange,
+}
+# Parameters whose searched range must be log-scaled (book, section 6.5.2).
+LOG_SCALE_PARAMETERS = ("learning_rate", "weight_decay")
+
+
+def _parameter(name: str) -> Any:
+    """A parameter that is either a fixed value, a range table or a choices table."""
+    members = [Annotated[FIXED_TYPES[name], Tag("fixed")], Annotated[Choices, Tag("choices")]]
+    if name in RANGE_TYPES:
+        members.append(Annotated[RANGE_TYPES[name], Tag("range")])
+    return Annotated[Union[tuple(members)], Discriminator(_kind)]
+
+
+class Parameters(_Strict):
+    """Model and training settings; each is fixed (a value) or searched (a table).
+
+    Attributes
+    ----------
+    learning_rate : float > 0, or a log-scale range
+    weight_decay : float >= 0 (L2 coefficient lambda), or a log-scale range
+    optimizer : one of sgd, momentum, nesterov, adagrad, rmsprop, adam
+    hidden_layers : int >= 0, number of hidden layers
+    hidden_size : int >= 1, units in every hidden layer
+    activation : relu, sigmoid or tanh
+    weight_init : "he", "xavier" or a fixed standard deviation > 0
+    batch_norm : bool
+    dropout : fraction in [0, 1) of hidden units dropped in training
+    batch_size : int >= 1, examples per mini-batch
+    epochs : int >= 1, fixed (it is the pruners' resource)
+    seed : int, base seed; trial *n* trains with a seed derived from (seed, n)
+    """
+
+    learning_rate: _parameter("learning_rate") = 0.01
+    weight_decay: _parameter("weight_decay") = 0.0
+    optimizer: _parameter("optimizer") = "sgd"
+    hidden_layers: _parameter("hidden_layers") = 1
+    hidden_size: _parameter("hidden_size") = 100
+    activation: _parameter("activation") = "relu"
+    weight_init: _parameter("weight_init") = "he"
+    batch_norm: _parameter("batch_norm") = False
+    dropout: _parameter("dropout") = 0.0
+    batch_size: _parameter("batch_size") = 100
+    epochs: PositiveInt = 20
+    seed: int = 0
+
+    @field_validator(*FIXED_TYPES, mode="after")
+    @classmethod
+    def _check_searched(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        if isinstance(value, Choices):
+            for index, choice in enumerate(value.choices):
+                _validate_value(name, choice, f"choices[{index}]")
+        elif isinstance(value, (FloatRange, IntRange)):
+            _validate_value(name, value.low, "low")
+            _validate_value(name, value.high, "high")
+            if name in LOG_SCALE_PARAMETERS and not value.log:
+                raise ValueError(f"a searched {name} spans decades; set log = true (book, section 6.5.2)")
+        return value
+
+    def searched(self) -> dict[str, FloatRange | IntRange | Choices]:
+        """The searched parameters, name -> range or choices, in declaration order."""
+        return {
+            name: value
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), (FloatRange, IntRange, Choices))
+        }
+
+    def fixed(self) -> dict[str, Any]:
+        """The fixed parameters, name -> value."""
+        searched = self.searched()
+        return {name: getattr(self, name) for name in type(self).model_fields if name not in searched}
+
+
+def _validate_value(name: str, value: Any, where: str) -> None:
+    try:
+        TypeAdapter(FIXED_TYPES[name]).validate_python(value, strict=FIXED_TYPES[name] is bool)
+    except ValidationError as error:
+        reason = error.errors()[0]["msg"]
+        raise ValueError(f"{where} = {value!r}: {reason}") from None
+
+
+# --------------------------------------------------------------- other sections
+class Budget(_Strict):
+    """How much to run: ``trials`` finished trials in the study, ``timeout_seconds`` per run."""
+
+    trials: PositiveInt
+    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+
+
+class DatasetSpec(_Strict):
+    """Which data to tune on.
+
+    ``name`` is ``digits`` (scikit-learn's bundled 8x8 digits, no download),
+    ``fashion_mnist`` (IDX files, by default /usr/share/datasets/fashion-mnist from
+    Debian's ``dataset-fashion-mnist``) or ``idx`` (any MNIST-format directory, given
+    in ``directory``).  ``train_images`` keeps only the first N training images (the
+    book's 6.5.3 uses 500).  ``validation_fraction`` of the training images is held
+    out, stratified and shuffled with ``split_seed``; the test set is not touched.
+    """
+
+    name: Literal["digits", "fashion_mnist", "idx"] = "digits"
+    directory: Path | None = None
+    train_images: PositiveInt | None = None
+    validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> "DatasetSpec":
+        if self.name == "idx" and self.directory is None:
+            raise ValueError("name = 'idx' needs directory = '<folder with IDX files>'")
+        if self.name == "digits" and self.directory is not None:
+            raise ValueError("the bundled digits data set takes no directory")
+        return self
+
+
+class ComponentSpec(BaseModel):
+    """An Optuna sampler or pruner: ``type`` plus the class's keyword arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments given besides ``type``."""
+        return dict(self.model_extra or {})
+
+
+class StudySpec(_Strict):
+    """A whole study file. Build it with :func:`load_spec`."""
+
+    name: Annotated[str, Field(min_length=1, max_length=512)]
+    direction: Literal["maximize", "minimize"] = "maximize"
+    metric: Literal["validation_accuracy", "validation_loss"] = "validation_accuracy"
+    budget: Budget
+    dataset: DatasetSpec = DatasetSpec()
+    sampler: ComponentSpec = ComponentSpec(type="tpe")
+    pruner: ComponentSpec = ComponentSpec(type="median")
+    parameters: Parameters = Parameters()
+
+    @model_validator(mode="after")
+    def _check(self) -> "StudySpec":
+        expected = "maximize" if self.metric == "validation_accuracy" else "minimize"
+        if self.direction != expected:
+            raise ValueError(
+                f"direction = {self.direction!r} does not fit metric = {self.metric!r}; "
+                f"use direction = {expected!r}"
+            )
+        if self.sampler.type not in SAMPLERS:
+            raise ValueError(
+                f"sampler.type = {self.sampler.type!r} is not one of {', '.join(SAMPLERS)}"
+            )
+        if self.pruner.type not in PRUNERS:
+            raise ValueError(
+                f"pruner.type = {self.pruner.type!r} is not one of {', '.join(PRUNERS)}"
+            )
+        # Building them once here turns bad arguments into file errors.
+        self.make_sampler()
+        self.make_pruner()
+        return self
+
+    def make_sampler(self, *, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+        """A new Optuna sampler as the file describes (Optuna does not store samplers)."""
+        return build_sampler(self.sampler.type, self.sampler.arguments(), self.parameters, seed_offset=seed_offset)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        """A new Optuna pruner as the file describes (Optuna does not store pruners)."""
+        return build_pruner(self.pruner.type, self.pruner.arguments(), epochs=self.parameters.epochs)
+
+    def identity(self) -> dict[str, Any]:
+        """What a stored study must agree with to be resumed by this file (JSON-able)."""
+        return self.model_dump(mode="json", include={"direction", "metric", "dataset", "parameters"})
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A TOML study file; relative ``dataset.directory`` entries are resolved
+        against the file's folder.
+
+    Returns
+    -------
+    StudySpec
+
+    Raises
+    ------
+    SpecError
+        The file is missing or unreadable, not valid TOML, or does not validate;
+        the message is ``"<file>: <field>: <reason>"``, one line per problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such study file (see the studies/ folder for examples)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: invalid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path}: cannot read the study file: {error}") from None
+    directory = data.get("dataset", {}).get("directory") if isinstance(data.get("dataset"), dict) else None
+    if isinstance(directory, str) and not Path(directory).is_absolute():
+        data["dataset"]["directory"] = str((path.parent / directory).resolve())
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError("\n".join(f"{path}: {line}" for line in format_errors(error))) from None
+
+
+def format_errors(error: ValidationError) -> list[str]:
+    """One line per pydantic error: ``field.path: reason (got value)``."""
+    tags = {"fixed", "range", "choices", "function-after", "literal"}
+    lines = []
+    for item in error.errors():
+        location = ".".join(
+            str(part) for part in item["loc"] if str(part) not in tags and not str(part).startswith(("function-", "literal["))
+        )
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field; remove it or check its spelling"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        elif isinstance(item.get("input"), dict) and location.startswith("parameters."):
+            message = f"{message} (got a table; this setting cannot be searched)"
+        elif "input" in item and not isinstance(item["input"], dict) and item["type"] != "value_error":
+            message = f"{message} (got {item['input']!r})"
+        lines.append(f"{location}: {message}" if location else message)
+    return lines

@@ -1,0 +1,124 @@
+"""Create or resume the Optuna study a study file describes, and run it to its budget.
+
+The study file's identity (direction, metric, dataset and parameters) is stored
+as the study's user attribute ``hpo_spec`` when the study is created.  A file
+that disagrees with it is refused, because its trials would not be comparable
+with the stored ones.  Budget, sampler and pruner may change between runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.data import TuningData
+from hpo.objective import Objective
+from hpo.spec import StudySpec
+
+SPEC_ATTRIBUTE = "hpo_spec"
+# States that count against the trial budget (Optuna's MaxTrialsCallback states).
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class StudyMismatchError(ValueError):
+    """The study file disagrees with the stored study; the message shows both values."""
+
+
+def open_study(
+    spec: StudySpec,
+    storage: optuna.storages.BaseStorage,
+    study_name: str,
+    *,
+    seed_offset: int = 0,
+) -> optuna.Study:
+    """Create the study, or load it if it exists, with the file's sampler and pruner.
+
+    Parameters
+    ----------
+    spec : StudySpec
+    storage : optuna.storages.BaseStorage
+    study_name : str
+    seed_offset : int
+        Added to the sampler's seed (distinct per parallel worker).
+
+    Raises
+    ------
+    StudyMismatchError
+        The stored study was created from a different direction, metric, dataset
+        or search space.
+    """
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction=spec.direction,
+        sampler=spec.make_sampler(seed_offset=seed_offset),
+        pruner=spec.make_pruner(),
+        load_if_exists=True,
+    )
+    identity = spec.identity()
+    stored = study.user_attrs.get(SPEC_ATTRIBUTE)
+    if stored is None:
+        stored_direction = study.direction.name.lower()
+        if stored_direction != spec.direction:
+            raise StudyMismatchError(
+                f"study {study_name!r}: stored direction = {stored_direction!r}, "
+                f"study file says direction = {spec.direction!r}; use another --study-name"
+            )
+        study.set_user_attr(SPEC_ATTRIBUTE, identity)
+        return study
+    differences = list(_differences(stored, identity))
+    if differences:
+        raise StudyMismatchError(
+            f"study {study_name!r} was created from a different study file: "
+            + "; ".join(f"{path}: stored {old}, file {new}" for path, old, new in differences)
+            + ". Use another --study-name, or restore the file."
+        )
+    return study
+
+
+def _differences(stored: Any, current: Any, path: str = "") -> Any:
+    if isinstance(stored, dict) and isinstance(current, dict):
+        for key in sorted(set(stored) | set(current)):
+            yield from _differences(stored.get(key), current.get(key), f"{path}.{key}" if path else key)
+    elif stored != current:
+        yield path, json.dumps(stored), json.dumps(current)
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count against the budget: complete and pruned."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def run_study(
+    study: optuna.Study,
+    spec: StudySpec,
+    data: TuningData,
+    *,
+    show_progress_bar: bool = True,
+) -> int:
+    """Run trials until the study holds ``spec.budget.trials`` finished trials.
+
+    The timeout ``spec.budget.timeout_seconds`` bounds this call's wall time.
+    Optuna's ``MaxTrialsCallback`` stops at the budget however many processes
+    share the study.
+
+    Returns
+    -------
+    int
+        Trials this call started.
+    """
+    remaining = spec.budget.trials - count_finished(study)
+    if remaining <= 0:
+        return 0
+    before = len(study.get_trials(deepcopy=False))
+    study.optimize(
+        Objective(spec, data),
+        n_trials=remaining,
+        timeout=spec.budget.timeout_seconds,
+        callbacks=[optuna.study.MaxTrialsCallback(spec.budget.trials, states=FINISHED_STATES)],
+        show_progress_bar=show_progress_bar,
+    )
+    return len(study.get_trials(deepcopy=False)) - before

@@ -1,0 +1,119 @@
+"""Study files: what validates, and the one-line errors for what does not."""
+
+import textwrap
+
+import optuna
+import pytest
+
+from hpo.spec import Choices, FloatRange, IntRange, SpecError, load_spec
+
+MINIMAL = 'name = "x"\n[budget]\ntrials = 3\n'
+
+
+def write(tmp_path, body: str, name: str = "study.toml"):
+    path = tmp_path / name
+    path.write_text(MINIMAL + textwrap.dedent(body))
+    return path
+
+
+def error_of(path) -> str:
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    return str(caught.value)
+
+
+def test_shipped_study_files_validate():
+    digits = load_spec("studies/digits.toml")
+    assert digits.dataset.name == "digits"
+    assert digits.parameters.learning_rate == FloatRange(low=1e-4, high=1e-1, log=True)
+    book = load_spec("studies/book_6_5.toml")
+    # The book's section 6.5.3 experiment, exactly.
+    assert book.parameters.learning_rate == FloatRange(low=1e-6, high=1e-2, log=True)
+    assert book.parameters.weight_decay == FloatRange(low=1e-8, high=1e-4, log=True)
+    assert (book.parameters.hidden_layers, book.parameters.hidden_size) == (6, 100)
+    assert (book.parameters.epochs, book.parameters.batch_size, book.budget.trials) == (50, 100, 100)
+    assert book.dataset.train_images == 500 and book.dataset.validation_fraction == 0.2
+    assert isinstance(book.make_sampler(), optuna.samplers.RandomSampler)
+    assert isinstance(book.make_pruner(), optuna.pruners.NopPruner)
+    fashion = load_spec("studies/fashion_mnist.toml")
+    assert isinstance(fashion.make_pruner(), optuna.pruners.MedianPruner)
+
+
+def test_fixed_and_searched_parameters(tmp_path):
+    spec = load_spec(write(tmp_path, """
+        [parameters]
+        learning_rate = { low = 1e-4, high = 1e-1, log = true }
+        optimizer = { choices = ["sgd", "adam"] }
+        hidden_layers = { low = 1, high = 3 }
+        weight_init = 0.01
+    """))
+    searched = spec.parameters.searched()
+    assert list(searched) == ["learning_rate", "optimizer", "hidden_layers"]
+    assert searched["optimizer"] == Choices(choices=["sgd", "adam"])
+    assert searched["hidden_layers"] == IntRange(low=1, high=3)
+    fixed = spec.parameters.fixed()
+    assert fixed["weight_init"] == 0.01 and fixed["epochs"] == 20 and "learning_rate" not in fixed
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("[parameters]\nlearning_rate = { low = 0, high = 1e-1, log = true }",
+         "parameters.learning_rate: low must be > 0 on a log scale (got low = 0)"),
+        ("[parameters]\nlearning_rate = { low = 1e-1, high = 1e-3, log = true }",
+         "parameters.learning_rate: low (0.1) must not exceed high (0.001)"),
+        ("[parameters]\nweight_decay = { low = 1e-8, high = 1e-3 }",
+         "parameters.weight_decay: a searched weight_decay spans decades; set log = true"),
+        ("[parameters]\ndropout = { choices = [0.0, 1.5] }",
+         "parameters.dropout: choices[1] = 1.5: Input should be less than 1"),
+        ("[parameters]\noptimizer = \"adamw\"",
+         "parameters.optimizer: Input should be 'sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop' or 'adam' (got 'adamw')"),
+        ("[parameters]\nepochs = { low = 1, high = 3 }",
+         "parameters.epochs: Input should be a valid integer (got a table; this setting cannot be searched)"),
+        ("[parameters]\nlerning_rate = 0.1",
+         "parameters.lerning_rate: unknown field; remove it or check its spelling"),
+        ("[sampler]\ntype = \"tpe\"\nn_startup = 3",
+         "sampler.n_startup: not an argument of optuna.samplers.TPESampler"),
+        ("[sampler]\ntype = \"simulated_annealing\"",
+         "sampler.type = 'simulated_annealing' is not one of tpe, random"),
+        ("[pruner]\ntype = \"hyperband\"\nreduction_factor = \"x\"",
+         "pruner.reduction_factor = 'x': expected a int"),
+        ("[sampler]\ntype = \"grid\"\n[parameters]\nlearning_rate = { low = 1e-3, high = 1e-1, log = true }",
+         "sampler.type = 'grid' needs every searched parameter as choices; parameters.learning_rate is a range"),
+        ("direction = \"minimize\"\n", "budget.direction: unknown field"),
+        ("[dataset]\nname = \"idx\"", "dataset: name = 'idx' needs directory"),
+        ("[dataset]\nvalidation_fraction = 1.0", "dataset.validation_fraction: Input should be less than 1 (got 1.0)"),
+    ],
+)
+def test_invalid_files_name_file_field_and_value(tmp_path, body, expected):
+    path = write(tmp_path, body)
+    message = error_of(path)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert len(message.splitlines()) == 1
+
+
+def test_direction_must_fit_metric(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "x"\ndirection = "minimize"\n[budget]\ntrials = 3\n')
+    assert "direction = 'minimize' does not fit metric = 'validation_accuracy'; use direction = 'maximize'" in error_of(path)
+
+
+def test_missing_file_and_invalid_toml(tmp_path):
+    assert error_of(tmp_path / "nope.toml") == f"{tmp_path / 'nope.toml'}: no such study file (see the studies/ folder for examples)"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    message = error_of(bad)
+    assert message.startswith(f"{bad}: invalid TOML: ") and "line 1" in message
+
+
+def test_missing_budget_is_named(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "x"\n')
+    assert error_of(path) == f"{path}: budget: required field is missing"
+
+
+def test_relative_dataset_directory_resolves_against_the_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    spec = load_spec(write(tmp_path, '[dataset]\nname = "idx"\ndirectory = "data"\n'))
+    assert spec.dataset.directory == (tmp_path / "data").resolve()

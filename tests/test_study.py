@@ -1,0 +1,169 @@
+"""End to end: a digits study in SQLite, the objective's contract, resumption."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import optuna
+import pytest
+
+from conftest import HPO, OPTUNA
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from hpo.data import prepare_data
+from hpo.objective import Objective, trial_seed
+from hpo.spec import load_spec
+from hpo.storage import open_storage
+from hpo.study import count_finished, open_study, run_study
+
+SMALL_DIGITS = """
+name = "digits_small"
+[budget]
+trials = 14
+[dataset]
+name = "digits"
+validation_fraction = 0.2
+[sampler]
+type = "tpe"
+seed = 0
+n_startup_trials = 5
+[pruner]
+type = "median"
+n_startup_trials = 3
+n_warmup_steps = 1
+[parameters]
+learning_rate = { low = 1e-4, high = 1e-1, log = true }
+weight_decay = { low = 1e-8, high = 1e-2, log = true }
+optimizer = { choices = ["sgd", "adam"] }
+hidden_layers = 1
+hidden_size = 64
+batch_size = 32
+epochs = 8
+seed = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def digits_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("digits")
+    (folder / "study.toml").write_text(SMALL_DIGITS)
+    url = f"sqlite:///{folder / 'study.db'}"
+    result = subprocess.run(
+        [HPO, "run", "study.toml", "--storage", url, "--no-progress"],
+        cwd=folder, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return url, folder, result
+
+
+def test_every_trial_is_persisted_and_some_are_pruned(digits_study):
+    url, _, _ = digits_study
+    study = optuna.load_study(study_name="digits_small", storage=url)
+    trials = study.get_trials()
+    states = [trial.state for trial in trials]
+    assert len(trials) == 14 and set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert states.count(TrialState.PRUNED) >= 1
+    for trial in trials:
+        # Log-uniform learning rate and weight decay, as sampled and stored.
+        assert trial.distributions["learning_rate"] == FloatDistribution(1e-4, 1e-1, log=True)
+        assert trial.distributions["weight_decay"] == FloatDistribution(1e-8, 1e-2, log=True)
+        epochs = trial.user_attrs["epochs_run"]
+        assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))
+        curves = trial.user_attrs["learning_curves"]
+        assert len(curves["validation_accuracy"]) == epochs
+        assert curves["validation_accuracy"] == pytest.approx([trial.intermediate_values[e] for e in range(1, epochs + 1)], abs=1e-5)
+        assert trial.user_attrs["seed"] == trial_seed(0, trial.number)
+        if trial.state == TrialState.COMPLETE:
+            assert epochs == 8
+            assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
+        else:
+            assert epochs < 8
+    assert study.best_value >= 0.95
+
+
+def test_optuna_own_cli_reads_the_database(digits_study):
+    url, folder, _ = digits_study
+    result = subprocess.run(
+        [OPTUNA, "trials", "--storage", url, "--study-name", "digits_small", "-f", "json"],
+        cwd=folder, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 14
+
+
+def test_hpo_trials_and_best_formats(digits_study):
+    url, folder, run = digits_study
+    study = optuna.load_study(study_name="digits_small", storage=url)
+    assert f"best trial: {study.best_trial.number}, value {study.best_value:.4f}" in run.stdout
+
+    def hpo(*arguments):
+        result = subprocess.run([HPO, *arguments, "--storage", url],
+                                cwd=folder, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    best = json.loads(hpo("best", "-f", "json"))
+    assert best["number"] == study.best_trial.number and best["value"] == study.best_value
+    assert best["params_learning_rate"] == study.best_params["learning_rate"]
+    best_csv = hpo("best", "-f", "csv").splitlines()
+    assert best_csv[0].startswith("number,state,value") and best_csv[1].startswith(f"{study.best_trial.number},COMPLETE,")
+    csv_lines = hpo("trials", "-f", "csv").strip().splitlines()
+    assert csv_lines[0].startswith("number,state,value,") and len(csv_lines) == 15
+    table = hpo("trials", "--study-name", "digits_small")
+    assert "PRUNED" in table and "COMPLETE" in table
+
+
+def test_the_test_set_is_not_in_the_tuning_data():
+    spec = load_spec("studies/digits.toml")
+    data = prepare_data(spec.dataset)
+    # 1797 digits: 20 % test held out by the loader, then 20 % of the rest for validation.
+    assert len(data.x_train) + len(data.x_validation) == 1437
+    assert abs(len(data.x_validation) - 0.2 * 1437) <= 1
+    assert data.x_train.dtype == np.float32 and data.n_classes == 10
+    assert prepare_data(spec.dataset) is data  # loaded once per process
+
+
+def test_a_diverged_trial_is_pruned_and_the_study_goes_on(tmp_path):
+    (tmp_path / "s.toml").write_text(textwrap.dedent("""
+        name = "diverge"
+        [budget]
+        trials = 2
+        [sampler]
+        type = "random"
+        seed = 0
+        [pruner]
+        type = "none"
+        [parameters]
+        learning_rate = { choices = [1e3, 0.05] }
+        weight_decay = 1.0
+        optimizer = "sgd"
+        epochs = 3
+    """))
+    spec = load_spec(tmp_path / "s.toml")
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(spec, storage, spec.name)
+    study.enqueue_trial({"learning_rate": 1e3})
+    study.enqueue_trial({"learning_rate": 0.05})
+    run_study(study, spec, prepare_data(spec.dataset), show_progress_bar=False)
+    diverged, healthy = study.get_trials()
+    assert diverged.state == TrialState.PRUNED and diverged.value is None
+    # W <- W - lr * weight_decay * W multiplies W by -999 per step: overflow within an epoch.
+    assert diverged.user_attrs["diverged"].startswith("loss became ")
+    assert diverged.user_attrs["epochs_run"] == 0
+    assert healthy.state == TrialState.COMPLETE and np.isfinite(healthy.value)
+    assert study.best_trial.number == 1
+    assert count_finished(study) == 2
+
+
+def test_same_seed_same_trial_values(tmp_path):
+    spec = load_spec("studies/digits.toml")
+    data = prepare_data(spec.dataset)
+    values = []
+    for run in range(2):
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
+        study.optimize(Objective(spec.model_copy(update={"parameters": spec.parameters.model_copy(update={"epochs": 2})}), data), n_trials=2)
+        values.append([trial.value for trial in study.trials])
+    assert values[0] == values[1]
