@@ -9,6 +9,7 @@ the study can be resumed with the same command.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -35,6 +36,19 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
+
+
+class _HideInterruptTraceback(logging.Filter):
+    """Ctrl-C and SIGTERM are no bugs: keep Optuna's "Trial n failed" line, drop its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] and issubclass(record.exc_info[0], KeyboardInterrupt):
+            record.exc_info = None
+        return True
+
+
+# The logger on which Optuna reports a failed trial.
+logging.getLogger("optuna.study._optimize").addFilter(_HideInterruptTraceback())
 
 
 def _fail(message: str) -> click.ClickException:

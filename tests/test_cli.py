@@ -2,11 +2,15 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from conftest import HPO, OPTUNA
 
@@ -115,3 +119,41 @@ def test_run_then_resume_with_a_different_search_space_is_refused(tmp_path):
     assert [row["number"] for row in rows] == [0, 1]
     assert all(row["state"] == "COMPLETE" and 0 < row["value"] <= 1 for row in rows)
     assert all(1e-3 <= row["params_learning_rate"] <= 1e-1 for row in rows)
+
+
+@pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_keeps_the_database_consistent_and_resumes(tmp_path, signal_number, exit_code):
+    (tmp_path / "study.toml").write_text(
+        'name = "x"\n[budget]\ntrials = 2\n[pruner]\ntype = "none"\n'
+        "[parameters]\nepochs = 300\nhidden_size = 32\nbatch_size = 64\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
+    process = subprocess.Popen([HPO, "run", "study.toml", "--no-progress"], cwd=tmp_path, env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    deadline = time.monotonic() + 120
+    running = None
+    while running is None and time.monotonic() < deadline:  # until the first trial has reported an epoch
+        time.sleep(0.2)
+        try:
+            trials = optuna.load_study(study_name="x", storage=storage).get_trials()
+        except KeyError:  # the study is not created yet
+            continue
+        running = next((t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values), None)
+    assert running is not None, "no trial started"
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == exit_code, stderr
+    assert "Traceback" not in stderr and "resume with: hpo run study.toml" in stderr
+
+    study = optuna.load_study(study_name="x", storage=storage)
+    interrupted = study.get_trials()[running.number]
+    assert interrupted.state == TrialState.FAIL and interrupted.intermediate_values
+
+    resumed = subprocess.run([HPO, "run", "study.toml", "--no-progress"], cwd=tmp_path, env=environment,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    states = [trial.state for trial in optuna.load_study(study_name="x", storage=storage).get_trials()]
+    # The failed trial stays on record and does not count against the budget of 2 finished trials.
+    assert states.count(TrialState.COMPLETE) == 2 and states.count(TrialState.FAIL) == 1
+    assert TrialState.RUNNING not in states
