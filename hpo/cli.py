@@ -9,46 +9,47 @@ the study can be resumed with the same command.
 
 from __future__ import annotations
 
+import datetime
 import logging
+import secrets
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 import optuna
+import threadpoolctl
 from optuna.trial import TrialState
 
-from hpo.data import prepare_data
+from hpo.data import TuningData, prepare_data
+from hpo.local_workers import WorkersFailed, run_local_workers
+from hpo.progress import Progress as _Progress
 from hpo.report import FORMATS, trial_row, write_record, write_rows
 from hpo.spec import SpecError, StudySpec, load_spec
-from hpo.storage import StorageError, describe, open_storage, storage_url
-from hpo.study import StudyMismatchError, count_finished, open_study, run_study
+from hpo.storage import HeartbeatSettings, StorageError, describe, open_storage, storage_url
+from hpo.study import StudyMismatchError, count_finished, open_study
+from hpo.worker import fail_stale_trials, run_worker
 from models.datasets import DatasetError
 
 STORAGE_HELP = "SQLAlchemy URL of the study database [default: $HPO_STORAGE, else sqlite:///./hpo.db]"
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so Optuna marks the running trial FAIL."""
+    """SIGTERM, raised like Ctrl-C so the worker marks the running trial FAIL."""
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-class _HideInterruptTraceback(logging.Filter):
-    """Ctrl-C and SIGTERM are no bugs: keep Optuna's "Trial n failed" line, drop its traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[0] and issubclass(record.exc_info[0], KeyboardInterrupt):
-            record.exc_info = None
-        return True
-
-
-# The logger on which Optuna reports a failed trial.
-logging.getLogger("optuna.study._optimize").addFilter(_HideInterruptTraceback())
+def _configure_logging() -> None:
+    """Trial results of this package on stderr, in Optuna's format."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(levelname).1s %(asctime)s] %(message)s"))
+    logger = logging.getLogger("hpo")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _fail(message: str) -> click.ClickException:
@@ -72,7 +73,11 @@ def _open(storage: str | None, *, must_exist: bool) -> tuple[str, optuna.storage
 
 def _load_study(storage: str | None, study_name: str | None) -> optuna.Study:
     url, opened = _open(storage, must_exist=True)
-    names = [summary.study_name for summary in optuna.get_all_study_summaries(opened, include_best_trial=False)]
+    return _load_study_from(opened, url, study_name)
+
+
+def _load_study_from(opened: optuna.storages.RDBStorage, url: str, study_name: str | None) -> optuna.Study:
+    names = optuna.get_all_study_names(opened)
     if study_name is None:
         if len(names) != 1:
             listing = ", ".join(names) if names else "none"
@@ -87,46 +92,159 @@ def _load_study(storage: str | None, study_name: str | None) -> optuna.Study:
 @click.version_option(package_name="hpo-from-scratch")
 def main() -> None:
     """Tune a from-scratch NumPy network with Optuna; every trial is kept in a SQL study database."""
+    _configure_logging()
 
 
-@main.command()
-@click.argument("study_file")
-@click.option("--storage", help=STORAGE_HELP)
-@click.option("--study-name", help="Study name [default: the file's name field].")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run(study_file: str, storage: str | None, study_name: str | None, no_progress: bool) -> None:
-    """Create or resume the study in STUDY_FILE and run it until its trial budget."""
+def _prepare(
+    study_file: str, storage: str | None, study_name: str | None, *, create: bool, seed_offset: int = 0
+) -> tuple[StudySpec, TuningData, str, optuna.Study]:
+    """Validate the file, load the data, open the storage and the study; user errors as one line."""
     spec = _load_spec(study_file)
     try:
         data = prepare_data(spec.dataset)
     except (DatasetError, ValueError) as error:
         raise _fail(f"{study_file}: dataset: {error}") from None
-    url, opened = _open(storage, must_exist=False)
-    name = study_name or spec.name
+    url = storage_url(storage)
     try:
-        study = open_study(spec, opened, name)
-    except StudyMismatchError as error:
+        opened = open_storage(url, heartbeat=spec.heartbeat())
+        study = open_study(spec, opened, study_name or spec.name, seed_offset=seed_offset, create=create)
+    except (StorageError, StudyMismatchError) as error:
         raise _fail(str(error)) from None
+    return spec, data, url, study
+
+
+def _limit_blas_threads(threads: int | None) -> None:
+    """BLAS threads of this process (threadpoolctl); None leaves the library's default."""
+    if threads is not None:
+        _BLAS_LIMITS.append(threadpoolctl.threadpool_limits(limits=threads, user_api="blas"))
+
+
+_BLAS_LIMITS: list[threadpoolctl.threadpool_limits] = []
+
+
+def _exit_interrupted(interrupt: KeyboardInterrupt, resume: str) -> None:
+    code = 143 if isinstance(interrupt, Terminated) else 130
+    click.echo(f"\nInterrupted: the running trial is marked FAIL; resume with: {resume}", err=True)
+    sys.exit(code)
+
+
+STUDY_NAME_HELP = "Study name [default: the file's name field]."
+BLAS_HELP = "BLAS threads per worker process (threadpoolctl)."
+
+
+@main.command()
+@click.argument("study_file")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study-name", help=STUDY_NAME_HELP)
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local worker processes sharing the study.")
+@click.option("--blas-threads", type=click.IntRange(min=1), envvar="HPO_BLAS_THREADS",
+              help=BLAS_HELP + " [default: the library's own with --jobs 1, else 1]")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
+        blas_threads: int | None, no_progress: bool) -> None:
+    """Create or resume the study in STUDY_FILE and run it until its trial budget."""
+    spec, data, url, study = _prepare(study_file, storage, study_name, create=True)
+    name = study.study_name
     click.echo(f"storage: {describe(url)}")
     click.echo(
         f"study: {name} ({count_finished(study)} of {spec.budget.trials} trials finished; "
         f"{len(data.x_train)} training and {len(data.x_validation)} validation images)"
     )
+    resume = f"hpo run {study_file} --storage {describe(url)} --study-name {name}"
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.perf_counter()
     try:
-        run_study(study, spec, data, show_progress_bar=not no_progress)
+        if jobs == 1:
+            _limit_blas_threads(blas_threads)
+            with _Progress(study, spec.budget.trials, enabled=not no_progress) as progress:
+                run_worker(study, spec, data, timeout_seconds=spec.budget.timeout_seconds,
+                           on_trial_end=progress.update)
+        else:
+            run_local_workers(study_file, url, name, jobs, blas_threads or 1, study, spec.budget.trials,
+                              progress=not no_progress)
     except KeyboardInterrupt as interrupt:
-        code = 143 if isinstance(interrupt, Terminated) else 130
-        click.echo(
-            f"\nInterrupted: the running trial is marked FAIL; resume with: hpo run {study_file} "
-            f"--storage {describe(url)} --study-name {name}",
-            err=True,
-        )
-        sys.exit(code)
-    elapsed = time.perf_counter() - started
-    _print_summary(study, elapsed)
+        _exit_interrupted(interrupt, resume)
+    except WorkersFailed as error:
+        raise _fail(str(error)) from None
+    _print_summary(study, time.perf_counter() - started)
     click.echo(f"list trials: hpo trials --storage {describe(url)} --study-name {name}")
+
+
+@main.command()
+@click.argument("study_file")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study-name", help=STUDY_NAME_HELP)
+def create(study_file: str, storage: str | None, study_name: str | None) -> None:
+    """Create the study in STUDY_FILE (once; safe to repeat and to race with workers)."""
+    spec, _, url, study = _prepare(study_file, storage, study_name, create=True)
+    click.echo(f"study {study.study_name} in {describe(url)}: {count_finished(study)} of "
+               f"{spec.budget.trials} trials finished")
+
+
+@main.command()
+@click.argument("study_file")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study-name", help=STUDY_NAME_HELP)
+@click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              envvar="HPO_BLAS_THREADS", help=BLAS_HELP)
+@click.option("--seed-offset", type=int, help="Added to the sampler's seed [default: drawn at random, "
+              "so workers started alike do not sample alike].")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def worker(study_file: str, storage: str | None, study_name: str | None, blas_threads: int,
+           seed_offset: int | None, no_progress: bool) -> None:
+    """Join the existing study of STUDY_FILE and run trials until the shared budget is met."""
+    if seed_offset is None:
+        seed_offset = secrets.randbelow(2**31)
+    spec, data, url, study = _prepare(study_file, storage, study_name, create=False, seed_offset=seed_offset)
+    _limit_blas_threads(blas_threads)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with _Progress(study, spec.budget.trials, enabled=not no_progress) as progress:
+            result = run_worker(study, spec, data, timeout_seconds=spec.budget.timeout_seconds,
+                                on_trial_end=progress.update)
+    except KeyboardInterrupt as interrupt:
+        _exit_interrupted(interrupt, f"hpo worker {study_file} --study-name {study.study_name}")
+    click.echo(f"worker done: {result.trials_started} trials started; {result.reason}")
+
+
+@main.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study-name", help="Study to check [default: the only study in the storage].")
+@click.option("--fail", "fail_stale", is_flag=True,
+              help="Fail the running trials whose heartbeat is older than the grace period (they are retried).")
+@click.option("--trial", "trial_numbers", type=int, multiple=True,
+              help="Fail this running trial by hand, heartbeat or not (repeatable).")
+@click.option("--grace-period", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Seconds without a heartbeat after which a running trial is stale.")
+def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_numbers: tuple[int, ...],
+          grace_period: int) -> None:
+    """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N)."""
+    url = storage_url(storage)
+    try:
+        opened = open_storage(url, must_exist=True,
+                              heartbeat=HeartbeatSettings(max(1, grace_period // 2), grace_period, 0))
+    except StorageError as error:
+        raise _fail(str(error)) from None
+    study = _load_study_from(opened, url, study_name)
+    if fail_stale:
+        fail_stale_trials(study)
+    running = {trial.number: trial for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    for number in trial_numbers:
+        if number not in running:
+            raise _fail(f"trial {number} of study {study.study_name!r} is not RUNNING; nothing failed")
+        opened.set_trial_state_values(running[number]._trial_id, TrialState.FAIL)
+        click.echo(f"trial {number}: marked FAIL by hand")
+    now = datetime.datetime.now()
+    rows = [
+        {"number": trial.number, "state": "RUNNING", "started": trial.datetime_start.isoformat(timespec="seconds"),
+         "age_seconds": round((now - trial.datetime_start).total_seconds())}
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ]
+    if rows:
+        write_rows(rows, "table", sys.stdout, title=f"running trials of {study.study_name}")
+    else:
+        click.echo(f"study {study.study_name!r} has no running trial")
 
 
 def _print_summary(study: optuna.Study, elapsed_seconds: float) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import optuna
 
 from hpo.data import TuningData
 from hpo.spec import Choices, FloatRange, IntRange, StudySpec
+from hpo.storage import with_retries
 from models.network import MultiLayerNet
 from models.optimizers import make_optimizer
 from models.trainer import EpochMetrics, train
@@ -78,6 +80,9 @@ class Objective:
         The study file (search space, fixed settings, metric).
     data : TuningData
         Training and validation split, loaded once per process and shared by trials.
+    after_epoch : callable, optional
+        Called with no argument after each epoch's report (the worker checks for
+        trials of dead workers there).
 
     Notes
     -----
@@ -89,14 +94,15 @@ class Objective:
     ``learning_curves``; validation metric per epoch also as intermediate values.
     """
 
-    def __init__(self, spec: StudySpec, data: TuningData) -> None:
+    def __init__(self, spec: StudySpec, data: TuningData, *, after_epoch: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.data = data
+        self.after_epoch = after_epoch
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = suggest_parameters(trial, self.spec)
         seed = trial_seed(values["seed"], trial.number)
-        trial.set_user_attr(ATTRIBUTE_SEED, seed)
+        with_retries(lambda: trial.set_user_attr(ATTRIBUTE_SEED, seed), what="storing a trial")
         rng = np.random.default_rng(seed)
         network = build_network(values, self.data.n_features, self.data.n_classes, seed=rng)
         optimizer = make_optimizer(values["optimizer"], values["learning_rate"])
@@ -105,8 +111,10 @@ class Objective:
 
         def report(metrics: EpochMetrics) -> None:
             history.append(metrics)
-            trial.report(getattr(metrics, metric), metrics.epoch)
-            if trial.should_prune():
+            with_retries(lambda: trial.report(getattr(metrics, metric), metrics.epoch), what="reporting an epoch")
+            if self.after_epoch is not None:
+                with_retries(self.after_epoch, what="checking for stale trials")
+            if with_retries(trial.should_prune, what="asking the pruner"):
                 raise optuna.TrialPruned(
                     f"pruned after epoch {metrics.epoch} with {metric} {getattr(metrics, metric):.4f}"
                 )
@@ -128,7 +136,7 @@ class Objective:
         finally:
             _record(trial, history, metric, time.perf_counter() - started)
         if result.diverged:
-            trial.set_user_attr(ATTRIBUTE_DIVERGED, result.message)
+            with_retries(lambda: trial.set_user_attr(ATTRIBUTE_DIVERGED, result.message), what="storing a trial")
             raise optuna.TrialPruned(f"diverged: {result.message}")
         return _best(history, metric)
 
@@ -140,18 +148,17 @@ def _best(history: list[EpochMetrics], metric: str) -> float:
 
 def _record(trial: optuna.Trial, history: list[EpochMetrics], metric: str, seconds: float) -> None:
     """Store the learning curves, rounded to keep the study database small."""
-    trial.set_user_attr(ATTRIBUTE_TRAIN_SECONDS, round(seconds, 3))
-    trial.set_user_attr(ATTRIBUTE_EPOCHS_RUN, len(history))
-    if not history:
-        return
-    scores = [getattr(metrics, metric) for metrics in history]
-    best_index = int(np.argmax(scores) if metric == "validation_accuracy" else np.argmin(scores))
-    trial.set_user_attr(ATTRIBUTE_BEST_EPOCH, history[best_index].epoch)
-    curves = {
-        name: [_round(getattr(metrics, name)) for metrics in history]
-        for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
-    }
-    trial.set_user_attr(ATTRIBUTE_CURVES, curves)
+    attributes: dict[str, Any] = {ATTRIBUTE_TRAIN_SECONDS: round(seconds, 3), ATTRIBUTE_EPOCHS_RUN: len(history)}
+    if history:
+        scores = [getattr(metrics, metric) for metrics in history]
+        best_index = int(np.argmax(scores) if metric == "validation_accuracy" else np.argmin(scores))
+        attributes[ATTRIBUTE_BEST_EPOCH] = history[best_index].epoch
+        attributes[ATTRIBUTE_CURVES] = {
+            name: [_round(getattr(metrics, name)) for metrics in history]
+            for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
+        }
+    for key, value in attributes.items():
+        with_retries(lambda: trial.set_user_attr(key, value), what="storing a trial")
 
 
 def _round(value: float) -> float | None:

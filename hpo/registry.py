@@ -100,6 +100,9 @@ def build_sampler(
         if not grid:
             raise ValueError("sampler.type = 'grid' needs at least one parameter with choices")
         arguments["search_space"] = grid
+    if name == "tpe":
+        # Parallel workers: running trials count as bad guesses, so workers spread out.
+        arguments.setdefault("constant_liar", True)
     if name == "gp" and importlib.util.find_spec("torch") is None:
         raise ValueError("sampler.type = 'gp' needs PyTorch: pip install torch, or choose another sampler")
     return _construct("sampler", name, SAMPLERS[name], arguments)

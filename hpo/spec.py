@@ -55,6 +55,7 @@ from pydantic import (
 )
 
 from hpo.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
+from hpo.storage import HeartbeatSettings
 
 
 class SpecError(ValueError):
@@ -263,6 +264,30 @@ class DatasetSpec(_Strict):
         return self
 
 
+class Workers(_Strict):
+    """How workers sharing a study watch each other (Optuna's trial heartbeats).
+
+    A running trial records a heartbeat every ``heartbeat_interval_seconds``; one
+    whose last heartbeat is older than ``grace_period_seconds`` belongs to a dead
+    worker: any worker marks it FAIL (checked between trials and after every epoch)
+    and it is retried, with the same parameters, up to ``max_retry`` times.
+    """
+
+    heartbeat_interval_seconds: PositiveInt = 10
+    grace_period_seconds: PositiveInt = 60
+    max_retry: NonNegativeInt = 2
+
+    @model_validator(mode="after")
+    def _check(self) -> "Workers":
+        if self.grace_period_seconds < 2 * self.heartbeat_interval_seconds:
+            raise ValueError(
+                f"grace_period_seconds ({self.grace_period_seconds}) must be at least twice "
+                f"heartbeat_interval_seconds ({self.heartbeat_interval_seconds}), so one late "
+                "heartbeat does not fail a live trial"
+            )
+        return self
+
+
 class ComponentSpec(BaseModel):
     """An Optuna sampler or pruner: ``type`` plus the class's keyword arguments."""
 
@@ -286,6 +311,7 @@ class StudySpec(_Strict):
     sampler: ComponentSpec = ComponentSpec(type="tpe")
     pruner: ComponentSpec = ComponentSpec(type="median")
     parameters: Parameters = Parameters()
+    workers: Workers = Workers()
 
     @model_validator(mode="after")
     def _check(self) -> "StudySpec":
@@ -311,6 +337,12 @@ class StudySpec(_Strict):
     def make_sampler(self, *, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
         """A new Optuna sampler as the file describes (Optuna does not store samplers)."""
         return build_sampler(self.sampler.type, self.sampler.arguments(), self.parameters, seed_offset=seed_offset)
+
+    def heartbeat(self) -> HeartbeatSettings:
+        """The heartbeat settings of :func:`hpo.storage.open_storage`."""
+        return HeartbeatSettings(
+            self.workers.heartbeat_interval_seconds, self.workers.grace_period_seconds, self.workers.max_retry
+        )
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         """A new Optuna pruner as the file describes (Optuna does not store pruners)."""

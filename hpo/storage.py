@@ -9,10 +9,18 @@ Every study is an ordinary Optuna RDB study: ``optuna trials --storage URL
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
@@ -20,6 +28,23 @@ STORAGE_ENVIRONMENT_VARIABLE = "HPO_STORAGE"
 DEFAULT_SQLITE_FILE = "hpo.db"
 # Seconds a SQLite connection waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
+# Connections one process may hold to a server database: the main thread's session
+# and the heartbeat thread's, plus one spare. N workers hold at most 3 * N.
+POOL_SIZE = 2
+POOL_OVERFLOW = 1
+CREATE_ATTEMPTS = 5
+
+T = TypeVar("T")
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    """Optuna trial heartbeats: ``interval_seconds`` between beats, stale after ``grace_period_seconds``."""
+
+    interval_seconds: int
+    grace_period_seconds: int
+    max_retry: int
 
 
 class StorageError(RuntimeError):
@@ -56,8 +81,21 @@ def _parse(url: str) -> URL:
         ) from None
 
 
-def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.RDBStorage:
-    """Connect to the study database at ``url``.
+def _use_wal(dbapi_connection: Any, connection_record: Any) -> None:
+    """SQLite in write-ahead-log mode: readers do not block the one writer (local parallel runs)."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+
+def open_storage(
+    url: str,
+    *,
+    must_exist: bool = False,
+    heartbeat: HeartbeatSettings | None = None,
+) -> optuna.storages.RDBStorage:
+    """Connect to the study database at ``url``: one SQLAlchemy engine for the process.
 
     Parameters
     ----------
@@ -66,12 +104,17 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.RDBSt
     must_exist : bool
         For SQLite: refuse a file that does not exist instead of creating an
         empty database (for commands that only read).
+    heartbeat : HeartbeatSettings, optional
+        Turns on Optuna's trial heartbeats: a trial whose heartbeat is older than
+        the grace period is failed by any worker and retried up to ``max_retry``
+        times (``optuna.storages.RetryHeartbeatStaleTrialCallback``).
 
     Returns
     -------
     optuna.storages.RDBStorage
-        With ``pool_pre_ping`` so a dropped connection is replaced; SQLite waits up
-        to :data:`SQLITE_BUSY_TIMEOUT_SECONDS` for a lock.
+        Its pool holds at most :data:`POOL_SIZE` + :data:`POOL_OVERFLOW` connections
+        (``pool_pre_ping`` replaces dropped ones); SQLite runs in WAL mode and waits up to
+        :data:`SQLITE_BUSY_TIMEOUT_SECONDS` for a lock.
 
     Raises
     ------
@@ -80,7 +123,7 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.RDBSt
         database that cannot be reached; the message names the URL, password hidden.
     """
     parsed = _parse(url)
-    engine_kwargs: dict = {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if not database or database == ":memory:":
@@ -91,15 +134,65 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.RDBSt
         if not path.parent.is_dir():
             raise StorageError(f"storage {describe(url)}: folder {path.parent.resolve()} does not exist")
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _use_wal):
+            sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _use_wal)
     else:
-        engine_kwargs.update(pool_size=2, max_overflow=2, pool_recycle=3600)
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except ModuleNotFoundError as error:
-        raise StorageError(
-            f"storage {describe(url)}: the database driver {error.name!r} is not installed; "
-            "for PostgreSQL: pip install 'hpo-from-scratch[postgres]'"
-        ) from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise StorageError(f"cannot open storage {describe(url)}: {reason}") from None
+        engine_kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=3600)
+    heartbeat_kwargs: dict[str, Any] = {}
+    if heartbeat is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
+        heartbeat_kwargs = {
+            "heartbeat_interval": heartbeat.interval_seconds,
+            "grace_period": heartbeat.grace_period_seconds,
+            "heartbeat_stale_trial_callback": retry,
+        }
+    last_error: Exception | None = None
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+        except ModuleNotFoundError as error:
+            raise StorageError(
+                f"storage {describe(url)}: the database driver {error.name!r} is not installed; "
+                "for PostgreSQL: pip install 'hpo-from-scratch[postgres]'"
+            ) from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+            # Two processes creating Optuna's tables in a fresh database at once: one wins,
+            # the other sees a duplicate; the second attempt finds the tables made.
+            last_error = error
+            time.sleep(0.2 * (attempt + 1))
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as error:
+            last_error = error
+            break
+    reason = str(getattr(last_error, "orig", None) or last_error).strip().splitlines()[0]
+    raise StorageError(f"cannot open storage {describe(url)}: {reason}")
+
+
+# Errors of a database that is briefly away (restart, failover, network); worth waiting out.
+TRANSIENT_ERRORS = (
+    optuna.exceptions.StorageInternalError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
+
+
+def with_retries(call: Callable[[], T], *, patience_seconds: float = 120.0, what: str = "storage call") -> T:
+    """Run ``call()``, waiting out a database that is briefly unreachable.
+
+    Retries on :data:`TRANSIENT_ERRORS` with a backoff of 0.5 s doubling to 8 s,
+    for at most ``patience_seconds`` seconds; then the last error is raised.
+    """
+    deadline = time.monotonic() + patience_seconds
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except TRANSIENT_ERRORS as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            _logger.warning(f"{what} failed ({type(error).__name__}); retrying in {delay:.1f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)

@@ -14,8 +14,6 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.data import TuningData
-from hpo.objective import Objective
 from hpo.spec import StudySpec
 
 SPEC_ATTRIBUTE = "hpo_spec"
@@ -33,8 +31,12 @@ def open_study(
     study_name: str,
     *,
     seed_offset: int = 0,
+    create: bool = True,
 ) -> optuna.Study:
     """Create the study, or load it if it exists, with the file's sampler and pruner.
+
+    Safe to call from many processes at once: Optuna creates the study once and
+    the others load it.
 
     Parameters
     ----------
@@ -43,13 +45,17 @@ def open_study(
     study_name : str
     seed_offset : int
         Added to the sampler's seed (distinct per parallel worker).
+    create : bool
+        False: the study must exist already (``hpo worker``).
 
     Raises
     ------
     StudyMismatchError
         The stored study was created from a different direction, metric, dataset
-        or search space.
+        or search space, or (``create=False``) there is no such study.
     """
+    if not create and study_name not in optuna.get_all_study_names(storage):
+        raise StudyMismatchError(f"no study {study_name!r} in this storage; create it first with `hpo create`")
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,
@@ -67,7 +73,7 @@ def open_study(
                 f"study {study_name!r}: stored direction = {stored_direction!r}, "
                 f"study file says direction = {spec.direction!r}; use another --study-name"
             )
-        study.set_user_attr(SPEC_ATTRIBUTE, identity)
+        study.set_user_attr(SPEC_ATTRIBUTE, identity)  # racing creators write the same value
         return study
     differences = list(_differences(stored, identity))
     if differences:
@@ -90,35 +96,3 @@ def _differences(stored: Any, current: Any, path: str = "") -> Any:
 def count_finished(study: optuna.Study) -> int:
     """Trials that count against the budget: complete and pruned."""
     return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
-
-
-def run_study(
-    study: optuna.Study,
-    spec: StudySpec,
-    data: TuningData,
-    *,
-    show_progress_bar: bool = True,
-) -> int:
-    """Run trials until the study holds ``spec.budget.trials`` finished trials.
-
-    The timeout ``spec.budget.timeout_seconds`` bounds this call's wall time.
-    Optuna's ``MaxTrialsCallback`` stops at the budget however many processes
-    share the study.
-
-    Returns
-    -------
-    int
-        Trials this call started.
-    """
-    remaining = spec.budget.trials - count_finished(study)
-    if remaining <= 0:
-        return 0
-    before = len(study.get_trials(deepcopy=False))
-    study.optimize(
-        Objective(spec, data),
-        n_trials=remaining,
-        timeout=spec.budget.timeout_seconds,
-        callbacks=[optuna.study.MaxTrialsCallback(spec.budget.trials, states=FINISHED_STATES)],
-        show_progress_bar=show_progress_bar,
-    )
-    return len(study.get_trials(deepcopy=False)) - before

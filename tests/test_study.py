@@ -17,7 +17,8 @@ from hpo.data import prepare_data
 from hpo.objective import Objective, trial_seed
 from hpo.spec import load_spec
 from hpo.storage import open_storage
-from hpo.study import count_finished, open_study, run_study
+from hpo.study import count_finished, open_study
+from hpo.worker import run_worker
 
 SMALL_DIGITS = """
 name = "digits_small"
@@ -147,7 +148,7 @@ def test_a_diverged_trial_is_pruned_and_the_study_goes_on(tmp_path):
     study = open_study(spec, storage, spec.name)
     study.enqueue_trial({"learning_rate": 1e3})
     study.enqueue_trial({"learning_rate": 0.05})
-    run_study(study, spec, prepare_data(spec.dataset), show_progress_bar=False)
+    run_worker(study, spec, prepare_data(spec.dataset))
     diverged, healthy = study.get_trials()
     assert diverged.state == TrialState.PRUNED and diverged.value is None
     # W <- W - lr * weight_decay * W multiplies W by -999 per step: overflow within an epoch.

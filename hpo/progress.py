@@ -1,0 +1,36 @@
+"""A progress bar over a study's trial budget (tqdm), fed by finished trials."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from hpo.study import count_finished
+
+
+class Progress:
+    """``with Progress(study, budget) as progress: ... progress.update(study, trial)``.
+
+    Shows finished (complete + pruned) trials of the whole study against ``budget``,
+    so it counts other workers' trials too, and the best value so far.  Disabled,
+    it does nothing.
+    """
+
+    def __init__(self, study: optuna.Study, budget: int, *, enabled: bool = True) -> None:
+        self._budget = budget
+        self._bar = tqdm(total=budget, initial=min(budget, count_finished(study)), unit="trial",
+                         disable=not enabled, dynamic_ncols=True)
+
+    def update(self, study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> None:
+        """Refresh from the study: finished count and best value."""
+        self._bar.n = min(self._budget, count_finished(study))
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            self._bar.set_postfix(best=f"{study.best_value:.4f}", refresh=False)
+        self._bar.refresh()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bar.close()
