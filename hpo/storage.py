@@ -33,6 +33,7 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 60
 POOL_SIZE = 2
 POOL_OVERFLOW = 1
 CREATE_ATTEMPTS = 5
+APPLICATION_NAME = "hpo"
 
 T = TypeVar("T")
 _logger = logging.getLogger(__name__)
@@ -138,6 +139,9 @@ def open_storage(
             sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _use_wal)
     else:
         engine_kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=3600)
+        if parsed.get_backend_name() == "postgresql":
+            # Lets an operator count the service's connections in pg_stat_activity.
+            engine_kwargs["connect_args"] = {"application_name": APPLICATION_NAME}
     heartbeat_kwargs: dict[str, Any] = {}
     if heartbeat is not None:
         with warnings.catch_warnings():

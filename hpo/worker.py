@@ -19,6 +19,8 @@ The loop is Optuna's ask-and-tell interface (``study.ask``, ``study.tell``).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import warnings
@@ -34,6 +36,9 @@ from hpo.storage import TRANSIENT_ERRORS, with_retries
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 ATTRIBUTE_NOT_RUN = "not_run"
+# "host:pid" of the worker that ran a trial.
+ATTRIBUTE_WORKER = "worker"
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 # Seconds between looks at the study while other workers finish the last trials.
 POLL_SECONDS = 1.0
 
@@ -169,6 +174,7 @@ def run_worker(
             trial.set_user_attr(ATTRIBUTE_NOT_RUN, "the budget was claimed by other workers' trials")
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             continue
+        with_retries(lambda: trial.set_user_attr(ATTRIBUTE_WORKER, WORKER_ID), what="starting a trial")
         _run_trial(study, storage, trial, objective)
         if on_trial_end is not None:
             on_trial_end(study, study.trials[trial.number])

@@ -1,0 +1,252 @@
+"""Many workers on one PostgreSQL study, started with the commands of docker-compose.yml.
+
+Needs a PostgreSQL server: set HPO_TEST_POSTGRES_URL (CI sets it to the local
+server, postgresql+psycopg2://postgres@127.0.0.1:5432/test).  Each test uses a
+study name of its own and deletes it afterwards.  The workers run the very
+`command` and `environment` of the `create-study` and `worker` services in
+docker-compose.yml, as processes; only HPO_STORAGE points at the local server
+instead of the compose network's host `postgres`.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+import yaml
+from optuna.trial import TrialState
+
+from conftest import BIN
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES_URL")
+pytestmark = [
+    pytest.mark.skipif(not POSTGRES_URL, reason="set HPO_TEST_POSTGRES_URL to a PostgreSQL URL to run the worker tests"),
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def compose_service(name: str, study_file: Path, storage_url: str) -> tuple[list[str], dict[str, str]]:
+    """The service's command (entrypoint + command) and environment, as docker compose would run them."""
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][name]
+    variables = {"HPO_STUDY_FILE": str(study_file), "POSTGRES_PASSWORD": ""}
+
+    def interpolate(text: str) -> str:
+        return re.sub(r"\$\{(\w+)(?::[-?][^}]*)?\}", lambda match: variables[match.group(1)], str(text))
+
+    entrypoint = service.get("entrypoint", ["hpo"])
+    command = [interpolate(part) for part in [*entrypoint, *service.get("command", [])]]
+    command[0] = str(BIN / command[0])  # the console script of this environment
+    environment = {key: interpolate(value) for key, value in service.get("environment", {}).items()}
+    assert environment["HPO_STORAGE"].startswith("postgresql+psycopg2://hpo:@postgres:5432/hpo")
+    environment["HPO_STORAGE"] = storage_url
+    return command, {**os.environ, **environment}
+
+
+def write_study(folder: Path, *, trials: int, epochs: int, hidden_size: int = 32) -> tuple[Path, str]:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    path = folder / f"{name}.toml"
+    path.write_text(f"""
+name = "{name}"
+[budget]
+trials = {trials}
+[sampler]
+type = "tpe"
+seed = 0
+n_startup_trials = 4
+[pruner]
+type = "none"
+[parameters]
+learning_rate = {{ low = 1e-3, high = 1e-1, log = true }}
+weight_decay = {{ low = 1e-8, high = 1e-3, log = true }}
+optimizer = "momentum"
+hidden_layers = 1
+hidden_size = {hidden_size}
+batch_size = 32
+epochs = {epochs}
+[workers]
+heartbeat_interval_seconds = 1
+grace_period_seconds = 3
+max_retry = 2
+""")
+    return path, name
+
+
+@pytest.fixture
+def study_factory(tmp_path):
+    names = []
+
+    def make(**kwargs):
+        path, name = write_study(tmp_path, **kwargs)
+        names.append(name)
+        return path, name
+
+    yield make
+    for name in names:
+        try:
+            optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+        except KeyError:
+            pass
+
+
+def start(service: str, study_file: Path, storage_url: str = None) -> subprocess.Popen:
+    command, environment = compose_service(service, study_file, storage_url or POSTGRES_URL)
+    return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def create(study_file: Path) -> None:
+    process = start("create-study", study_file)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+
+
+def finish(processes, timeout=600) -> list[tuple[int, str]]:
+    results = []
+    for process in processes:
+        _, stderr = process.communicate(timeout=timeout)
+        results.append((process.returncode, stderr))
+    return results
+
+
+def load(name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=POSTGRES_URL)
+
+
+def wait_for(condition, timeout=120.0, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def running_trial_with_epochs(name: str):
+    for trial in load(name).get_trials(states=(TrialState.RUNNING,)):
+        if trial.intermediate_values and "worker" in trial.user_attrs:
+            return trial
+    return None
+
+
+def hpo_connections() -> int:
+    engine = sqlalchemy.create_engine(POSTGRES_URL)
+    with engine.connect() as connection:
+        count = connection.execute(
+            sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hpo'")
+        ).scalar()
+    engine.dispose()
+    return count
+
+
+def test_four_workers_share_one_budget_exactly(study_factory):
+    study_file, name = study_factory(trials=40, epochs=3)
+    create(study_file)
+    workers = [start("worker", study_file) for _ in range(4)]
+    wait_for(lambda: len(load(name).get_trials()) >= 4)
+    connections = hpo_connections()
+    results = finish(workers)
+    assert [code for code, _ in results] == [0, 0, 0, 0], results
+    trials = load(name).get_trials()
+    finished = [trial for trial in trials if trial.state in FINISHED]
+    assert len(finished) == 40
+    assert len({trial.number for trial in trials}) == len(trials)
+    assert all(trial.state in (*FINISHED, TrialState.FAIL) for trial in trials)
+    for trial in finished:
+        assert set(trial.params) == {"learning_rate", "weight_decay"}
+        assert sorted(trial.intermediate_values) == [1, 2, 3]
+    # Every trial was run by one of the four workers; each worker holds at most 3 connections.
+    assert 2 <= len({trial.user_attrs["worker"] for trial in finished}) <= 4
+    assert connections <= 4 * 3
+
+
+def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(study_factory):
+    study_file, name = study_factory(trials=10, epochs=60)
+    create(study_file)
+    workers = {}
+    for _ in range(2):
+        process = start("worker", study_file)
+        workers[process.pid] = process
+    victim = wait_for(lambda: running_trial_with_epochs(name))
+    pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+    workers[pid].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    workers.pop(pid).wait()
+
+    failed = wait_for(lambda: (t := load(name).trials[victim.number]).state == TrialState.FAIL and t, timeout=30)
+    # Grace period 3 s; the other worker checks after every epoch and between trials.
+    assert time.monotonic() - killed_at <= 3 + 5
+    assert failed.state == TrialState.FAIL
+    results = finish(workers.values())
+    assert [code for code, _ in results] == [0], results
+    trials = load(name).get_trials()
+    retries = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim.number]
+    assert len(retries) == 1 and retries[0].params == victim.params
+    assert len([t for t in trials if t.state in FINISHED]) == 10
+
+
+def test_sigint_fails_the_worker_s_trial_at_once_and_the_others_finish(study_factory):
+    study_file, name = study_factory(trials=8, epochs=60)
+    create(study_file)
+    workers = {}
+    for _ in range(2):
+        process = start("worker", study_file)
+        workers[process.pid] = process
+    victim = wait_for(lambda: running_trial_with_epochs(name))
+    pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+    interrupted = workers.pop(pid)
+    interrupted.send_signal(signal.SIGINT)
+    _, stderr = interrupted.communicate(timeout=60)
+    assert interrupted.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert load(name).trials[victim.number].state == TrialState.FAIL  # at once, not after a grace period
+    results = finish(workers.values())
+    assert [code for code, _ in results] == [0], results
+    assert len(load(name).get_trials(states=FINISHED)) == 8
+
+
+@pytest.mark.skipif(shutil.which("pg_ctlcluster") is None or os.geteuid() != 0,
+                    reason="restarting PostgreSQL needs the local cluster (pg_ctlcluster) and root")
+def test_workers_ride_out_a_postgresql_restart(study_factory):
+    study_file, name = study_factory(trials=16, epochs=25)
+    create(study_file)
+    workers = [start("worker", study_file) for _ in range(2)]
+    wait_for(lambda: len(load(name).get_trials(states=FINISHED)) >= 3)
+    before = {t.number: t.value for t in load(name).get_trials(states=FINISHED)}
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True, timeout=120)
+    results = finish(workers)
+    assert [code for code, _ in results] == [0, 0], results
+    # The restart reached the workers (the database was touched while down) and they waited.
+    assert any("retrying in" in stderr for _, stderr in results)
+    after = {t.number: t.value for t in load(name).get_trials(states=FINISHED)}
+    assert all(after.get(number) == value for number, value in before.items())  # nothing finished was lost
+    assert len(after) == 16
+
+
+def test_two_racing_creates_on_a_fresh_database_make_one_study(tmp_path):
+    database = f"hpo_race_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
+    fresh_url = sqlalchemy.engine.make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
+    try:
+        study_file, name = write_study(tmp_path, trials=4, epochs=2)
+        creators = [start("create-study", study_file, fresh_url) for _ in range(2)]
+        results = finish(creators)
+        assert [code for code, _ in results] == [0, 0], results
+        assert optuna.get_all_study_names(fresh_url) == [name]
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"))
+            connection.execute(sqlalchemy.text(f'DROP DATABASE "{database}"'))
+        admin.dispose()
