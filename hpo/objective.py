@@ -90,8 +90,9 @@ class Objective:
     PRUNED with the user attribute ``diverged`` giving the reason: the study goes
     on, the trial never has a NaN value and is never the best, and the sampler
     still learns that the region is bad.  Learning curves (per-epoch training
-    loss/accuracy and validation loss/accuracy) are stored as the user attribute
-    ``learning_curves``; validation metric per epoch also as intermediate values.
+    loss/accuracy, validation loss/accuracy, and compute seconds of training plus
+    validation) are stored as the user attribute ``learning_curves``; the
+    validation metric per epoch also as intermediate values.
     """
 
     def __init__(self, spec: StudySpec, data: TuningData, *, after_epoch: Callable[[], None] | None = None) -> None:
@@ -155,7 +156,7 @@ def _record(trial: optuna.Trial, history: list[EpochMetrics], metric: str, secon
         attributes[ATTRIBUTE_BEST_EPOCH] = history[best_index].epoch
         attributes[ATTRIBUTE_CURVES] = {
             name: [_round(getattr(metrics, name)) for metrics in history]
-            for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
+            for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "seconds")
         }
     for key, value in attributes.items():
         with_retries(lambda: trial.set_user_attr(key, value), what="storing a trial")

@@ -1,0 +1,33 @@
+"""Local parallel workers on the default SQLite file: `hpo run --jobs 4`."""
+
+import os
+import sqlite3
+import subprocess
+
+import optuna
+from optuna.trial import TrialState
+
+from conftest import HPO
+
+
+def test_four_local_workers_on_sqlite_meet_the_budget_without_lock_errors(tmp_path):
+    (tmp_path / "study.toml").write_text(
+        'name = "parallel"\n[budget]\ntrials = 24\n[pruner]\ntype = "none"\n'
+        "[parameters]\nlearning_rate = { low = 1e-3, high = 1e-1, log = true }\n"
+        "epochs = 3\nhidden_size = 32\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
+    result = subprocess.run([HPO, "run", "study.toml", "--jobs", "4", "--no-progress"], cwd=tmp_path,
+                            env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "database is locked" not in result.stderr
+    assert result.stdout.count("worker done:") == 4
+    study = optuna.load_study(study_name="parallel", storage=f"sqlite:///{tmp_path / 'hpo.db'}")
+    trials = study.get_trials()
+    completed = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+    assert len(completed) == 24
+    # Anything else is a trial that lost the race for the last slots of the budget, never run.
+    assert all(trial.user_attrs.get("not_run") for trial in trials if trial.state != TrialState.COMPLETE)
+    assert len({trial.user_attrs["worker"] for trial in completed}) >= 2
+    with sqlite3.connect(tmp_path / "hpo.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
