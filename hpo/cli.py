@@ -96,14 +96,20 @@ def main() -> None:
 
 
 def _prepare(
-    study_file: str, storage: str | None, study_name: str | None, *, create: bool, seed_offset: int = 0
-) -> tuple[StudySpec, TuningData, str, optuna.Study]:
-    """Validate the file, load the data, open the storage and the study; user errors as one line."""
+    study_file: str, storage: str | None, study_name: str | None, *, create: bool, seed_offset: int = 0,
+    load_data: bool = True,
+) -> tuple[StudySpec, TuningData | None, str, optuna.Study]:
+    """Validate the file, load the data (once per process), open the storage and the study.
+
+    Bad input fails here, as one line, before the database is touched.
+    """
     spec = _load_spec(study_file)
-    try:
-        data = prepare_data(spec.dataset)
-    except (DatasetError, ValueError) as error:
-        raise _fail(f"{study_file}: dataset: {error}") from None
+    data = None
+    if load_data:
+        try:
+            data = prepare_data(spec.dataset)
+        except (DatasetError, ValueError) as error:
+            raise _fail(f"{study_file}: dataset: {error}") from None
     url = storage_url(storage)
     try:
         opened = open_storage(url, heartbeat=spec.heartbeat())
@@ -144,13 +150,12 @@ BLAS_HELP = "BLAS threads per worker process (threadpoolctl)."
 def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
         blas_threads: int | None, no_progress: bool) -> None:
     """Create or resume the study in STUDY_FILE and run it until its trial budget."""
-    spec, data, url, study = _prepare(study_file, storage, study_name, create=True)
+    # With --jobs K the workers load the data; this process only watches.
+    spec, data, url, study = _prepare(study_file, storage, study_name, create=True, load_data=jobs == 1)
     name = study.study_name
     click.echo(f"storage: {describe(url)}")
-    click.echo(
-        f"study: {name} ({count_finished(study)} of {spec.budget.trials} trials finished; "
-        f"{len(data.x_train)} training and {len(data.x_validation)} validation images)"
-    )
+    images = f"; {len(data.x_train)} training and {len(data.x_validation)} validation images" if data else ""
+    click.echo(f"study: {name} ({count_finished(study)} of {spec.budget.trials} trials finished{images})")
     resume = f"hpo run {study_file} --storage {describe(url)} --study-name {name}"
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.perf_counter()
@@ -177,7 +182,7 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
 @click.option("--study-name", help=STUDY_NAME_HELP)
 def create(study_file: str, storage: str | None, study_name: str | None) -> None:
     """Create the study in STUDY_FILE (once; safe to repeat and to race with workers)."""
-    spec, _, url, study = _prepare(study_file, storage, study_name, create=True)
+    spec, _, url, study = _prepare(study_file, storage, study_name, create=True, load_data=False)
     click.echo(f"study {study.study_name} in {describe(url)}: {count_finished(study)} of "
                f"{spec.budget.trials} trials finished")
 
