@@ -78,10 +78,12 @@ def _load_study(storage: str | None, study_name: str | None) -> optuna.Study:
 
 def _load_study_from(opened: optuna.storages.RDBStorage, url: str, study_name: str | None) -> optuna.Study:
     names = optuna.get_all_study_names(opened)
+    if not names:
+        raise _fail(f"storage {describe(url)} holds no study yet; start one with `hpo run STUDY_FILE`")
     if study_name is None:
         if len(names) != 1:
-            listing = ", ".join(names) if names else "none"
-            raise _fail(f"storage {describe(url)} holds {len(names)} studies ({listing}); choose one with --study-name")
+            raise _fail(f"storage {describe(url)} holds {len(names)} studies ({', '.join(names)}); "
+                        "choose one with --study-name")
         study_name = names[0]
     if study_name not in names:
         raise _fail(f"no study {study_name!r} in {describe(url)}; studies there: {', '.join(names) or 'none'}")
@@ -93,6 +95,8 @@ def _load_study_from(opened: optuna.storages.RDBStorage, url: str, study_name: s
 def main() -> None:
     """Tune a from-scratch NumPy network with Optuna; every trial is kept in a SQL study database."""
     _configure_logging()
+    # Trial results are logged by hpo.worker; Optuna's own notes ("Using an existing study") are noise.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _prepare(
@@ -108,8 +112,10 @@ def _prepare(
     if load_data:
         try:
             data = prepare_data(spec.dataset)
-        except (DatasetError, ValueError) as error:
+        except DatasetError as error:
             raise _fail(f"{study_file}: dataset: {error}") from None
+        except ValueError as error:  # the split's fields (train_images, validation_fraction)
+            raise _fail(f"{study_file}: {error}") from None
     url = storage_url(storage)
     try:
         opened = open_storage(url, heartbeat=spec.heartbeat())
@@ -163,8 +169,9 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
         if jobs == 1:
             _limit_blas_threads(blas_threads)
             with _Progress(study, spec.budget.trials, enabled=not no_progress) as progress:
-                run_worker(study, spec, data, timeout_seconds=spec.budget.timeout_seconds,
-                           on_trial_end=progress.update)
+                result = run_worker(study, spec, data, timeout_seconds=spec.budget.timeout_seconds,
+                                    on_trial_end=progress.update)
+            click.echo(f"stopped: {result.reason}")
         else:
             run_local_workers(study_file, url, name, jobs, blas_threads or 1, study, spec.budget.trials,
                               progress=not no_progress)
@@ -173,6 +180,9 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
     except WorkersFailed as error:
         raise _fail(str(error)) from None
     _print_summary(study, time.perf_counter() - started)
+    remaining = spec.budget.trials - count_finished(study)
+    if remaining > 0:
+        click.echo(f"{remaining} trials of the budget remain; run the same command again to continue")
     click.echo(f"list trials: hpo trials --storage {describe(url)} --study-name {name}")
 
 

@@ -2,13 +2,14 @@
 
 Loading Fashion-MNIST takes about a second and 200 MB, so every trial of a
 process shares one copy: :func:`prepare_data` is cached on the (hashable,
-frozen) dataset specification.  The test set is dropped here; only
-``hpo evaluate`` reads it.
+frozen) dataset specification.  The test set is dropped here: tuning
+never sees it.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,12 +76,42 @@ def prepare_data(spec: DatasetSpec) -> TuningData:
     models.datasets.DatasetError
         As :func:`load_dataset`.
     ValueError
-        ``train_images`` leaves too few images of a class to split.
+        ``train_images`` exceeds the training set, or ``train_images`` /
+        ``validation_fraction`` leave too few images of a class to split; the
+        message names the field.
     """
     dataset = load_dataset(spec)
+    available = len(dataset.t_train)
     if spec.train_images is not None:
+        if spec.train_images > available:
+            raise ValueError(
+                f"dataset.train_images = {spec.train_images}: the {dataset.name} training set has "
+                f"{available} images; lower it"
+            )
         dataset = dataset.take_train(spec.train_images)
+    _check_split(dataset.t_train, spec)
     x_train, t_train, x_validation, t_validation = train_validation_split(
         dataset.x_train, dataset.t_train, spec.validation_fraction, seed=spec.split_seed
     )
     return TuningData(x_train, t_train, x_validation, t_validation, dataset.n_classes)
+
+
+def _check_split(labels: np.ndarray, spec: DatasetSpec) -> None:
+    """A stratified split needs two images of every class and one of each class per part."""
+    counts = np.bincount(labels)
+    present = np.flatnonzero(counts)
+    if counts[present].min() < 2:
+        rare = int(present[np.argmin(counts[present])])
+        raise ValueError(
+            f"dataset.train_images = {spec.train_images}: class {rare} has one training image; "
+            "a stratified validation split needs two of every class, raise train_images"
+        )
+    n = len(labels)
+    n_validation = math.ceil(spec.validation_fraction * n)
+    n_classes = len(present)
+    if n_validation < n_classes or n - n_validation < n_classes:
+        raise ValueError(
+            f"dataset.validation_fraction = {spec.validation_fraction}: of {n} training images it holds out "
+            f"{n_validation} and keeps {n - n_validation}, but each part needs one image of each of the "
+            f"{n_classes} classes"
+        )

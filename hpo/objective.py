@@ -25,7 +25,7 @@ from models.network import MultiLayerNet
 from models.optimizers import make_optimizer
 from models.trainer import EpochMetrics, train
 
-# Trial user attributes written by the objective (read by `hpo trials`, plots, evaluate).
+# Trial user attributes written by the objective (read by `hpo trials` and `hpo best`).
 ATTRIBUTE_SEED = "seed"
 ATTRIBUTE_EPOCHS_RUN = "epochs_run"
 ATTRIBUTE_BEST_EPOCH = "best_epoch"

@@ -19,8 +19,9 @@ class Progress:
 
     def __init__(self, study: optuna.Study, budget: int, *, enabled: bool = True) -> None:
         self._budget = budget
+        # disable=None: no bar when stderr is not a terminal (a log file, CI).
         self._bar = tqdm(total=budget, initial=min(budget, count_finished(study)), unit="trial",
-                         disable=not enabled, dynamic_ncols=True)
+                         disable=None if enabled else True, dynamic_ncols=True)
 
     def update(self, study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> None:
         """Refresh from the study: finished count and best value."""

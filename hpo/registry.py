@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import re
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -38,6 +39,37 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
 }
 
 
+# Annotations of arguments that take Python objects, which a study file cannot give.
+_OBJECT_TYPES = ("Callable", "Sampler", "Pruner", "FrozenTrial", "dict", "list", "Sequence", "Mapping", "Mutation", "Crossover")
+_SCALARS = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+
+
+def _accepted_types(parameter: inspect.Parameter) -> list[str]:
+    """Scalar types a keyword argument takes, read from its annotation (or default)."""
+    annotation = parameter.annotation
+    if annotation is inspect.Parameter.empty:
+        default = parameter.default
+        return [type(default).__name__] if isinstance(default, (bool, int, float, str)) else list(_SCALARS)
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if any(name in text for name in _OBJECT_TYPES):
+        return []
+    accepted = [name for name in _SCALARS if re.search(rf"\b{name}\b", text)]
+    if "Literal" in text:
+        accepted.append("str")
+    return accepted
+
+
+def _check_value(kind: str, key: str, value: Any, accepted: list[str]) -> None:
+    if not accepted:
+        raise ValueError(f"{kind}.{key}: takes a Python object, which a study file cannot give; remove it")
+    if isinstance(value, bool):
+        fits = "bool" in accepted
+    else:
+        fits = any(isinstance(value, _SCALARS[name]) and not isinstance(value, bool) for name in accepted)
+    if not fits:
+        raise ValueError(f"{kind}.{key} = {value!r}: expected {' or '.join(accepted)}")
+
+
 def _construct(kind: str, name: str, cls: type, arguments: dict[str, Any]) -> Any:
     signature = {
         parameter.name: parameter
@@ -50,10 +82,8 @@ def _construct(kind: str, name: str, cls: type, arguments: dict[str, Any]) -> An
                 f"{kind}.{key}: not an argument of optuna.{kind}s.{cls.__name__} "
                 f"(type = {name!r} takes: {', '.join(signature) or 'no arguments'})"
             )
-        # Optuna checks few types itself; a number given as text would fail mid-study.
-        default = signature[key].default
-        if isinstance(default, (bool, int, float)) and not isinstance(value, (bool, int, float)):
-            raise ValueError(f"{kind}.{key} = {value!r}: expected a {type(default).__name__}")
+        # Optuna checks few types itself; a wrong type would fail in the middle of a study.
+        _check_value(kind, key, value, _accepted_types(signature[key]))
     try:
         return cls(**arguments)
     except (TypeError, ValueError) as error:
@@ -103,6 +133,13 @@ def build_sampler(
     if name == "tpe":
         # Parallel workers: running trials count as bad guesses, so workers spread out.
         arguments.setdefault("constant_liar", True)
+    if name == "bruteforce":
+        for parameter, searched in parameters.searched().items():
+            if getattr(searched, "log", False) or (hasattr(searched, "step") and searched.step is None):
+                raise ValueError(
+                    f"sampler.type = 'bruteforce' enumerates every value; parameters.{parameter} needs "
+                    "choices or a range with a step (and no log scale)"
+                )
     if name == "gp" and importlib.util.find_spec("torch") is None:
         raise ValueError("sampler.type = 'gp' needs PyTorch: pip install torch, or choose another sampler")
     return _construct("sampler", name, SAMPLERS[name], arguments)

@@ -37,6 +37,7 @@ The search space follows the book's section 6.5.2: ranges that span decades
 from __future__ import annotations
 
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -63,17 +64,21 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: TOML has real booleans and numbers, so "3", 1 for true or true for 1 are mistakes.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 # ---------------------------------------------------------------- search ranges
 class FloatRange(_Strict):
     """A searched float: Optuna's ``suggest_float(name, low, high, log=..., step=...)``."""
 
-    low: float
-    high: float
+    low: FiniteFloat
+    high: FiniteFloat
     log: bool = False
-    step: float | None = Field(default=None, gt=0)
+    step: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "FloatRange":
@@ -83,7 +88,14 @@ class FloatRange(_Strict):
             raise ValueError(f"low must be > 0 on a log scale (got low = {self.low:g})")
         if self.log and self.step is not None:
             raise ValueError("step cannot be combined with log = true")
+        if self.step is not None and not _divides(self.high - self.low, self.step):
+            raise ValueError(f"step ({self.step:g}) must divide high - low ({self.high - self.low:g})")
         return self
+
+
+def _divides(span: float, step: float) -> bool:
+    count = span / step
+    return abs(count - round(count)) <= 1e-8 * max(1.0, count)
 
 
 class IntRange(_Strict):
@@ -102,6 +114,8 @@ class IntRange(_Strict):
             raise ValueError(f"low must be > 0 on a log scale (got low = {self.low})")
         if self.log and self.step != 1:
             raise ValueError("step cannot be combined with log = true")
+        if (self.high - self.low) % self.step:
+            raise ValueError(f"step ({self.step}) must divide high - low ({self.high - self.low})")
         return self
 
 
@@ -122,25 +136,29 @@ def _kind(value: Any) -> str:
 
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
 Activation = Literal["relu", "sigmoid", "tanh"]
-WeightInit = Union[Literal["he", "xavier"], Annotated[float, Field(gt=0)]]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+WeightInit = Union[Literal["he", "xavier"], PositiveFloat]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+# Bounds that keep one network within memory: 64 layers of 16384 units at most.
+HiddenLayers = Annotated[int, Field(ge=0, le=64)]
+HiddenSize = Annotated[int, Field(ge=1, le=16384)]
+BatchSize = Annotated[int, Field(ge=1, le=65536)]
 
 # What a value of each searchable parameter must be, and how it may be searched.
 FIXED_TYPES: dict[str, Any] = {
     "learning_rate": PositiveFloat,
     "weight_decay": NonNegativeFloat,
     "optimizer": OptimizerName,
-    "hidden_layers": NonNegativeInt,
-    "hidden_size": PositiveInt,
+    "hidden_layers": HiddenLayers,
+    "hidden_size": HiddenSize,
     "activation": Activation,
     "weight_init": WeightInit,
     "batch_norm": bool,
     "dropout": Fraction,
-    "batch_size": PositiveInt,
+    "batch_size": BatchSize,
 }
 RANGE_TYPES: dict[str, type] = {
     "learning_rate": FloatRange,
@@ -191,8 +209,8 @@ class Parameters(_Strict):
     batch_norm: _parameter("batch_norm") = False
     dropout: _parameter("dropout") = 0.0
     batch_size: _parameter("batch_size") = 100
-    epochs: PositiveInt = 20
-    seed: int = 0
+    epochs: Annotated[int, Field(ge=1, le=100_000)] = 20
+    seed: NonNegativeInt = 0
 
     @field_validator(*FIXED_TYPES, mode="after")
     @classmethod
@@ -224,7 +242,7 @@ class Parameters(_Strict):
 
 def _validate_value(name: str, value: Any, where: str) -> None:
     try:
-        TypeAdapter(FIXED_TYPES[name]).validate_python(value, strict=FIXED_TYPES[name] is bool)
+        TypeAdapter(FIXED_TYPES[name]).validate_python(value, strict=True)
     except ValidationError as error:
         reason = error.errors()[0]["msg"]
         raise ValueError(f"{where} = {value!r}: {reason}") from None
@@ -235,7 +253,7 @@ class Budget(_Strict):
     """How much to run: ``trials`` finished trials in the study, ``timeout_seconds`` per run."""
 
     trials: PositiveInt
-    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    timeout_seconds: PositiveFloat | None = None
 
 
 class DatasetSpec(_Strict):
@@ -250,10 +268,10 @@ class DatasetSpec(_Strict):
     """
 
     name: Literal["digits", "fashion_mnist", "idx"] = "digits"
-    directory: Path | None = None
+    directory: Annotated[Path, Field(strict=False)] | None = None
     train_images: PositiveInt | None = None
     validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    split_seed: int = 0
+    split_seed: NonNegativeInt = 0
 
     @model_validator(mode="after")
     def _check(self) -> "DatasetSpec":
@@ -330,8 +348,10 @@ class StudySpec(_Strict):
                 f"pruner.type = {self.pruner.type!r} is not one of {', '.join(PRUNERS)}"
             )
         # Building them once here turns bad arguments into file errors.
-        self.make_sampler()
-        self.make_pruner()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.make_sampler()
+            self.make_pruner()
         return self
 
     def make_sampler(self, *, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -373,6 +393,8 @@ def load_spec(path: str | Path) -> StudySpec:
         the message is ``"<file>: <field>: <reason>"``, one line per problem.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path}: is a folder; give a study file (see the studies/ folder for examples)")
     if not path.is_file():
         raise SpecError(f"{path}: no such study file (see the studies/ folder for examples)")
     try:
@@ -382,30 +404,55 @@ def load_spec(path: str | Path) -> StudySpec:
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(f"{path}: cannot read the study file: {error}") from None
     directory = data.get("dataset", {}).get("directory") if isinstance(data.get("dataset"), dict) else None
-    if isinstance(directory, str) and not Path(directory).is_absolute():
-        data["dataset"]["directory"] = str((path.parent / directory).resolve())
+    if isinstance(directory, str):
+        resolved = Path(directory).expanduser()
+        data["dataset"]["directory"] = str(resolved if resolved.is_absolute() else (path.parent / resolved).resolve())
     try:
         return StudySpec.model_validate(data)
     except ValidationError as error:
         raise SpecError("\n".join(f"{path}: {line}" for line in format_errors(error))) from None
 
 
+# Location parts that name pydantic's union members, not fields of the file.
+_UNION_TAGS = {"fixed", "range", "choices"}
+
+
+def _location(parts: tuple) -> str:
+    kept = [str(part) for part in parts if str(part) not in _UNION_TAGS and not _is_internal(str(part))]
+    return ".".join(kept)
+
+
+def _is_internal(part: str) -> bool:
+    return part.startswith(("function-", "literal[", "constrained-", "lax-", "strict-")) or part in {
+        "float", "int", "bool", "str", "is-instance[Path]", "path",
+    }
+
+
 def format_errors(error: ValidationError) -> list[str]:
-    """One line per pydantic error: ``field.path: reason (got value)``."""
-    tags = {"fixed", "range", "choices", "function-after", "literal"}
-    lines = []
+    """One line per field in error: ``field.path: reason (got value)``.
+
+    Alternatives of one field (a value that is neither 'he' nor a number, say) are
+    joined on one line.
+    """
+    messages: dict[str, list[str]] = {}
     for item in error.errors():
-        location = ".".join(
-            str(part) for part in item["loc"] if str(part) not in tags and not str(part).startswith(("function-", "literal["))
-        )
+        location = _location(item["loc"])
+        field = location.rsplit(".", 1)[-1]
         message = item["msg"].removeprefix("Value error, ")
+        given = item.get("input")
         if item["type"] == "extra_forbidden":
             message = "unknown field; remove it or check its spelling"
         elif item["type"] == "missing":
             message = "required field is missing"
-        elif isinstance(item.get("input"), dict) and location.startswith("parameters."):
-            message = f"{message} (got a table; this setting cannot be searched)"
-        elif "input" in item and not isinstance(item["input"], dict) and item["type"] != "value_error":
-            message = f"{message} (got {item['input']!r})"
-        lines.append(f"{location}: {message}" if location else message)
-    return lines
+        elif item["type"] == "union_tag_invalid":
+            message = "this setting cannot be searched over a range; give a value or { choices = [...] }"
+        elif item["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            message = "must be a table"
+        elif isinstance(given, dict) and location.startswith("parameters.") and field not in FIXED_TYPES:
+            message = f"{message} (got a table; {field} cannot be searched)"
+        elif "input" in item and not isinstance(given, dict) and item["type"] != "value_error":
+            message = f"{message} (got {given!r})"
+        if message not in messages.setdefault(location, []):
+            messages[location].append(message)
+    return [f"{location}: {' or '.join(reasons)}" if location else " or ".join(reasons)
+            for location, reasons in messages.items()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import time
 import warnings
@@ -74,10 +75,13 @@ def describe(url: str) -> str:
 
 def _parse(url: str) -> URL:
     try:
-        return make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 (a port that is not a number raises here)
+        return parsed
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        shown = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
         raise StorageError(
-            f"storage {url!r} is not a SQLAlchemy URL; use e.g. sqlite:///hpo.db or "
+            f"storage {shown!r} is not a SQLAlchemy URL; use e.g. sqlite:///hpo.db or "
             "postgresql+psycopg2://user@host:5432/database"
         ) from None
 
@@ -103,8 +107,8 @@ def open_storage(
     url : str
         SQLAlchemy URL.
     must_exist : bool
-        For SQLite: refuse a file that does not exist instead of creating an
-        empty database (for commands that only read).
+        For commands that only read: refuse a SQLite file that does not exist and a
+        database without Optuna's tables, instead of creating them.
     heartbeat : HeartbeatSettings, optional
         Turns on Optuna's trial heartbeats: a trial whose heartbeat is older than
         the grace period is failed by any worker and retried up to ``max_retry``
@@ -124,14 +128,14 @@ def open_storage(
         database that cannot be reached; the message names the URL, password hidden.
     """
     parsed = _parse(url)
+    if must_exist:
+        _check_has_studies(url)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if not database or database == ":memory:":
             raise StorageError(f"storage {url!r}: an in-memory SQLite database keeps nothing; give a file path")
         path = Path(database)
-        if must_exist and not path.is_file():
-            raise StorageError(f"storage {describe(url)}: no such database file; run `hpo run` first or check --storage")
         if not path.parent.is_dir():
             raise StorageError(f"storage {describe(url)}: folder {path.parent.resolve()} does not exist")
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
@@ -158,11 +162,8 @@ def open_storage(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
-        except ModuleNotFoundError as error:
-            raise StorageError(
-                f"storage {describe(url)}: the database driver {error.name!r} is not installed; "
-                "for PostgreSQL: pip install 'hpo-from-scratch[postgres]'"
-            ) from None
+        except ImportError as error:
+            raise StorageError(_missing_driver(url, error)) from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
             # Two processes creating Optuna's tables in a fresh database at once: one wins,
             # the other sees a duplicate; the second attempt finds the tables made.
@@ -173,6 +174,38 @@ def open_storage(
             break
     reason = str(getattr(last_error, "orig", None) or last_error).strip().splitlines()[0]
     raise StorageError(f"cannot open storage {describe(url)}: {reason}")
+
+
+def _missing_driver(url: str, error: ImportError) -> str:
+    module = getattr(error, "name", None) or str(error)
+    return (
+        f"storage {describe(url)}: the database driver ({module}) is not installed; for PostgreSQL "
+        "pip install 'hpo-from-scratch[postgres]', for other databases the driver SQLAlchemy names"
+    )
+
+
+def _check_has_studies(url: str) -> None:
+    """Refuse, without writing anything, a database that holds no Optuna tables."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "")
+        if not path.is_file():
+            raise StorageError(f"storage {describe(url)}: no such database file; run `hpo run` first or check --storage")
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except ImportError as error:
+        raise StorageError(_missing_driver(url, error)) from None
+    except (sqlalchemy.exc.ArgumentError, ValueError) as error:
+        raise StorageError(f"cannot open storage {describe(url)}: {error}") from None
+    try:
+        has_tables = sqlalchemy.inspect(engine).has_table("studies")
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise StorageError(f"cannot open storage {describe(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+    if not has_tables:
+        raise StorageError(f"storage {describe(url)} is not an Optuna study database (it has no studies table)")
 
 
 # Errors of a database that is briefly away (restart, failover, network); worth waiting out.

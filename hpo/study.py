@@ -66,6 +66,11 @@ def open_study(
     )
     identity = spec.identity()
     stored = study.user_attrs.get(SPEC_ATTRIBUTE)
+    if stored is None and study.get_trials(deepcopy=False):
+        raise StudyMismatchError(
+            f"study {study_name!r} was not created by hpo (it has trials but no study file record); "
+            "use another --study-name"
+        )
     if stored is None:
         stored_direction = study.direction.name.lower()
         if stored_direction != spec.direction:
@@ -82,6 +87,11 @@ def open_study(
             + "; ".join(f"{path}: stored {old}, file {new}" for path, old, new in differences)
             + ". Use another --study-name, or restore the file."
         )
+    # A resumed study must not replay the samples of its first run: the seed moves on
+    # by the number of trials already made.
+    made = len(study.get_trials(deepcopy=False))
+    if made:
+        study.sampler = spec.make_sampler(seed_offset=seed_offset + made)
     return study
 
 

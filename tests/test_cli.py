@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -67,6 +68,7 @@ def test_run_refuses_bad_study_files(tmp_path, content, fragments):
         ("postgresql+psycopg2://nobody@127.0.0.1:1/nothing", ["cannot open storage", "127.0.0.1:1"]),
         ("not a url", ["'not a url' is not a SQLAlchemy URL"]),
         ("sqlite:////nonexistent-folder/x.db", ["folder /nonexistent-folder does not exist"]),
+        ("postgresql+psycopg2://user:secret@127.0.0.1:abc/db", ["is not a SQLAlchemy URL", "user:***@"]),
         ("nosuchdialect://host/db", ["cannot open storage", "nosuchdialect"]),
     ],
 )
@@ -157,3 +159,49 @@ def test_an_interrupted_run_keeps_the_database_consistent_and_resumes(tmp_path, 
     # The failed trial stays on record and does not count against the budget of 2 finished trials.
     assert states.count(TrialState.COMPLETE) == 2 and states.count(TrialState.FAIL) == 1
     assert TrialState.RUNNING not in states
+
+
+def test_resuming_a_seeded_study_does_not_replay_its_samples(tmp_path):
+    body = ('name = "x"\n[budget]\ntrials = TRIALS\n[sampler]\ntype = "random"\nseed = 0\n'
+            "[parameters]\nlearning_rate = { low = 1e-3, high = 1e-1, log = true }\nepochs = 1\nhidden_size = 8\n")
+    (tmp_path / "study.toml").write_text(body.replace("TRIALS", "2"))
+    assert hpo("run", "study.toml", "--no-progress", cwd=tmp_path).returncode == 0
+    (tmp_path / "study.toml").write_text(body.replace("TRIALS", "4"))  # a larger budget is allowed
+    resumed = hpo("run", "study.toml", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    rates = [row["params_learning_rate"] for row in json.loads(hpo("trials", "-f", "json", cwd=tmp_path).stdout)]
+    assert len(rates) == 4 and len(set(rates)) == 4
+
+
+def test_reading_commands_do_not_write_to_a_foreign_database(tmp_path):
+    database = tmp_path / "other.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE users (id INTEGER)")
+    before = database.read_bytes()
+    result = hpo("trials", "--storage", f"sqlite:///{database}", cwd=tmp_path)
+    assert result.returncode == 1 and "is not an Optuna study database" in result.stderr
+    assert database.read_bytes() == before
+
+
+def test_a_study_not_made_by_hpo_is_not_taken_over(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    foreign = optuna.create_study(study_name="x", storage=storage, direction="maximize")
+    foreign.optimize(lambda trial: trial.suggest_float("a", 0, 1), n_trials=2)
+    (tmp_path / "study.toml").write_text(VALID)
+    result = hpo("run", "study.toml", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "study 'x' was not created by hpo" in result.stderr
+    assert len(optuna.load_study(study_name="x", storage=storage).trials) == 2
+
+
+@pytest.mark.parametrize(
+    "dataset, fragments",
+    [
+        ("train_images = 100000", ["dataset.train_images = 100000: the digits training set has 1437 images"]),
+        ("train_images = 15", ["dataset.train_images = 15: class 2 has one training image"]),
+        ("validation_fraction = 0.001", ["dataset.validation_fraction = 0.001: of 1437 training images it holds out 2"]),
+    ],
+)
+def test_dataset_sizes_that_cannot_be_split_name_the_field(tmp_path, dataset, fragments):
+    (tmp_path / "study.toml").write_text(VALID + f"[dataset]\n{dataset}\n")
+    assert_user_error(hpo("run", "study.toml", cwd=tmp_path), "study.toml", *fragments, cwd=tmp_path)

@@ -69,7 +69,25 @@ def test_fixed_and_searched_parameters(tmp_path):
         ("[parameters]\noptimizer = \"adamw\"",
          "parameters.optimizer: Input should be 'sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop' or 'adam' (got 'adamw')"),
         ("[parameters]\nepochs = { low = 1, high = 3 }",
-         "parameters.epochs: Input should be a valid integer (got a table; this setting cannot be searched)"),
+         "parameters.epochs: Input should be a valid integer (got a table; epochs cannot be searched)"),
+        ("[parameters]\nactivation = { low = 1, high = 2 }",
+         "parameters.activation: this setting cannot be searched over a range; give a value or { choices = [...] }"),
+        # Strict types: TOML has real booleans and numbers; no quiet conversions.
+        ("[parameters]\nhidden_size = true", "parameters.hidden_size: Input should be a valid integer (got True)"),
+        ("[parameters]\nbatch_norm = 1", "parameters.batch_norm: Input should be a valid boolean (got 1)"),
+        ("[parameters]\nhidden_size = { choices = [\"32\", 64] }",
+         "parameters.hidden_size: choices[0] = '32': Input should be a valid integer"),
+        ("[parameters]\nlearning_rate = inf", "parameters.learning_rate: Input should be a finite number (got inf)"),
+        ("[parameters]\nseed = -1", "parameters.seed: Input should be greater than or equal to 0 (got -1)"),
+        ("[parameters]\nhidden_size = 100000000", "parameters.hidden_size: Input should be less than or equal to 16384"),
+        ("[parameters]\ndropout = { low = 0.0, high = 0.5, step = 0.7 }",
+         "parameters.dropout: step (0.7) must divide high - low (0.5)"),
+        ("[parameters]\nweight_init = 0", "parameters.weight_init: Input should be 'he' or 'xavier' (got 0) or Input should be greater than 0 (got 0)"),
+        ("[sampler]\ntype = \"tpe\"\ngamma = \"x\"",
+         "sampler.gamma: takes a Python object, which a study file cannot give; remove it"),
+        ("[sampler]\ntype = \"tpe\"\nmultivariate = \"yes\"", "sampler.multivariate = 'yes': expected bool"),
+        ("[sampler]\ntype = \"bruteforce\"\n[parameters]\nlearning_rate = { low = 1e-3, high = 1e-1, log = true }",
+         "sampler.type = 'bruteforce' enumerates every value; parameters.learning_rate needs choices"),
         ("[parameters]\nlerning_rate = 0.1",
          "parameters.lerning_rate: unknown field; remove it or check its spelling"),
         ("[sampler]\ntype = \"tpe\"\nn_startup = 3",
@@ -77,7 +95,7 @@ def test_fixed_and_searched_parameters(tmp_path):
         ("[sampler]\ntype = \"simulated_annealing\"",
          "sampler.type = 'simulated_annealing' is not one of tpe, random"),
         ("[pruner]\ntype = \"hyperband\"\nreduction_factor = \"x\"",
-         "pruner.reduction_factor = 'x': expected a int"),
+         "pruner.reduction_factor = 'x': expected int"),
         ("[sampler]\ntype = \"grid\"\n[parameters]\nlearning_rate = { low = 1e-3, high = 1e-1, log = true }",
          "sampler.type = 'grid' needs every searched parameter as choices; parameters.learning_rate is a range"),
         ("direction = \"minimize\"\n", "budget.direction: unknown field"),
@@ -117,3 +135,21 @@ def test_relative_dataset_directory_resolves_against_the_file(tmp_path):
     (tmp_path / "data").mkdir()
     spec = load_spec(write(tmp_path, '[dataset]\nname = "idx"\ndirectory = "data"\n'))
     assert spec.dataset.directory == (tmp_path / "data").resolve()
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('name = "x"\ndataset = "digits"\n[budget]\ntrials = 3\n', "dataset: must be a table"),
+        ('name = "x"\n[budget]\ntrials = true\n', "budget.trials: Input should be a valid integer (got True)"),
+        ('name = "x"\n[budget]\ntrials = "3"\n', "budget.trials: Input should be a valid integer (got '3')"),
+    ],
+)
+def test_top_level_type_errors(tmp_path, content, expected):
+    path = tmp_path / "s.toml"
+    path.write_text(content)
+    assert error_of(path) == f"{path}: {expected}"
+
+
+def test_a_folder_is_not_a_study_file(tmp_path):
+    assert error_of(tmp_path) == f"{tmp_path}: is a folder; give a study file (see the studies/ folder for examples)"
