@@ -13,7 +13,7 @@ threads, and `--jobs 2` (two workers, one BLAS thread each).  It reports
   training or validation (study storage, sampling, pruning checks, heartbeats),
   from the trials' stored per-epoch compute seconds;
 - with --postgres: the same two-worker run against PostgreSQL, sampling
-  pg_stat_activity for the connections the workers hold (application_name 'hpo').
+  pg_stat_activity for the connections each process holds (application_name 'hpo host:pid').
 
 Timings are printed and written as JSON; nothing is asserted.
 """
@@ -70,11 +70,14 @@ def run_case(label: str, folder: Path, storage: str, arguments: list[str], trial
     stop = threading.Event()
 
     def sample_connections() -> None:
-        engine = sqlalchemy.create_engine(postgres)
+        # Autocommit: pg_stat_activity is a snapshot per transaction.
+        engine = sqlalchemy.create_engine(postgres, isolation_level="AUTOCOMMIT")
         with engine.connect() as connection:
-            while not stop.wait(0.5):
-                samples.append(connection.execute(sqlalchemy.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hpo'")).scalar())
+            while not stop.wait(0.25):
+                rows = connection.execute(sqlalchemy.text(
+                    "SELECT application_name, count(*) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'hpo %' GROUP BY application_name")).all()
+                samples.append({name: count for name, count in rows})
         engine.dispose()
 
     sampler = threading.Thread(target=sample_connections) if postgres else None
@@ -109,8 +112,11 @@ def run_case(label: str, folder: Path, storage: str, arguments: list[str], trial
         "overhead_fraction_max": round(max(overheads), 4),
     }
     if postgres:
-        row["connections_max"] = max(samples) if samples else None
-        row["connections_median"] = statistics.median(samples) if samples else None
+        # Per process: the parent `hpo run` and each worker hold their own engine.
+        per_process = [count for sample in samples for count in sample.values()]
+        row["connections_total_max"] = max((sum(sample.values()) for sample in samples), default=0)
+        row["connections_per_process_max"] = max(per_process, default=0)
+        row["processes_seen"] = len({name for sample in samples for name in sample})
     optuna.delete_study(study_name=name, storage=storage)
     print(json.dumps(row), flush=True)
     return row
@@ -147,7 +153,7 @@ def main() -> None:
     print(f"\n{'case':45} {'trials/h':>9} {'trial s':>8} {'overhead':>9} {'startup s':>9} {'connections':>11}")
     for row in rows:
         print(f"{row['case']:45} {row['trials_per_hour']:9.1f} {row['trial_seconds_median']:8.2f} "
-              f"{row['overhead_fraction_median']:9.2%} {row['startup_seconds']:9.2f} {str(row.get('connections_max', '')):>11}")
+              f"{row['overhead_fraction_median']:9.2%} {row['startup_seconds']:9.2f} {str(row.get('connections_total_max', '')):>11}")
     print(f"2 workers / 1 worker (1 BLAS thread): {speedup:.2f}x; written to {options.out}")
 
 

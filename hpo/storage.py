@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sqlite3
 import time
 import warnings
@@ -144,8 +145,8 @@ def open_storage(
     else:
         engine_kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=3600)
         if parsed.get_backend_name() == "postgresql":
-            # Lets an operator count the service's connections in pg_stat_activity.
-            engine_kwargs["connect_args"] = {"application_name": APPLICATION_NAME}
+            # Lets an operator count each process's connections in pg_stat_activity.
+            engine_kwargs["connect_args"] = {"application_name": f"{APPLICATION_NAME} {socket.gethostname()}:{os.getpid()}"[:63]}
     heartbeat_kwargs: dict[str, Any] = {}
     if heartbeat is not None:
         with warnings.catch_warnings():
