@@ -26,7 +26,7 @@ from hpo.data import TuningData, prepare_data
 from hpo.local_workers import WorkersFailed, run_local_workers
 from hpo.progress import Progress as _Progress
 from hpo.report import FORMATS, trial_row, write_record, write_rows
-from hpo.spec import SpecError, StudySpec, load_spec
+from hpo.spec import SpecError, StudySpec, Workers, load_spec
 from hpo.storage import HeartbeatSettings, StorageError, describe, open_storage, storage_url
 from hpo.study import StudyMismatchError, count_finished, open_study
 from hpo.worker import fail_stale_trials, run_worker
@@ -227,7 +227,7 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
 @click.option("--storage", help=STORAGE_HELP)
 @click.option("--study-name", help="Study to check [default: the only study in the storage].")
 @click.option("--fail", "fail_stale", is_flag=True,
-              help="Fail the running trials whose heartbeat is older than the grace period (they are retried).")
+              help="Fail the running trials whose heartbeat is older than the grace period; they are retried up to twice.")
 @click.option("--trial", "trial_numbers", type=int, multiple=True,
               help="Fail this running trial by hand, heartbeat or not (repeatable).")
 @click.option("--grace-period", type=click.IntRange(min=1), default=60, show_default=True,
@@ -238,7 +238,7 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
     url = storage_url(storage)
     try:
         opened = open_storage(url, must_exist=True,
-                              heartbeat=HeartbeatSettings(max(1, grace_period // 2), grace_period, 0))
+                              heartbeat=HeartbeatSettings(max(1, grace_period // 2), grace_period, Workers().max_retry))
     except StorageError as error:
         raise _fail(str(error)) from None
     study = _load_study_from(opened, url, study_name)

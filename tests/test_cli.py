@@ -205,3 +205,30 @@ def test_a_study_not_made_by_hpo_is_not_taken_over(tmp_path):
 def test_dataset_sizes_that_cannot_be_split_name_the_field(tmp_path, dataset, fragments):
     (tmp_path / "study.toml").write_text(VALID + f"[dataset]\n{dataset}\n")
     assert_user_error(hpo("run", "study.toml", cwd=tmp_path), "study.toml", *fragments, cwd=tmp_path)
+
+
+def test_stale_lists_running_trials_and_fails_them(tmp_path):
+    (tmp_path / "study.toml").write_text(VALID)
+    assert hpo("create", "study.toml", cwd=tmp_path).returncode == 0
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'hpo.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name="x", storage=storage)
+    beating = study.ask()            # a worker that died after one heartbeat
+    storage.record_heartbeat(beating._trial_id)
+    silent = study.ask()             # a trial of a worker that never recorded one
+    listed = hpo("stale", cwd=tmp_path)
+    assert listed.returncode == 0 and "running trials of x" in listed.stdout
+    assert f"│ {beating.number} " in listed.stdout and f"│ {silent.number} " in listed.stdout
+
+    time.sleep(3)  # past the grace period of 2 s
+    failed = hpo("stale", "--fail", "--grace-period", "2", cwd=tmp_path)
+    assert failed.returncode == 0, failed.stderr
+    trials = optuna.load_study(study_name="x", storage=storage).get_trials()
+    assert trials[beating.number].state == TrialState.FAIL
+    assert trials[silent.number].state == TrialState.RUNNING  # no heartbeat: not judged stale
+    assert trials[-1].state == TrialState.WAITING and trials[-1].number == 2  # the retry of the stale trial
+
+    by_hand = hpo("stale", "--trial", str(silent.number), cwd=tmp_path)
+    assert by_hand.returncode == 0 and f"trial {silent.number}: marked FAIL by hand" in by_hand.stdout
+    assert optuna.load_study(study_name="x", storage=storage).trials[silent.number].state == TrialState.FAIL
+    again = hpo("stale", "--trial", str(silent.number), cwd=tmp_path)
+    assert again.returncode == 1 and "is not RUNNING" in again.stderr
