@@ -137,6 +137,17 @@ def running_trial_with_epochs(name: str):
     return None
 
 
+def two_workers_and_a_running_trial(study_file: Path, name: str):
+    """Create the study, start two workers, wait for a trial with an epoch done: (workers by pid, trial, its pid)."""
+    create(study_file)
+    workers = {}
+    for _ in range(2):
+        process = start("worker", study_file)
+        workers[process.pid] = process
+    victim = wait_for(lambda: running_trial_with_epochs(name))
+    return workers, victim, int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+
+
 def hpo_connections() -> dict[str, int]:
     """Connections per hpo process (application_name 'hpo host:pid')."""
     engine = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
@@ -174,13 +185,7 @@ def test_four_workers_share_one_budget_exactly(study_factory):
 
 def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(study_factory):
     study_file, name = study_factory(trials=10, epochs=60)
-    create(study_file)
-    workers = {}
-    for _ in range(2):
-        process = start("worker", study_file)
-        workers[process.pid] = process
-    victim = wait_for(lambda: running_trial_with_epochs(name))
-    pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+    workers, victim, pid = two_workers_and_a_running_trial(study_file, name)
     workers[pid].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     workers.pop(pid).wait()
@@ -199,13 +204,7 @@ def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(st
 
 def test_sigint_fails_the_worker_s_trial_at_once_and_the_others_finish(study_factory):
     study_file, name = study_factory(trials=8, epochs=60)
-    create(study_file)
-    workers = {}
-    for _ in range(2):
-        process = start("worker", study_file)
-        workers[process.pid] = process
-    victim = wait_for(lambda: running_trial_with_epochs(name))
-    pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+    workers, victim, pid = two_workers_and_a_running_trial(study_file, name)
     interrupted = workers.pop(pid)
     interrupted.send_signal(signal.SIGINT)
     _, stderr = interrupted.communicate(timeout=60)
