@@ -102,7 +102,7 @@ def main() -> None:
 def _prepare(
     study_file: str, storage: str | None, study_name: str | None, *, create: bool, seed_offset: int = 0,
     load_data: bool = True,
-) -> tuple[StudySpec, TuningData | None, str, optuna.Study]:
+) -> tuple[StudySpec, TuningData | None, str, optuna.storages.RDBStorage, optuna.Study]:
     """Validate the file, load the data (once per process), open the storage and the study.
 
     Bad input fails here, as one line, before the database is touched.
@@ -122,7 +122,7 @@ def _prepare(
         study = open_study(spec, opened, study_name or spec.name, seed_offset=seed_offset, create=create)
     except (StorageError, StudyMismatchError) as error:
         raise _fail(str(error)) from None
-    return spec, data, url, study
+    return spec, data, url, opened, study
 
 
 def _limit_blas_threads(threads: int | None) -> None:
@@ -157,7 +157,7 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
         blas_threads: int | None, no_progress: bool) -> None:
     """Create or resume the study in STUDY_FILE and run it until its trial budget."""
     # With --jobs K the workers load the data; this process only watches.
-    spec, data, url, study = _prepare(study_file, storage, study_name, create=True, load_data=jobs == 1)
+    spec, data, url, opened, study = _prepare(study_file, storage, study_name, create=True, load_data=jobs == 1)
     name = study.study_name
     click.echo(f"storage: {describe(url)}")
     images = f"; {len(data.x_train)} training and {len(data.x_validation)} validation images" if data else ""
@@ -169,7 +169,7 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
         if jobs == 1:
             _limit_blas_threads(blas_threads)
             with _Progress(study, spec.budget.trials, enabled=not no_progress) as progress:
-                result = run_worker(study, spec, data, timeout_seconds=spec.budget.timeout_seconds,
+                result = run_worker(study, opened, spec, data, timeout_seconds=spec.budget.timeout_seconds,
                                     on_trial_end=progress.update)
             click.echo(f"stopped: {result.reason}")
         else:
@@ -192,7 +192,7 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
 @click.option("--study-name", help=STUDY_NAME_HELP)
 def create(study_file: str, storage: str | None, study_name: str | None) -> None:
     """Create the study in STUDY_FILE (once; safe to repeat and to race with workers)."""
-    spec, _, url, study = _prepare(study_file, storage, study_name, create=True, load_data=False)
+    spec, _, url, _, study = _prepare(study_file, storage, study_name, create=True, load_data=False)
     click.echo(f"study {study.study_name} in {describe(url)}: {count_finished(study)} of "
                f"{spec.budget.trials} trials finished")
 
@@ -211,12 +211,12 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
     """Join the existing study of STUDY_FILE and run trials until the shared budget is met."""
     if seed_offset is None:
         seed_offset = secrets.randbelow(2**31)
-    spec, data, url, study = _prepare(study_file, storage, study_name, create=False, seed_offset=seed_offset)
+    spec, data, _, opened, study = _prepare(study_file, storage, study_name, create=False, seed_offset=seed_offset)
     _limit_blas_threads(blas_threads)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with _Progress(study, spec.budget.trials, enabled=not no_progress) as progress:
-            result = run_worker(study, spec, data, timeout_seconds=spec.budget.timeout_seconds,
+            result = run_worker(study, opened, spec, data, timeout_seconds=spec.budget.timeout_seconds,
                                 on_trial_end=progress.update)
     except KeyboardInterrupt as interrupt:
         _exit_interrupted(interrupt, f"hpo worker {study_file} --study-name {study.study_name}")

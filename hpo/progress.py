@@ -10,7 +10,7 @@ from hpo.study import count_finished
 
 
 class Progress:
-    """``with Progress(study, budget) as progress: ... progress.update(study, trial)``.
+    """``with Progress(study, budget) as progress: ... progress.update(study)``.
 
     Shows finished (complete + pruned) trials of the whole study against ``budget``,
     so it counts other workers' trials too, and the best value so far.  Disabled,
@@ -23,7 +23,7 @@ class Progress:
         self._bar = tqdm(total=budget, initial=min(budget, count_finished(study)), unit="trial",
                          disable=None if enabled else True, dynamic_ncols=True)
 
-    def update(self, study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> None:
+    def update(self, study: optuna.Study) -> None:
         """Refresh from the study: finished count and best value."""
         self._bar.n = min(self._budget, count_finished(study))
         if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

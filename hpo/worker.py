@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
@@ -112,11 +113,12 @@ def _claimed_before(study: optuna.Study, number: int) -> int:
 
 def run_worker(
     study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
     spec: StudySpec,
     data: TuningData,
     *,
     timeout_seconds: float | None = None,
-    on_trial_end: "callable | None" = None,
+    on_trial_end: Callable[[optuna.Study], None] | None = None,
 ) -> WorkerResult:
     """Run trials of ``study`` until its budget of finished trials is met.
 
@@ -124,13 +126,15 @@ def run_worker(
     ----------
     study : optuna.Study
         Opened with the study file's sampler and pruner.
+    storage : optuna.storages.RDBStorage
+        The study's storage (with heartbeats, see :func:`hpo.storage.open_storage`).
     spec : StudySpec
     data : TuningData
         Loaded once for this process.
     timeout_seconds : float, optional
         No new trial starts after this many seconds (the running one finishes).
     on_trial_end : callable, optional
-        Called as ``on_trial_end(study, frozen_trial)`` after each trial of this worker.
+        Called as ``on_trial_end(study)`` after each trial of this worker.
 
     Returns
     -------
@@ -142,7 +146,6 @@ def run_worker(
         Ctrl-C or SIGTERM (see ``hpo.cli``): the running trial is marked FAIL first.
     """
     budget = spec.budget.trials
-    storage = study._storage
     objective = Objective(spec, data, after_epoch=lambda: fail_stale_trials(study))
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     result = WorkerResult()
@@ -171,16 +174,19 @@ def run_worker(
         result.trials_started += 1
         if with_retries(lambda: _claimed_before(study, trial.number), what="reading the study") >= budget:
             # Another worker claimed the last slot of the budget at the same moment.
-            trial.set_user_attr(ATTRIBUTE_NOT_RUN, "the budget was claimed by other workers' trials")
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            with_retries(lambda: trial.set_user_attr(ATTRIBUTE_NOT_RUN, "the budget was claimed by other "
+                                                     "workers' trials"), what="storing a trial")
+            with_retries(lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
+                         what="storing a trial")
             continue
         with_retries(lambda: trial.set_user_attr(ATTRIBUTE_WORKER, WORKER_ID), what="starting a trial")
         _run_trial(study, storage, trial, objective)
         if on_trial_end is not None:
-            on_trial_end(study, study.trials[trial.number])
+            on_trial_end(study)
 
 
 def _run_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: optuna.Trial, objective: Objective) -> None:
+    # Optuna has no public accessor for a trial's storage id; its own heartbeat thread uses this one.
     with Heartbeat(storage, trial._trial_id):
         try:
             value = objective(trial)

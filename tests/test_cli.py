@@ -5,7 +5,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import HPO, OPTUNA
+from conftest import HPO
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = 'name = "x"\n[budget]\ntrials = 2\n[parameters]\nepochs = 1\n'

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -148,7 +147,7 @@ def test_a_diverged_trial_is_pruned_and_the_study_goes_on(tmp_path):
     study = open_study(spec, storage, spec.name)
     study.enqueue_trial({"learning_rate": 1e3})
     study.enqueue_trial({"learning_rate": 0.05})
-    run_worker(study, spec, prepare_data(spec.dataset))
+    run_worker(study, storage, spec, prepare_data(spec.dataset))
     diverged, healthy = study.get_trials()
     assert diverged.state == TrialState.PRUNED and diverged.value is None
     # W <- W - lr * weight_decay * W multiplies W by -999 per step: overflow within an epoch.
