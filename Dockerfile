@@ -9,6 +9,8 @@ RUN apt-get update \
 
 RUN useradd --create-home --uid 10001 hpo
 WORKDIR /app
+# The user may write the default SQLite file (hpo.db) here when HPO_STORAGE is unset.
+RUN chown hpo:hpo /app
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY hpo ./hpo

@@ -20,6 +20,7 @@ from typing import Any
 import click
 import optuna
 import threadpoolctl
+from sqlalchemy.engine import make_url
 from optuna.trial import TrialState
 
 from hpo.data import TuningData, prepare_data
@@ -28,8 +29,8 @@ from hpo.progress import Progress as _Progress
 from hpo.report import FORMATS, trial_row, write_record, write_rows
 from hpo.spec import SpecError, StudySpec, Workers, load_spec
 from hpo.storage import HeartbeatSettings, StorageError, describe, open_storage, storage_url
-from hpo.study import StudyMismatchError, count_finished, open_study
-from hpo.worker import fail_stale_trials, run_worker
+from hpo.study import WORKERS_ATTRIBUTE, StudyMismatchError, count_finished, open_study
+from hpo.worker import ATTRIBUTE_WORKER, fail_stale_trials, run_worker
 from models.datasets import DatasetError
 
 STORAGE_HELP = "SQLAlchemy URL of the study database [default: $HPO_STORAGE, else sqlite:///./hpo.db]"
@@ -117,12 +118,25 @@ def _prepare(
         except ValueError as error:  # the split's fields (train_images, validation_fraction)
             raise _fail(f"{study_file}: {error}") from None
     url = storage_url(storage)
+    name = study_name or spec.name
     try:
-        opened = open_storage(url, heartbeat=spec.heartbeat())
-        study = open_study(spec, opened, study_name or spec.name, seed_offset=seed_offset, create=create)
+        # A worker joins an existing study: it creates no database and no tables.
+        opened = open_storage(url, must_exist=not create, heartbeat=spec.heartbeat())
+        if not create and name not in optuna.get_all_study_names(opened):
+            raise StudyMismatchError(f"no study {name!r} in {describe(url)}; create it first with `hpo create`")
+        study = open_study(spec, opened, name, seed_offset=seed_offset, create=create)
     except (StorageError, StudyMismatchError) as error:
         raise _fail(str(error)) from None
     return spec, data, url, opened, study
+
+
+def _storage_hint(storage: str | None, url: str) -> str:
+    """How to name the storage again in a printed command, without a password in it."""
+    if storage is None:
+        return ""  # the default file or $HPO_STORAGE: the same command finds it again
+    if make_url(url).password:  # the URL was parsed once already by open_storage
+        return " --storage '<your storage URL>'"
+    return f" --storage {describe(url)}"
 
 
 def _limit_blas_threads(threads: int | None) -> None:
@@ -134,9 +148,10 @@ def _limit_blas_threads(threads: int | None) -> None:
 _BLAS_LIMITS: list[threadpoolctl.threadpool_limits] = []
 
 
-def _exit_interrupted(interrupt: KeyboardInterrupt, resume: str) -> None:
+def _exit_interrupted(interrupt: KeyboardInterrupt, resume: str | None) -> None:
     code = 143 if isinstance(interrupt, Terminated) else 130
-    click.echo(f"\nInterrupted: the running trial is marked FAIL; resume with: {resume}", err=True)
+    if resume is not None:
+        click.echo(f"\nInterrupted: the running trial is marked FAIL; resume with: {resume}", err=True)
     sys.exit(code)
 
 
@@ -148,7 +163,7 @@ BLAS_HELP = "BLAS threads per worker process (threadpoolctl)."
 @click.argument("study_file")
 @click.option("--storage", help=STORAGE_HELP)
 @click.option("--study-name", help=STUDY_NAME_HELP)
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--jobs", "-j", type=click.IntRange(min=1, max=256), default=1, show_default=True,
               help="Local worker processes sharing the study.")
 @click.option("--blas-threads", type=click.IntRange(min=1), envvar="HPO_BLAS_THREADS",
               help=BLAS_HELP + " [default: the library's own with --jobs 1, else 1]")
@@ -162,7 +177,8 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
     click.echo(f"storage: {describe(url)}")
     images = f"; {len(data.x_train)} training and {len(data.x_validation)} validation images" if data else ""
     click.echo(f"study: {name} ({count_finished(study)} of {spec.budget.trials} trials finished{images})")
-    resume = f"hpo run {study_file} --storage {describe(url)} --study-name {name}"
+    where = f"{_storage_hint(storage, url)} --study-name {name}"
+    resume = f"hpo run {study_file}{where}"
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.perf_counter()
     try:
@@ -183,7 +199,7 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
     remaining = spec.budget.trials - count_finished(study)
     if remaining > 0:
         click.echo(f"{remaining} trials of the budget remain; run the same command again to continue")
-    click.echo(f"list trials: hpo trials --storage {describe(url)} --study-name {name}")
+    click.echo(f"list trials: hpo trials{where}")
 
 
 @main.command()
@@ -203,11 +219,12 @@ def create(study_file: str, storage: str | None, study_name: str | None) -> None
 @click.option("--study-name", help=STUDY_NAME_HELP)
 @click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
               envvar="HPO_BLAS_THREADS", help=BLAS_HELP)
-@click.option("--seed-offset", type=int, help="Added to the sampler's seed [default: drawn at random, "
-              "so workers started alike do not sample alike].")
+@click.option("--seed-offset", type=click.IntRange(min=0), help="Derives this worker's sampler seed "
+              "[default: drawn at random, so workers started alike do not sample alike].")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--no-resume-hint", is_flag=True, hidden=True, help="Used by `hpo run --jobs`, which prints its own.")
 def worker(study_file: str, storage: str | None, study_name: str | None, blas_threads: int,
-           seed_offset: int | None, no_progress: bool) -> None:
+           seed_offset: int | None, no_progress: bool, no_resume_hint: bool) -> None:
     """Join the existing study of STUDY_FILE and run trials until the shared budget is met."""
     if seed_offset is None:
         seed_offset = secrets.randbelow(2**31)
@@ -219,7 +236,8 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
             result = run_worker(study, opened, spec, data, timeout_seconds=spec.budget.timeout_seconds,
                                 on_trial_end=progress.update)
     except KeyboardInterrupt as interrupt:
-        _exit_interrupted(interrupt, f"hpo worker {study_file} --study-name {study.study_name}")
+        hint = f"hpo worker {study_file}{_storage_hint(storage, storage_url(storage))} --study-name {study.study_name}"
+        _exit_interrupted(interrupt, None if no_resume_hint else hint)
     click.echo(f"worker done: {result.trials_started} trials started; {result.reason}")
 
 
@@ -230,20 +248,30 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
               help="Fail the running trials whose heartbeat is older than the grace period; they are retried up to twice.")
 @click.option("--trial", "trial_numbers", type=int, multiple=True,
               help="Fail this running trial by hand, heartbeat or not (repeatable).")
-@click.option("--grace-period", type=click.IntRange(min=1), default=60, show_default=True,
-              help="Seconds without a heartbeat after which a running trial is stale.")
+@click.option("--grace-period", type=click.IntRange(min=2, max=86_400),
+              help="Seconds without a heartbeat after which a running trial is stale "
+                   "[default: the study file's workers.grace_period_seconds].")
 def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_numbers: tuple[int, ...],
-          grace_period: int) -> None:
+          grace_period: int | None) -> None:
     """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N)."""
     url = storage_url(storage)
+    study = _load_study(storage, study_name)
+    workers = Workers.model_validate(study.user_attrs.get(WORKERS_ATTRIBUTE, {}))
+    grace_period = grace_period or workers.grace_period_seconds
+    heartbeat = HeartbeatSettings(min(workers.heartbeat_interval_seconds, grace_period // 2), grace_period,
+                                  workers.max_retry)
     try:
-        opened = open_storage(url, must_exist=True,
-                              heartbeat=HeartbeatSettings(max(1, grace_period // 2), grace_period, Workers().max_retry))
+        opened = open_storage(url, must_exist=True, heartbeat=heartbeat)
     except StorageError as error:
         raise _fail(str(error)) from None
-    study = _load_study_from(opened, url, study_name)
+    study = optuna.load_study(study_name=study.study_name, storage=opened)
     if fail_stale:
+        before = {trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         fail_stale_trials(study)
+        after = {trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        failed = sorted(before - after)
+        click.echo(f"failed {len(failed)} trial(s) with no heartbeat for {grace_period} s"
+                   + (f": {', '.join(map(str, failed))} (queued again)" if failed else ""))
     running = {trial.number: trial for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     for number in trial_numbers:
         if number not in running:
@@ -253,7 +281,8 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
     now = datetime.datetime.now()
     rows = [
         {"number": trial.number, "state": "RUNNING", "started": trial.datetime_start.isoformat(timespec="seconds"),
-         "age_seconds": round((now - trial.datetime_start).total_seconds())}
+         "age_seconds": round((now - trial.datetime_start).total_seconds()),
+         "worker": trial.user_attrs.get(ATTRIBUTE_WORKER, "")}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     ]
     if rows:
@@ -272,7 +301,7 @@ def _print_summary(study: optuna.Study, elapsed_seconds: float) -> None:
         f"{counts[TrialState.FAIL]} failed; this run took {elapsed_seconds:.1f} s"
     )
     if counts[TrialState.COMPLETE] == 0:
-        click.echo("no completed trial yet")
+        click.echo("no trial completed, so there is no best trial")
         return
     best = study.best_trial
     click.echo(f"best trial: {best.number}, value {best.value:.4f}")
@@ -288,6 +317,9 @@ def trials(storage: str | None, study_name: str | None, output_format: str) -> N
     """List every trial of a study: state, value, parameters, duration, epochs."""
     study = _load_study(storage, study_name)
     rows = [trial_row(trial) for trial in study.get_trials(deepcopy=False)]
+    if not rows and output_format == "table":
+        click.echo(f"study {study.study_name!r} has no trials yet")
+        return
     write_rows(rows, output_format, sys.stdout, title=study.study_name)
 
 
@@ -298,6 +330,9 @@ def trials(storage: str | None, study_name: str | None, output_format: str) -> N
 def best(storage: str | None, study_name: str | None, output_format: str) -> None:
     """Print the best completed trial of a study."""
     study = _load_study(storage, study_name)
+    if len(study.directions) > 1:
+        raise _fail(f"study {study.study_name!r} has {len(study.directions)} objectives; "
+                    "hpo best reads single-objective studies (see `hpo trials`)")
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not completed:
         raise _fail(f"study {study.study_name!r} has no completed trial yet")

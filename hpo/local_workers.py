@@ -49,7 +49,7 @@ def run_local_workers(
     """
     environment = {**os.environ, STORAGE_ENVIRONMENT_VARIABLE: storage_url}
     command = [sys.executable, "-m", "hpo.cli", "worker", study_file, "--study-name", study_name,
-               "--blas-threads", str(blas_threads), "--no-progress"]
+               "--blas-threads", str(blas_threads), "--no-progress", "--no-resume-hint"]
     workers = [
         subprocess.Popen([*command, "--seed-offset", str(index)], env=environment)
         for index in range(jobs)

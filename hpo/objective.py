@@ -115,7 +115,8 @@ class Objective:
             with_retries(lambda: trial.report(getattr(metrics, metric), metrics.epoch), what="reporting an epoch")
             if self.after_epoch is not None:
                 with_retries(self.after_epoch, what="checking for stale trials")
-            if with_retries(trial.should_prune, what="asking the pruner"):
+            last_epoch = metrics.epoch == values["epochs"]  # a finished run is complete, not pruned
+            if not last_epoch and with_retries(trial.should_prune, what="asking the pruner"):
                 raise optuna.TrialPruned(
                     f"pruned after epoch {metrics.epoch} with {metric} {getattr(metrics, metric):.4f}"
                 )

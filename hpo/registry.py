@@ -13,6 +13,7 @@ import inspect
 import re
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _construct(kind: str, name: str, cls: type, arguments: dict[str, Any]) -> An
 
 
 def build_sampler(
-    name: str, arguments: dict[str, Any], parameters: "Parameters", *, seed_offset: int = 0
+    name: str, arguments: dict[str, Any], parameters: "Parameters", *, seed_keys: tuple[int, ...] = ()
 ) -> optuna.samplers.BaseSampler:
     """Build the Optuna sampler ``name`` with ``arguments``.
 
@@ -103,8 +104,11 @@ def build_sampler(
         Keyword arguments of the Optuna class (``seed``, ``n_startup_trials``, ...).
     parameters : Parameters
         The study's parameters; the grid sampler's grid is their ``choices``.
-    seed_offset : int
-        Added to ``seed`` when one is given, so parallel workers draw different samples.
+    seed_keys : tuple of int >= 0
+        With a ``seed`` given and any key nonzero, the sampler's seed becomes one drawn by
+        ``numpy.random.SeedSequence([seed, *seed_keys])`` (a 32-bit value), so parallel
+        workers (key: worker offset) and resumed runs (key: trials made) draw samples of
+        their own; with no key, ``seed`` is used as is.
 
     Raises
     ------
@@ -113,8 +117,8 @@ def build_sampler(
         ``choices``, or a sampler whose optional dependency is missing.
     """
     arguments = dict(arguments)
-    if seed_offset and arguments.get("seed") is not None:
-        arguments["seed"] = int(arguments["seed"]) + seed_offset
+    if any(seed_keys) and isinstance(arguments.get("seed"), int) and arguments["seed"] >= 0:
+        arguments["seed"] = int(np.random.SeedSequence([arguments["seed"], *seed_keys]).generate_state(1)[0])
     if name == "grid":
         if "search_space" in arguments:
             raise ValueError("sampler.search_space: the grid is taken from the parameters' choices; remove it")
@@ -158,4 +162,9 @@ def build_pruner(name: str, arguments: dict[str, Any], *, epochs: int) -> optuna
     arguments = dict(arguments)
     if name == "hyperband":
         arguments.setdefault("max_resource", epochs)
+    if name in ("hyperband", "successive_halving"):
+        minimum = arguments.get("min_resource")
+        if isinstance(minimum, int) and not isinstance(minimum, bool) and minimum > epochs:
+            raise ValueError(f"pruner.min_resource = {minimum} exceeds parameters.epochs = {epochs}; "
+                             "nothing could be pruned")
     return _construct("pruner", name, PRUNERS[name], arguments)

@@ -24,7 +24,7 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     row: dict[str, Any] = {
         "number": trial.number,
         "state": trial.state.name,
-        "value": trial.value,
+        "value": trial.values[0] if trial.values and len(trial.values) == 1 else trial.values,
         "datetime_start": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None,
         "duration_seconds": round(duration, 3) if duration is not None else None,
         "epochs_run": trial.user_attrs.get(ATTRIBUTE_EPOCHS_RUN),

@@ -291,8 +291,8 @@ class Workers(_Strict):
     and it is retried, with the same parameters, up to ``max_retry`` times.
     """
 
-    heartbeat_interval_seconds: PositiveInt = 10
-    grace_period_seconds: PositiveInt = 60
+    heartbeat_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 10
+    grace_period_seconds: Annotated[int, Field(ge=2, le=86_400)] = 60
     max_retry: NonNegativeInt = 2
 
     @model_validator(mode="after")
@@ -354,9 +354,13 @@ class StudySpec(_Strict):
             self.make_pruner()
         return self
 
-    def make_sampler(self, *, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-        """A new Optuna sampler as the file describes (Optuna does not store samplers)."""
-        return build_sampler(self.sampler.type, self.sampler.arguments(), self.parameters, seed_offset=seed_offset)
+    def make_sampler(self, *, seed_keys: tuple[int, ...] = ()) -> optuna.samplers.BaseSampler:
+        """A new Optuna sampler as the file describes (Optuna does not store samplers).
+
+        ``seed_keys`` derive a seed of its own for a worker or a resumed run
+        (see :func:`hpo.registry.build_sampler`).
+        """
+        return build_sampler(self.sampler.type, self.sampler.arguments(), self.parameters, seed_keys=seed_keys)
 
     def heartbeat(self) -> HeartbeatSettings:
         """The heartbeat settings of :func:`hpo.storage.open_storage`."""

@@ -178,7 +178,8 @@ def open_storage(
 
 
 def _missing_driver(url: str, error: ImportError) -> str:
-    module = getattr(error, "name", None) or str(error)
+    # Optuna wraps SQLAlchemy's ImportError; the module's name is on the cause.
+    module = getattr(error, "name", None) or getattr(error.__cause__, "name", None) or "its module"
     return (
         f"storage {describe(url)}: the database driver ({module}) is not installed; for PostgreSQL "
         "pip install 'hpo-from-scratch[postgres]', for other databases the driver SQLAlchemy names"
@@ -189,7 +190,9 @@ def _check_has_studies(url: str) -> None:
     """Refuse, without writing anything, a database that holds no Optuna tables."""
     parsed = _parse(url)
     if parsed.get_backend_name() == "sqlite":
-        path = Path(parsed.database or "")
+        if not parsed.database or parsed.database == ":memory:":
+            raise StorageError(f"storage {url!r}: an in-memory SQLite database keeps nothing; give a file path")
+        path = Path(parsed.database)
         if not path.is_file():
             raise StorageError(f"storage {describe(url)}: no such database file; run `hpo run` first or check --storage")
     try:

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from hpo.spec import StudySpec
 
 SPEC_ATTRIBUTE = "hpo_spec"
+WORKERS_ATTRIBUTE = "hpo_workers"
 # States that count against the trial budget (Optuna's MaxTrialsCallback states).
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -43,8 +44,9 @@ def open_study(
     spec : StudySpec
     storage : optuna.storages.BaseStorage
     study_name : str
-    seed_offset : int
-        Added to the sampler's seed (distinct per parallel worker).
+    seed_offset : int >= 0
+        Distinct per parallel worker: with the number of trials already made it
+        derives the sampler's seed (:func:`hpo.registry.build_sampler`).
     create : bool
         False: the study must exist already (``hpo worker``).
 
@@ -60,7 +62,7 @@ def open_study(
         storage=storage,
         study_name=study_name,
         direction=spec.direction,
-        sampler=spec.make_sampler(seed_offset=seed_offset),
+        sampler=spec.make_sampler(seed_keys=(seed_offset,)),
         pruner=spec.make_pruner(),
         load_if_exists=True,
     )
@@ -72,26 +74,28 @@ def open_study(
             "use another --study-name"
         )
     if stored is None:
-        stored_direction = study.direction.name.lower()
-        if stored_direction != spec.direction:
+        stored_directions = [direction.name.lower() for direction in study.directions]
+        if stored_directions != [spec.direction]:
             raise StudyMismatchError(
-                f"study {study_name!r}: stored direction = {stored_direction!r}, "
+                f"study {study_name!r}: stored direction(s) {stored_directions}, "
                 f"study file says direction = {spec.direction!r}; use another --study-name"
             )
         study.set_user_attr(SPEC_ATTRIBUTE, identity)  # racing creators write the same value
-        return study
-    differences = list(_differences(stored, identity))
-    if differences:
-        raise StudyMismatchError(
-            f"study {study_name!r} was created from a different study file: "
-            + "; ".join(f"{path}: stored {old}, file {new}" for path, old, new in differences)
-            + ". Use another --study-name, or restore the file."
-        )
-    # A resumed study must not replay the samples of its first run: the seed moves on
-    # by the number of trials already made.
+    else:
+        differences = list(_differences(stored, identity))
+        if differences:
+            raise StudyMismatchError(
+                f"study {study_name!r} was created from a different study file: "
+                + "; ".join(f"{path}: stored {old}, file {new}" for path, old, new in differences)
+                + ". Use another --study-name, or restore the file."
+            )
+    # A resumed study must not replay the samples of its first run, nor two workers
+    # sample alike: the seed is derived from (seed, worker offset, trials made).
     made = len(study.get_trials(deepcopy=False))
     if made:
-        study.sampler = spec.make_sampler(seed_offset=seed_offset + made)
+        study.sampler = spec.make_sampler(seed_keys=(seed_offset, made))
+    # Read by `hpo stale` for the grace period; not part of the identity (it may change).
+    study.set_user_attr(WORKERS_ATTRIBUTE, spec.workers.model_dump())
     return study
 
 

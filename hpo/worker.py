@@ -196,8 +196,8 @@ def _run_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: 
             return
         except optuna.exceptions.UpdateFinishedTrialError:
             _logger.warning(
-                f"Trial {trial.number} was already marked FAIL by another worker (its heartbeat was late); "
-                "going on with the next trial"
+                f"Trial {trial.number} was already marked FAIL elsewhere (by another worker after a late "
+                "heartbeat, or by hand with `hpo stale`); going on with the next trial"
             )
             return
         except BaseException as error:

@@ -207,7 +207,7 @@ def test_dataset_sizes_that_cannot_be_split_name_the_field(tmp_path, dataset, fr
 
 
 def test_stale_lists_running_trials_and_fails_them(tmp_path):
-    (tmp_path / "study.toml").write_text(VALID)
+    (tmp_path / "study.toml").write_text(VALID + "[workers]\nheartbeat_interval_seconds = 1\ngrace_period_seconds = 2\n")
     assert hpo("create", "study.toml", cwd=tmp_path).returncode == 0
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'hpo.db'}", heartbeat_interval=1, grace_period=2)
     study = optuna.load_study(study_name="x", storage=storage)
@@ -218,9 +218,10 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path):
     assert listed.returncode == 0 and "running trials of x" in listed.stdout
     assert f"│ {beating.number} " in listed.stdout and f"│ {silent.number} " in listed.stdout
 
-    time.sleep(3)  # past the grace period of 2 s
-    failed = hpo("stale", "--fail", "--grace-period", "2", cwd=tmp_path)
+    time.sleep(3)  # past the study file's grace period of 2 s
+    failed = hpo("stale", "--fail", cwd=tmp_path)
     assert failed.returncode == 0, failed.stderr
+    assert f"failed 1 trial(s) with no heartbeat for 2 s: {beating.number} (queued again)" in failed.stdout
     trials = optuna.load_study(study_name="x", storage=storage).get_trials()
     assert trials[beating.number].state == TrialState.FAIL
     assert trials[silent.number].state == TrialState.RUNNING  # no heartbeat: not judged stale
@@ -231,3 +232,24 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path):
     assert optuna.load_study(study_name="x", storage=storage).trials[silent.number].state == TrialState.FAIL
     again = hpo("stale", "--trial", str(silent.number), cwd=tmp_path)
     assert again.returncode == 1 and "is not RUNNING" in again.stderr
+
+
+def test_a_worker_for_a_missing_study_creates_nothing(tmp_path):
+    (tmp_path / "study.toml").write_text(VALID)
+    result = hpo("worker", "study.toml", cwd=tmp_path)
+    assert_user_error(result, "hpo.db", "no such database file", cwd=tmp_path)
+    assert hpo("create", "study.toml", "--study-name", "other", cwd=tmp_path).returncode == 0
+    result = hpo("worker", "study.toml", cwd=tmp_path)
+    assert result.returncode == 1 and "no study 'x' in sqlite:///" in result.stderr
+    assert "create it first with `hpo create`" in result.stderr
+
+
+def test_multi_objective_studies_are_listed_but_have_no_single_best(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    study = optuna.create_study(study_name="two", storage=storage, directions=["maximize", "minimize"])
+    study.optimize(lambda trial: (trial.suggest_float("a", 0, 1), 1.0), n_trials=2)
+    listed = hpo("trials", "-f", "json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [len(row["value"]) for row in json.loads(listed.stdout)] == [2, 2]
+    best = hpo("best", cwd=tmp_path)
+    assert best.returncode == 1 and "has 2 objectives" in best.stderr and "Traceback" not in best.stderr

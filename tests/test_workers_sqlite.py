@@ -29,5 +29,7 @@ def test_four_local_workers_on_sqlite_meet_the_budget_without_lock_errors(tmp_pa
     # Anything else is a trial that lost the race for the last slots of the budget, never run.
     assert all(trial.user_attrs.get("not_run") for trial in trials if trial.state != TrialState.COMPLETE)
     assert len({trial.user_attrs["worker"] for trial in completed}) >= 2
+    # Each worker's sampler has a seed of its own: no two trials sampled alike.
+    assert len({trial.params["learning_rate"] for trial in completed}) == 24
     with sqlite3.connect(tmp_path / "hpo.db") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
