@@ -151,7 +151,7 @@ _BLAS_LIMITS: list[threadpoolctl.threadpool_limits] = []
 def _exit_interrupted(interrupt: KeyboardInterrupt, resume: str | None) -> None:
     code = 143 if isinstance(interrupt, Terminated) else 130
     if resume is not None:
-        click.echo(f"\nInterrupted: the running trial is marked FAIL; resume with: {resume}", err=True)
+        click.echo(f"\nInterrupted: running trials are marked FAIL; resume with: {resume}", err=True)
     sys.exit(code)
 
 
