@@ -42,13 +42,17 @@ def suggest_parameters(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     """
     values = spec.parameters.fixed()
     for name, searched in spec.parameters.searched().items():
-        if isinstance(searched, Choices):
-            values[name] = trial.suggest_categorical(name, searched.choices)
-        elif isinstance(searched, IntRange):
-            values[name] = trial.suggest_int(name, searched.low, searched.high, step=searched.step, log=searched.log)
-        elif isinstance(searched, FloatRange):
-            values[name] = trial.suggest_float(name, searched.low, searched.high, step=searched.step, log=searched.log)
+        values[name] = with_retries(lambda: _suggest(trial, name, searched), what="sampling a parameter")
     return values
+
+
+def _suggest(trial: optuna.Trial, name: str, searched: Choices | IntRange | FloatRange) -> Any:
+    # Asking again after a failed write is safe: Optuna returns the value already stored.
+    if isinstance(searched, Choices):
+        return trial.suggest_categorical(name, searched.choices)
+    if isinstance(searched, IntRange):
+        return trial.suggest_int(name, searched.low, searched.high, step=searched.step, log=searched.log)
+    return trial.suggest_float(name, searched.low, searched.high, step=searched.step, log=searched.log)
 
 
 def trial_seed(base_seed: int, trial_number: int) -> int:

@@ -182,7 +182,10 @@ def run_worker(
         with_retries(lambda: trial.set_user_attr(ATTRIBUTE_WORKER, WORKER_ID), what="starting a trial")
         _run_trial(study, storage, trial, objective)
         if on_trial_end is not None:
-            on_trial_end(study)
+            try:
+                on_trial_end(study)
+            except TRANSIENT_ERRORS:
+                pass  # progress display only; the next trial end shows it again
 
 
 def _run_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: optuna.Trial, objective: Objective) -> None:
@@ -200,19 +203,27 @@ def _run_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: 
                 "heartbeat, or by hand with `hpo stale`); going on with the next trial"
             )
             return
+        except TRANSIENT_ERRORS as error:
+            # The database went away in a call without retries (a suggestion, say): this
+            # trial is lost, the worker is not.
+            _logger.warning(f"Trial {trial.number} failed: the database was unreachable ({type(error).__name__})")
+            with_retries(lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
+                         what="storing a failed trial")
+            return
         except BaseException as error:
             # Ctrl-C, SIGTERM or a bug: the trial is FAIL at once, then the error goes on.
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            with_retries(lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
+                         what="storing a failed trial")
             _logger.warning(f"Trial {trial.number} failed: {error!r}")
             raise
     frozen = with_retries(
         lambda: study.tell(trial, value, skip_if_finished=True), what="storing a finished trial"
     )
-    if frozen.state == TrialState.COMPLETE:
-        best = study.best_trial
-        _logger.info(
-            f"Trial {trial.number} finished with value: {value:.6g} and parameters: {trial.params}. "
-            f"Best is trial {best.number} with value: {best.value:.6g}."
-        )
-    else:
-        _logger.warning(f"Trial {trial.number} was already marked {frozen.state.name} by another worker")
+    if frozen.state != TrialState.COMPLETE:
+        _logger.warning(f"Trial {trial.number} was already marked {frozen.state.name} elsewhere")
+        return
+    best = with_retries(lambda: study.best_trial, what="reading the best trial")
+    _logger.info(
+        f"Trial {trial.number} finished with value: {value:.6g} and parameters: {trial.params}. "
+        f"Best is trial {best.number} with value: {best.value:.6g}."
+    )
