@@ -273,7 +273,10 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
         click.echo(f"failed {len(failed)} trial(s) with no heartbeat for {grace_period} s"
                    + (f": {', '.join(map(str, failed))} (queued again)" if failed else ""))
     running = {trial.number: trial for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    made = len(study.get_trials(deepcopy=False))
     for number in trial_numbers:
+        if not 0 <= number < made:
+            raise _fail(f"no trial {number} in study {study.study_name!r} (trials 0 to {made - 1}); nothing failed")
         if number not in running:
             raise _fail(f"trial {number} of study {study.study_name!r} is not RUNNING; nothing failed")
         opened.set_trial_state_values(running[number]._trial_id, TrialState.FAIL)

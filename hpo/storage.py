@@ -194,7 +194,7 @@ def _check_has_studies(url: str) -> None:
             raise StorageError(f"storage {url!r}: an in-memory SQLite database keeps nothing; give a file path")
         path = Path(parsed.database)
         if not path.is_file():
-            raise StorageError(f"storage {describe(url)}: no such database file; run `hpo run` first or check --storage")
+            raise StorageError(f"storage {describe(url)}: no such database file; create a study first (`hpo run` or `hpo create`) or check --storage")
     try:
         engine = sqlalchemy.create_engine(url)
     except ImportError as error:

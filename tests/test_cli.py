@@ -232,6 +232,8 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path):
     assert optuna.load_study(study_name="x", storage=storage).trials[silent.number].state == TrialState.FAIL
     again = hpo("stale", "--trial", str(silent.number), cwd=tmp_path)
     assert again.returncode == 1 and "is not RUNNING" in again.stderr
+    missing = hpo("stale", "--trial", "999", cwd=tmp_path)
+    assert missing.returncode == 1 and "no trial 999 in study 'x' (trials 0 to 2)" in missing.stderr
 
 
 def test_a_worker_for_a_missing_study_creates_nothing(tmp_path):
