@@ -1,4 +1,4 @@
-"""The ``hpo`` command line: run studies, list trials, print the best trial.
+"""The ``hpo`` command line: run and join studies, list trials, print the best, fail stale trials.
 
 Flags follow Optuna's own CLI (``--storage``, ``--study-name``, ``-f``).  User
 errors (bad study file, unreachable storage, missing data) print one line,
@@ -15,7 +15,6 @@ import secrets
 import signal
 import sys
 import time
-from typing import Any
 
 import click
 import optuna
@@ -30,18 +29,10 @@ from hpo.report import FORMATS, trial_row, write_record, write_rows
 from hpo.spec import SpecError, StudySpec, Workers, load_spec
 from hpo.storage import HeartbeatSettings, StorageError, describe, open_storage, storage_url
 from hpo.study import WORKERS_ATTRIBUTE, StudyMismatchError, count_finished, open_study
-from hpo.worker import ATTRIBUTE_WORKER, fail_stale_trials, run_worker
+from hpo.worker import ATTRIBUTE_WORKER, Terminated, fail_stale_trials, on_sigterm, run_worker
 from models.datasets import DatasetError
 
 STORAGE_HELP = "SQLAlchemy URL of the study database [default: $HPO_STORAGE, else sqlite:///./hpo.db]"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so the worker marks the running trial FAIL."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
 
 
 def _configure_logging() -> None:
@@ -179,7 +170,7 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
     click.echo(f"study: {name} ({count_finished(study)} of {spec.budget.trials} trials finished{images})")
     where = f"{_storage_hint(storage, url)} --study-name {name}"
     resume = f"hpo run {study_file}{where}"
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     started = time.perf_counter()
     try:
         if jobs == 1:
@@ -230,7 +221,7 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
         seed_offset = secrets.randbelow(2**31)
     spec, data, _, opened, study = _prepare(study_file, storage, study_name, create=False, seed_offset=seed_offset)
     _limit_blas_threads(blas_threads)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         with _Progress(study, spec.budget.trials, enabled=not no_progress) as progress:
             result = run_worker(study, opened, spec, data, timeout_seconds=spec.budget.timeout_seconds,

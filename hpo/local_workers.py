@@ -18,6 +18,7 @@ import optuna
 
 from hpo.progress import Progress
 from hpo.storage import STORAGE_ENVIRONMENT_VARIABLE
+from hpo.worker import Terminated
 
 
 class WorkersFailed(RuntimeError):
@@ -60,7 +61,7 @@ def run_local_workers(
                 time.sleep(1.0)
                 bar.update(study)
     except KeyboardInterrupt as interrupt:
-        forwarded = signal.SIGTERM if type(interrupt).__name__ == "Terminated" else signal.SIGINT
+        forwarded = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
         for worker in workers:
             if worker.poll() is None:
                 worker.send_signal(forwarded)

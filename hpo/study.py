@@ -1,4 +1,4 @@
-"""Create or resume the Optuna study a study file describes, and run it to its budget.
+"""Create or resume the Optuna study a study file describes (running it is `hpo.worker`).
 
 The study file's identity (direction, metric, dataset and parameters) is stored
 as the study's user attribute ``hpo_spec`` when the study is created.  A file

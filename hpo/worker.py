@@ -34,8 +34,8 @@ from hpo.data import TuningData
 from hpo.objective import Objective
 from hpo.spec import StudySpec
 from hpo.storage import TRANSIENT_ERRORS, with_retries
+from hpo.study import FINISHED_STATES
 
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 ATTRIBUTE_NOT_RUN = "not_run"
 # "host:pid" of the worker that ran a trial.
 ATTRIBUTE_WORKER = "worker"
@@ -46,6 +46,15 @@ POLL_SECONDS = 1.0
 _logger = logging.getLogger(__name__)
 # Optuna warns that heartbeats are meant for Study.optimize; this loop runs them itself.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C (see :func:`on_sigterm`) so the running trial is marked FAIL."""
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    """Signal handler: turn SIGTERM into :class:`Terminated`."""
+    raise Terminated()
 
 
 @dataclass
