@@ -11,6 +11,8 @@ RUN useradd --create-home --uid 10001 hpo
 WORKDIR /app
 # The user may write the default SQLite file (hpo.db) here when HPO_STORAGE is unset.
 RUN chown hpo:hpo /app
+# Mount point of the compose volume of trial weights; a new named volume takes this owner.
+RUN mkdir /artifacts && chown hpo:hpo /artifacts
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY hpo ./hpo

@@ -1,4 +1,4 @@
-"""The ``hpo`` command line: run and join studies, list trials, print the best, fail stale trials.
+"""The ``hpo`` command line: run and join studies, list and export trials, evaluate, plot, narrow, dashboard.
 
 Flags follow Optuna's own CLI (``--storage``, ``--study-name``, ``-f``).  User
 errors (bad study file, unreachable storage, missing data) print one line,
@@ -13,22 +13,35 @@ import datetime
 import logging
 import secrets
 import signal
+import socket
 import sys
 import time
+from pathlib import Path
 
 import click
+import numpy as np
 import optuna
 import threadpoolctl
 from sqlalchemy.engine import make_url
 from optuna.trial import TrialState
 
+from hpo.artifacts import (
+    ARTIFACT_DIR_ENVIRONMENT_VARIABLE,
+    ArtifactError,
+    artifact_directory,
+    download_weights,
+    open_artifact_store,
+)
 from hpo.data import TuningData, prepare_data
+from hpo.evaluate import Evaluation, EvaluationError, evaluate_trial, load_model, predict, save_model, select_trial
 from hpo.local_workers import WorkersFailed, run_local_workers
+from hpo.narrow import DEFAULT_MARGIN, NarrowError, log_ranges, narrow_study_file
 from hpo.progress import Progress as _Progress
 from hpo.report import FORMATS, trial_row, write_record, write_rows
 from hpo.spec import SpecError, StudySpec, Workers, load_spec
 from hpo.storage import HeartbeatSettings, StorageError, describe, open_storage, storage_url
 from hpo.study import WORKERS_ATTRIBUTE, StudyMismatchError, count_finished, open_study
+from hpo.summary import study_rows, study_savings
 from hpo.worker import ATTRIBUTE_WORKER, Terminated, fail_stale_trials, on_sigterm, run_worker
 from models.datasets import DatasetError
 
@@ -148,6 +161,18 @@ def _exit_interrupted(interrupt: KeyboardInterrupt, resume: str | None) -> None:
 
 STUDY_NAME_HELP = "Study name [default: the file's name field]."
 BLAS_HELP = "BLAS threads per worker process (threadpoolctl)."
+ARTIFACT_DIR_HELP = ("Folder of the trials' weight artifacts [default: $HPO_ARTIFACT_DIR, else NAME-artifacts "
+                     "beside a SQLite file NAME.db, else ./hpo-artifacts].")
+
+
+def _artifact_store(url: str, explicit: str | None, *,
+                    create: bool = True) -> tuple[Path, optuna.artifacts.FileSystemArtifactStore]:
+    """The study's artifact folder and store (see hpo.artifacts); a folder that cannot be used is one line."""
+    directory = artifact_directory(url, explicit)
+    try:
+        return directory, open_artifact_store(directory, create=create)
+    except ArtifactError as error:
+        raise _fail(str(error)) from None
 
 
 @main.command()
@@ -159,13 +184,17 @@ BLAS_HELP = "BLAS threads per worker process (threadpoolctl)."
 @click.option("--blas-threads", type=click.IntRange(min=1), envvar="HPO_BLAS_THREADS",
               help=BLAS_HELP + " [default: the library's own with --jobs 1, else 1]")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--artifact-dir", envvar=ARTIFACT_DIR_ENVIRONMENT_VARIABLE, type=click.Path(file_okay=False),
+              help=ARTIFACT_DIR_HELP)
 def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
-        blas_threads: int | None, no_progress: bool) -> None:
+        blas_threads: int | None, no_progress: bool, artifact_dir: str | None) -> None:
     """Create or resume the study in STUDY_FILE and run it until its trial budget."""
     # With --jobs K the workers load the data; this process only watches.
     spec, data, url, opened, study = _prepare(study_file, storage, study_name, create=True, load_data=jobs == 1)
     name = study.study_name
+    directory, artifact_store = _artifact_store(url, artifact_dir)
     click.echo(f"storage: {describe(url)}")
+    click.echo(f"artifacts: {directory} (weights of completed trials)")
     images = f"; {len(data.x_train)} training and {len(data.x_validation)} validation images" if data else ""
     click.echo(f"study: {name} ({count_finished(study)} of {spec.budget.trials} trials finished{images})")
     where = f"{_storage_hint(storage, url)} --study-name {name}"
@@ -177,11 +206,11 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
             _limit_blas_threads(blas_threads)
             with _Progress(study, spec.budget.trials, enabled=not no_progress) as progress:
                 result = run_worker(study, opened, spec, data, timeout_seconds=spec.budget.timeout_seconds,
-                                    on_trial_end=progress.update)
+                                    on_trial_end=progress.update, artifact_store=artifact_store)
             click.echo(f"stopped: {result.reason}")
         else:
             run_local_workers(study_file, url, name, jobs, blas_threads or 1, study, spec.budget.trials,
-                              progress=not no_progress)
+                              progress=not no_progress, artifact_dir=directory)
     except KeyboardInterrupt as interrupt:
         _exit_interrupted(interrupt, resume)
     except WorkersFailed as error:
@@ -214,18 +243,23 @@ def create(study_file: str, storage: str | None, study_name: str | None) -> None
               "[default: drawn at random, so workers started alike do not sample alike].")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--no-resume-hint", is_flag=True, hidden=True, help="Used by `hpo run --jobs`, which prints its own.")
+@click.option("--artifact-dir", envvar=ARTIFACT_DIR_ENVIRONMENT_VARIABLE, type=click.Path(file_okay=False),
+              help=ARTIFACT_DIR_HELP)
 def worker(study_file: str, storage: str | None, study_name: str | None, blas_threads: int,
-           seed_offset: int | None, no_progress: bool, no_resume_hint: bool) -> None:
+           seed_offset: int | None, no_progress: bool, no_resume_hint: bool, artifact_dir: str | None) -> None:
     """Join the existing study of STUDY_FILE and run trials until the shared budget is met."""
     if seed_offset is None:
         seed_offset = secrets.randbelow(2**31)
-    spec, data, _, opened, study = _prepare(study_file, storage, study_name, create=False, seed_offset=seed_offset)
+    spec, data, url, opened, study = _prepare(study_file, storage, study_name, create=False, seed_offset=seed_offset)
+    directory, artifact_store = _artifact_store(url, artifact_dir)
+    if not no_resume_hint:  # `hpo run --jobs` prints the folder once for all its workers
+        click.echo(f"artifacts: {directory} (weights of completed trials)")
     _limit_blas_threads(blas_threads)
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         with _Progress(study, spec.budget.trials, enabled=not no_progress) as progress:
             result = run_worker(study, opened, spec, data, timeout_seconds=spec.budget.timeout_seconds,
-                                on_trial_end=progress.update)
+                                on_trial_end=progress.update, artifact_store=artifact_store)
     except KeyboardInterrupt as interrupt:
         hint = f"hpo worker {study_file}{_storage_hint(storage, storage_url(storage))} --study-name {study.study_name}"
         _exit_interrupted(interrupt, None if no_resume_hint else hint)
@@ -294,6 +328,10 @@ def _print_summary(study: optuna.Study, elapsed_seconds: float) -> None:
         f"trials: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
         f"{counts[TrialState.FAIL]} failed; this run took {elapsed_seconds:.1f} s"
     )
+    savings = study_savings(study)
+    if savings is not None:
+        click.echo(f"epochs: {savings.trained} trained of {savings.planned} a run without pruning would train "
+                   f"(pruning saved {100 * savings.saved_fraction:.1f} %)")
     if counts[TrialState.COMPLETE] == 0:
         click.echo("no trial completed, so there is no best trial")
         return
@@ -308,8 +346,18 @@ def _print_summary(study: optuna.Study, elapsed_seconds: float) -> None:
 @click.option("--study-name", help="Study to list [default: the only study in the storage].")
 @click.option("-f", "--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True)
 def trials(storage: str | None, study_name: str | None, output_format: str) -> None:
-    """List every trial of a study: state, value, parameters, duration, epochs."""
-    study = _load_study(storage, study_name)
+    """List every trial of a study (of every study, with a `study` column, when several and no --study-name)."""
+    url, opened = _open(storage, must_exist=True)
+    names = optuna.get_all_study_names(opened)
+    if study_name is None and len(names) > 1:
+        rows = [{"study": name, **trial_row(trial)} for name in names
+                for trial in optuna.load_study(study_name=name, storage=opened).get_trials(deepcopy=False)]
+        if not rows and output_format == "table":
+            click.echo(f"the {len(names)} studies in {describe(url)} have no trials yet")
+            return
+        write_rows(rows, output_format, sys.stdout, title=f"trials of {len(names)} studies")
+        return
+    study = _load_study_from(opened, url, study_name)
     rows = [trial_row(trial) for trial in study.get_trials(deepcopy=False)]
     if not rows and output_format == "table":
         click.echo(f"study {study.study_name!r} has no trials yet")
@@ -331,6 +379,220 @@ def best(storage: str | None, study_name: str | None, output_format: str) -> Non
     if not completed:
         raise _fail(f"study {study.study_name!r} has no completed trial yet")
     write_record(trial_row(study.best_trial), output_format, sys.stdout, title=f"best trial of {study.study_name}")
+
+
+@main.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study-name", help="Study to read [default: the only study in the storage].")
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Trial to evaluate [default: the best].")
+@click.option("--out", "out_directory", type=click.Path(file_okay=False),
+              help="Folder for weights.npz and model_card.json [default: ./hpo-models/STUDY-trial-N].")
+@click.option("--stored-weights", is_flag=True,
+              help="Test the weights the trial stored (its best epoch) instead of retraining.")
+@click.option("--artifact-dir", envvar=ARTIFACT_DIR_ENVIRONMENT_VARIABLE,
+              help="Folder of the stored weights [default: beside a SQLite database, else ./hpo-artifacts].")
+@click.option("-f", "--format", "output_format", type=click.Choice(("table", "json")), default="table",
+              show_default=True, help="table: report for people; json: the model card.")
+def evaluate(storage: str | None, study_name: str | None, trial_number: int | None, out_directory: str | None,
+             stored_weights: bool, artifact_dir: str | None, output_format: str) -> None:
+    """Retrain the best (or --trial N) completed trial on training + validation data and test it.
+
+    The network is rebuilt with the trial's parameters and seed and trained for the
+    epochs at which the trial did best (or, with --stored-weights, the trial's own
+    weights are loaded); it prints the test accuracy, a per-class table and the
+    confusion matrix, and saves the weights with a JSON model card.
+    """
+    study = _load_study(storage, study_name)
+    try:
+        trial = select_trial(study, trial_number)
+        weights = None
+        if stored_weights:
+            weights = download_weights(trial, artifact_directory(storage_url(storage), artifact_dir))
+        if output_format == "table":
+            how = "its stored weights" if stored_weights else "retraining on training + validation data"
+            click.echo(f"evaluating trial {trial.number} of study {study.study_name} "
+                       f"(validation accuracy {trial.value:.4f}): {how}")
+        network, evaluation = evaluate_trial(study, trial, stored_weights=weights)
+    except (EvaluationError, ArtifactError, DatasetError) as error:
+        raise _fail(str(error)) from None
+    directory = Path(out_directory or Path("hpo-models") / f"{study.study_name}-trial-{trial.number}")
+    try:
+        weights_path, card_path = save_model(directory, network, evaluation)
+        reloaded, _ = load_model(directory)
+    except (OSError, EvaluationError) as error:
+        raise _fail(f"cannot save the model in {directory}: {error}") from None
+    # The saved model must predict exactly what the tested one did.
+    if not np.array_equal(predict(reloaded, evaluation.inputs), evaluation.predictions):
+        raise _fail(f"the model saved in {directory} does not reproduce the tested predictions")
+    if output_format == "json":
+        click.echo(card_path.read_text(encoding="utf-8"), nl=False)
+        return
+    _print_evaluation(evaluation)
+    click.echo(f"saved: {weights_path} and {card_path}; reloaded, they give the same "
+               f"{len(evaluation.predictions)} test predictions")
+
+
+def _print_evaluation(evaluation: Evaluation) -> None:
+    card = evaluation.card
+    training = card["training"]
+    images = f" on {training['train_images']} images" if training["train_images"] else ""
+    click.echo(f"{training['mode']}: {training['epochs']} epochs{images}")
+    click.echo(f"test accuracy: {evaluation.test_accuracy:.4f} on {card['test_images']} test images")
+    write_rows(evaluation.per_class, "table", sys.stdout, title="per class (test set)")
+    names = [str(k) for k in range(len(evaluation.class_names))]
+    rows = [{"true \\ predicted": name if name == str(k) else f"{k} {name}", **dict(zip(names, map(int, row)))}
+            for k, (name, row) in enumerate(zip(evaluation.class_names, evaluation.confusion))]
+    write_rows(rows, "table", sys.stdout, title="confusion matrix (rows: true class, columns: predicted)")
+
+
+@main.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--artifact-dir", envvar=ARTIFACT_DIR_ENVIRONMENT_VARIABLE, type=click.Path(file_okay=False),
+              help=ARTIFACT_DIR_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 opens the dashboard to the network (it has no login).")
+@click.option("--port", type=click.IntRange(min=1, max=65_535), default=8080, show_default=True)
+def dashboard(storage: str | None, artifact_dir: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study database, with the trials' weight artifacts; Ctrl-C stops it."""
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise _fail("optuna-dashboard is not installed; pip install 'hpo-from-scratch[dashboard]'") from None
+    url, opened = _open(storage, must_exist=True)
+    directory, artifact_store = _artifact_store(url, artifact_dir, create=False)
+    _check_address(host, port)
+    click.echo(f"storage: {describe(url)}")
+    click.echo(f"artifacts: {directory}" + ("" if directory.is_dir() else " (no such folder yet: no weights to show)"))
+    click.echo(f"dashboard: http://{host}:{port}/dashboard (Ctrl-C stops it)")
+    signal.signal(signal.SIGTERM, on_sigterm)  # stops the server like Ctrl-C (docker stop)
+    try:
+        # Returns when interrupted: the server catches KeyboardInterrupt itself.
+        optuna_dashboard.run_server(opened, host=host, port=port, artifact_store=artifact_store)
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:  # address in use, or not an address of this machine
+        raise _fail(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+    click.echo("dashboard stopped")
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail in one line, before the server prints its banner, if ``host:port`` cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as the server (bottle's wsgiref) chooses
+    try:
+        # Like the server, with SO_REUSEADDR: a port left in TIME_WAIT is free.
+        socket.create_server((host, port), family=family).close()
+    except OSError as error:  # address in use, or not an address of this machine
+        raise _fail(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+
+
+@main.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("-f", "--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True)
+def studies(storage: str | None, output_format: str) -> None:
+    """List every study in the storage: direction, trials per state, best value and trial, start time."""
+    url, opened = _open(storage, must_exist=True)
+    rows = study_rows(opened)
+    if not rows and output_format == "table":
+        click.echo(f"storage {describe(url)} holds no study yet; start one with `hpo run STUDY_FILE`")
+        return
+    write_rows(rows, output_format, sys.stdout, title=f"studies in {describe(url)}")
+
+
+@main.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study-name", help="Study to draw [default: the only study in the storage].")
+@click.option("--out", "out_directory", required=True, help="Folder for the PNG files (created if missing).")
+def plot(storage: str | None, study_name: str | None, out_directory: str) -> None:
+    """Write PNGs of a study: history, learning curves, importances, learning rate x weight decay, top 20."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display; before pyplot is imported
+    from hpo.plots import write_plots  # matplotlib: only this command pays for its import
+
+    study = _load_study(storage, study_name)
+    try:
+        result = write_plots(study, out_directory)
+    except OSError as error:
+        raise _fail(f"cannot write the plots to {out_directory}: {error.strerror or error}") from None
+    for path in result.written:
+        click.echo(f"wrote {path}")
+    for filename, reason in result.skipped.items():
+        click.echo(f"skipped {filename}: {reason}")
+
+
+@main.command()
+@click.argument("study_file")
+@click.option("--top", type=int, required=True, help="How many of the best completed trials set the new ranges.")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study-name", help=STUDY_NAME_HELP)
+@click.option("--margin", type=float, default=DEFAULT_MARGIN, show_default=True,
+              help="Widen the top trials' span by this factor at each end, in log space (low / F, high * F).")
+@click.option("--out", help="New study file [default: next to STUDY_FILE, "
+              "named like digits-narrow-1.toml].")
+@click.option("--name", "new_name", help="The new study's name [default: NAME-narrow-1, or N+1 after -narrow-N].")
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+def narrow(study_file: str, top: int, storage: str | None, study_name: str | None, margin: float,
+           out: str | None, new_name: str | None, force: bool) -> None:
+    """Shrink STUDY_FILE's log-scale ranges to the span of the top trials: coarse-to-fine search (book 6.5.2)."""
+    spec = _load_spec(study_file)
+    if top < 1:
+        raise _fail(f"--top must be at least 1 (got {top})")
+    if not log_ranges(spec):
+        raise _fail(f"{study_file}: no searched range has log = true; nothing to narrow")
+    study = _load_study(storage, study_name or spec.name)
+    try:
+        result = narrow_study_file(study_file, study, top, margin=margin, name=new_name, out=out, force=force)
+    except (NarrowError, SpecError) as error:
+        raise _fail(str(error)) from None
+    except OSError as error:
+        raise _fail(f"cannot write {out or 'the new study file'}: {error.strerror or error}") from None
+    click.echo(f"top {result.top} of {result.completed} completed trials of study {study.study_name}:")
+    for item in result.ranges:
+        change = "" if item.narrower else " (unchanged: the top trials span the whole range)"
+        click.echo(f"  {item.parameter}: {item.old[0]:g} .. {item.old[1]:g} -> {item.new[0]:g} .. {item.new[1]:g}"
+                   f"{change}")
+    click.echo(f"wrote {result.path} (study {result.name})")
+    click.echo(f"next: hpo run {result.path}{_storage_hint(storage, storage_url(storage))}")
+
+
+@main.command()
+@click.option("--out", "out_directory", required=True, type=click.Path(file_okay=False),
+              help="Folder for the figures and findings.json (created if missing).")
+@click.option("--full", is_flag=True, help="The book's sizes (the study files as they are) instead of quick ones.")
+@click.option("--storage", help="SQLAlchemy URL of the study database [default: sqlite:///OUT/book.db].")
+@click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              envvar="HPO_BLAS_THREADS", help=BLAS_HELP)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+def book(out_directory: str, full: bool, storage: str | None, blas_threads: int, no_progress: bool) -> None:
+    """Reproduce the book's chapter 6: run its studies (studies/book/) and write its figures to --out."""
+    try:
+        from hpo.book.reproduce import reproduce  # matplotlib: only this command pays for its import
+    except ImportError as error:
+        raise _fail(f"hpo book needs {error.name}: pip install matplotlib") from None
+    from hpo.book.experiments import STUDIES_DIRECTORY
+
+    out = Path(out_directory).resolve()
+    url = storage or f"sqlite:///{out / 'book.db'}"
+    logging.getLogger("hpo").setLevel(logging.WARNING)  # one line per study, not per trial
+    _limit_blas_threads(blas_threads)  # the book's small matrices run fastest on one thread
+    sizes = "the book's sizes" if full else "quick sizes"
+    click.echo(f"storage: {describe(url)} ({sizes})")
+    started = time.perf_counter()
+    try:
+        if storage is None:
+            out.mkdir(parents=True, exist_ok=True)
+        rows = reproduce(out, storage_url=url, full=full, studies=STUDIES_DIRECTORY, echo=click.echo,
+                         progress=not no_progress)
+    except (SpecError, StorageError, StudyMismatchError, DatasetError, ValueError) as error:
+        raise _fail(str(error)) from None
+    except OSError as error:
+        raise _fail(f"cannot write to {out}: {error.strerror or error}") from None
+    except KeyboardInterrupt as interrupt:
+        _exit_interrupted(interrupt, f"hpo book --out {out_directory}{' --full' if full else ''}"
+                                     f"{_storage_hint(storage, url)}")
+    write_rows(rows, "table", sys.stdout, title="The book's chapter 6: findings")
+    click.echo(f"figures in {out}; took {time.perf_counter() - started:.0f} s")
+    click.echo(f"dashboard: hpo dashboard{_storage_hint(storage, url) or f' --storage {url}'}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 
 import optuna
 
+from hpo.artifacts import ARTIFACT_DIR_ENVIRONMENT_VARIABLE
 from hpo.progress import Progress
 from hpo.storage import STORAGE_ENVIRONMENT_VARIABLE
 from hpo.worker import Terminated
@@ -35,11 +36,13 @@ def run_local_workers(
     budget: int,
     *,
     progress: bool = True,
+    artifact_dir: str | os.PathLike[str] | None = None,
 ) -> None:
     """Start ``jobs`` processes of ``hpo worker`` and wait for them, showing study progress.
 
-    Worker ``i`` gets ``--seed-offset i``.  Ctrl-C reaches the workers through the
-    terminal's process group; SIGTERM to this process is passed on to them.
+    Worker ``i`` gets ``--seed-offset i``; ``artifact_dir`` reaches the workers as
+    ``$HPO_ARTIFACT_DIR``.  Ctrl-C reaches the workers through the terminal's process
+    group; SIGTERM to this process is passed on to them.
 
     Raises
     ------
@@ -49,6 +52,8 @@ def run_local_workers(
         A worker exited with a status other than 0.
     """
     environment = {**os.environ, STORAGE_ENVIRONMENT_VARIABLE: storage_url}
+    if artifact_dir is not None:
+        environment[ARTIFACT_DIR_ENVIRONMENT_VARIABLE] = str(artifact_dir)
     command = [sys.executable, "-m", "hpo.cli", "worker", study_file, "--study-name", study_name,
                "--blas-threads", str(blas_threads), "--no-progress", "--no-resume-hint"]
     workers = [

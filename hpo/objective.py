@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 
+from hpo.artifacts import ATTRIBUTE_WEIGHTS_ARTIFACT, upload_weights
 from hpo.data import TuningData
 from hpo.spec import Choices, FloatRange, IntRange, StudySpec
 from hpo.storage import with_retries
@@ -87,6 +89,10 @@ class Objective:
     after_epoch : callable, optional
         Called with no argument after each epoch's report (the worker checks for
         trials of dead workers there).
+    artifact_store : optuna.artifacts.FileSystemArtifactStore, optional
+        Where a completed trial uploads its network's weights at its best epoch
+        (see :mod:`hpo.artifacts`); the artifact id becomes the user attribute
+        ``weights_artifact_id``.  None stores no weights.
 
     Notes
     -----
@@ -95,27 +101,35 @@ class Objective:
     on, the trial never has a NaN value and is never the best, and the sampler
     still learns that the region is bad.  Learning curves (per-epoch training
     loss/accuracy, validation loss/accuracy, and compute seconds of training plus
-    validation) are stored as the user attribute ``learning_curves``; the
-    validation metric per epoch also as intermediate values.
+    validation, plus test-mode training loss/accuracy ``train_eval_loss`` and
+    ``train_eval_accuracy`` with ``parameters.evaluate_train``) are stored as the
+    user attribute ``learning_curves``; the validation metric per epoch also as
+    intermediate values.  Trial *n* trains with :func:`trial_seed` of (seed, n), or
+    with ``seed`` itself when ``parameters.seed_per_trial`` is false.
     """
 
-    def __init__(self, spec: StudySpec, data: TuningData, *, after_epoch: Callable[[], None] | None = None) -> None:
+    def __init__(self, spec: StudySpec, data: TuningData, *, after_epoch: Callable[[], None] | None = None,
+                 artifact_store: FileSystemArtifactStore | None = None) -> None:
         self.spec = spec
         self.data = data
         self.after_epoch = after_epoch
+        self.artifact_store = artifact_store
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = suggest_parameters(trial, self.spec)
-        seed = trial_seed(values["seed"], trial.number)
+        seed = trial_seed(values["seed"], trial.number) if values["seed_per_trial"] else values["seed"]
         with_retries(lambda: trial.set_user_attr(ATTRIBUTE_SEED, seed), what="storing a trial")
         rng = np.random.default_rng(seed)
         network = build_network(values, self.data.n_features, self.data.n_classes, seed=rng)
-        optimizer = make_optimizer(values["optimizer"], values["learning_rate"])
+        optimizer = make_optimizer(values["optimizer"], values["learning_rate"])  # a number or "default"
         metric = self.spec.metric
         history: list[EpochMetrics] = []
+        best_state: dict[str, np.ndarray] = {}  # the network at its best epoch so far, for the weights artifact
 
         def report(metrics: EpochMetrics) -> None:
             history.append(metrics)
+            if self.artifact_store is not None and _is_new_best(history, metric):
+                best_state.update(network.state_dict())
             with_retries(lambda: trial.report(getattr(metrics, metric), metrics.epoch), what="reporting an epoch")
             if self.after_epoch is not None:
                 with_retries(self.after_epoch, what="checking for stale trials")
@@ -138,18 +152,32 @@ class Objective:
                 batch_size=values["batch_size"],
                 rng=rng,
                 callback=report,
+                evaluate_train=values["evaluate_train"],
             )
         finally:
             _record(trial, history, metric, time.perf_counter() - started)
         if result.diverged:
             with_retries(lambda: trial.set_user_attr(ATTRIBUTE_DIVERGED, result.message), what="storing a trial")
             raise optuna.TrialPruned(f"diverged: {result.message}")
+        if self.artifact_store is not None and best_state:
+            network.load_state_dict(best_state)
+            artifact_id = with_retries(lambda: upload_weights(network, trial, self.artifact_store),
+                                       what="storing the trial's weights")
+            with_retries(lambda: trial.set_user_attr(ATTRIBUTE_WEIGHTS_ARTIFACT, artifact_id), what="storing a trial")
         return _best(history, metric)
 
 
 def _best(history: list[EpochMetrics], metric: str) -> float:
     values = [getattr(metrics, metric) for metrics in history]
     return max(values) if metric == "validation_accuracy" else min(values)
+
+
+def _is_new_best(history: list[EpochMetrics], metric: str) -> bool:
+    """The last epoch beats every earlier one (a tie keeps the earlier epoch, as ``best_epoch`` does)."""
+    *earlier, last = [getattr(metrics, metric) for metrics in history]
+    if not earlier:
+        return True
+    return last > max(earlier) if metric == "validation_accuracy" else last < min(earlier)
 
 
 def _record(trial: optuna.Trial, history: list[EpochMetrics], metric: str, seconds: float) -> None:
@@ -163,6 +191,9 @@ def _record(trial: optuna.Trial, history: list[EpochMetrics], metric: str, secon
             name: [_round(getattr(metrics, name)) for metrics in history]
             for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "seconds")
         }
+        if history[0].train_eval_accuracy is not None:  # parameters.evaluate_train
+            for name in ("train_eval_loss", "train_eval_accuracy"):
+                attributes[ATTRIBUTE_CURVES][name] = [_round(getattr(metrics, name)) for metrics in history]
     for key, value in attributes.items():
         with_retries(lambda: trial.set_user_attr(key, value), what="storing a trial")
 

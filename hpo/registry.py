@@ -15,9 +15,38 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 
 if TYPE_CHECKING:
     from hpo.spec import Parameters
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for ask-and-tell workers.
+
+    Two changes to ``optuna.samplers.GridSampler``:
+
+    - its ``after_trial`` calls ``study.stop()`` once the grid is done, which raises
+      outside ``Study.optimize``; our workers (``hpo.worker``) use ask-and-tell and stop
+      at the study's trial budget instead, so that call is left out;
+    - a FAIL trial (interrupted, or its worker died) measured nothing and does not
+      count against the budget, so its grid point is not visited: a later trial runs it.
+
+    Set ``budget.trials`` to the number of grid points.
+    """
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: D102 (see the class)
+        return None
+
+    def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
+        # Optuna's own version counts every finished state, FAIL included, as visited.
+        visited, running = set(), set()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                TrialState.RUNNING)):
+            if "grid_id" in trial.system_attrs and self._same_search_space(trial.system_attrs["search_space"]):
+                (running if trial.state == TrialState.RUNNING else visited).add(trial.system_attrs["grid_id"])
+        every = set(range(self._n_min_trials))
+        return list(every - visited - running or every - visited)
+
 
 SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -26,7 +55,7 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "qmc": optuna.samplers.QMCSampler,
     "gp": optuna.samplers.GPSampler,
     "nsgaii": optuna.samplers.NSGAIISampler,
-    "grid": optuna.samplers.GridSampler,
+    "grid": GridSampler,
     "bruteforce": optuna.samplers.BruteForceSampler,
 }
 
@@ -71,7 +100,9 @@ def _check_value(kind: str, key: str, value: Any, accepted: list[str]) -> None:
         raise ValueError(f"{kind}.{key} = {value!r}: expected {' or '.join(accepted)}")
 
 
-def _construct(kind: str, name: str, cls: type, arguments: dict[str, Any]) -> Any:
+def _construct(kind: str, name: str, cls: type, arguments: dict[str, Any], built: dict[str, Any] | None = None) -> Any:
+    """``cls(**arguments, **built)``: ``arguments`` come from the study file and are checked,
+    ``built`` are objects made here (the grid sampler's search space)."""
     signature = {
         parameter.name: parameter
         for parameter in inspect.signature(cls).parameters.values()
@@ -86,7 +117,7 @@ def _construct(kind: str, name: str, cls: type, arguments: dict[str, Any]) -> An
         # Optuna checks few types itself; a wrong type would fail in the middle of a study.
         _check_value(kind, key, value, _accepted_types(signature[key]))
     try:
-        return cls(**arguments)
+        return cls(**arguments, **(built or {}))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{kind}: optuna.{kind}s.{cls.__name__} refused the arguments: {error}") from None
 
@@ -117,6 +148,7 @@ def build_sampler(
         ``choices``, or a sampler whose optional dependency is missing.
     """
     arguments = dict(arguments)
+    built: dict[str, Any] = {}
     if any(seed_keys) and isinstance(arguments.get("seed"), int) and arguments["seed"] >= 0:
         arguments["seed"] = int(np.random.SeedSequence([arguments["seed"], *seed_keys]).generate_state(1)[0])
     if name == "grid":
@@ -133,7 +165,7 @@ def build_sampler(
             grid[parameter] = choices
         if not grid:
             raise ValueError("sampler.type = 'grid' needs at least one parameter with choices")
-        arguments["search_space"] = grid
+        built = {"search_space": grid}
     if name == "tpe":
         # Parallel workers: running trials count as bad guesses, so workers spread out.
         arguments.setdefault("constant_liar", True)
@@ -146,7 +178,7 @@ def build_sampler(
                 )
     if name == "gp" and importlib.util.find_spec("torch") is None:
         raise ValueError("sampler.type = 'gp' needs PyTorch: pip install torch, or choose another sampler")
-    return _construct("sampler", name, SAMPLERS[name], arguments)
+    return _construct("sampler", name, SAMPLERS[name], arguments, built)
 
 
 def build_pruner(name: str, arguments: dict[str, Any], *, epochs: int) -> optuna.pruners.BasePruner:

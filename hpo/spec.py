@@ -36,6 +36,7 @@ The search space follows the book's section 6.5.2: ranges that span decades
 
 from __future__ import annotations
 
+import math
 import tomllib
 import warnings
 from pathlib import Path
@@ -148,8 +149,10 @@ HiddenSize = Annotated[int, Field(ge=1, le=16384)]
 BatchSize = Annotated[int, Field(ge=1, le=65536)]
 
 # What a value of each searchable parameter must be, and how it may be searched.
+# "default": the optimizer's own step size, as the book's classes default to (0.01; Adam 0.001).
+LearningRate = Union[PositiveFloat, Literal["default"]]
 FIXED_TYPES: dict[str, Any] = {
-    "learning_rate": PositiveFloat,
+    "learning_rate": LearningRate,
     "weight_decay": NonNegativeFloat,
     "optimizer": OptimizerName,
     "hidden_layers": HiddenLayers,
@@ -185,7 +188,9 @@ class Parameters(_Strict):
 
     Attributes
     ----------
-    learning_rate : float > 0, or a log-scale range
+    learning_rate : float > 0, "default", or a log-scale range
+        "default" is the optimizer's own default step size, as in the book's
+        ``common/optimizer.py``: 0.01, Adam 0.001.
     weight_decay : float >= 0 (L2 coefficient lambda), or a log-scale range
     optimizer : one of sgd, momentum, nesterov, adagrad, rmsprop, adam
     hidden_layers : int >= 0, number of hidden layers
@@ -197,6 +202,15 @@ class Parameters(_Strict):
     batch_size : int >= 1, examples per mini-batch
     epochs : int >= 1, fixed (it is the pruners' resource)
     seed : int, base seed; trial *n* trains with a seed derived from (seed, n)
+    seed_per_trial : bool, default True
+        False: every trial trains with ``seed`` itself, so trials of one architecture
+        start from the same weights and see the same mini-batches (the book's
+        comparisons of section 6.1.8, for example).
+    evaluate_train : bool, default False
+        True: after each epoch also evaluate the whole training split in test mode (as
+        the book's figures of sections 6.3 and 6.4 do), stored as the learning curves
+        ``train_eval_loss`` and ``train_eval_accuracy``; one more forward pass over
+        the training data per epoch.
     """
 
     learning_rate: _parameter("learning_rate") = 0.01
@@ -211,6 +225,8 @@ class Parameters(_Strict):
     batch_size: _parameter("batch_size") = 100
     epochs: Annotated[int, Field(ge=1, le=100_000)] = 20
     seed: NonNegativeInt = 0
+    seed_per_trial: bool = True
+    evaluate_train: bool = False
 
     @field_validator(*FIXED_TYPES, mode="after")
     @classmethod
@@ -352,6 +368,12 @@ class StudySpec(_Strict):
             warnings.simplefilter("ignore")
             self.make_sampler()
             self.make_pruner()
+        if self.sampler.type == "grid":
+            points = math.prod(len(searched.choices) for searched in self.parameters.searched().values()
+                               if isinstance(searched, Choices))
+            if self.budget.trials > points:
+                raise ValueError(f"budget.trials = {self.budget.trials} exceeds the {points} points of the grid "
+                                 "(sampler.type = 'grid'); lower it")
         return self
 
     def make_sampler(self, *, seed_keys: tuple[int, ...] = ()) -> optuna.samplers.BaseSampler:
@@ -374,7 +396,17 @@ class StudySpec(_Strict):
 
     def identity(self) -> dict[str, Any]:
         """What a stored study must agree with to be resumed by this file (JSON-able)."""
-        return self.model_dump(mode="json", include={"direction", "metric", "dataset", "parameters"})
+        identity = self.model_dump(mode="json", include={"direction", "metric", "dataset", "parameters"})
+        # Options added later are part of the identity only when set, so studies
+        # created before they existed still resume.
+        for name, default in _LATER_OPTIONS.items():
+            if identity["parameters"][name] == default:
+                del identity["parameters"][name]
+        return identity
+
+
+# Parameters added after studies were first stored, with their defaults (see StudySpec.identity).
+_LATER_OPTIONS = {"seed_per_trial": True, "evaluate_train": False}
 
 
 def load_spec(path: str | Path) -> StudySpec:

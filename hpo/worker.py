@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 from hpo.data import TuningData
@@ -128,6 +129,7 @@ def run_worker(
     *,
     timeout_seconds: float | None = None,
     on_trial_end: Callable[[optuna.Study], None] | None = None,
+    artifact_store: FileSystemArtifactStore | None = None,
 ) -> WorkerResult:
     """Run trials of ``study`` until its budget of finished trials is met.
 
@@ -144,6 +146,8 @@ def run_worker(
         No new trial starts after this many seconds (the running one finishes).
     on_trial_end : callable, optional
         Called as ``on_trial_end(study)`` after each trial of this worker.
+    artifact_store : optuna.artifacts.FileSystemArtifactStore, optional
+        Completed trials upload their weights there (see :class:`hpo.objective.Objective`).
 
     Returns
     -------
@@ -155,7 +159,7 @@ def run_worker(
         Ctrl-C or SIGTERM (see ``hpo.cli``): the running trial is marked FAIL first.
     """
     budget = spec.budget.trials
-    objective = Objective(spec, data, after_epoch=lambda: fail_stale_trials(study))
+    objective = Objective(spec, data, after_epoch=lambda: fail_stale_trials(study), artifact_store=artifact_store)
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     result = WorkerResult()
     waiting_logged = False

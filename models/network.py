@@ -20,7 +20,7 @@ from models.layers import (
     Tanh,
 )
 
-__all__ = ["MultiLayerNet", "ACTIVATIONS", "WEIGHT_INITS"]
+__all__ = ["MultiLayerNet", "ACTIVATIONS", "WEIGHT_INITS", "save_weights", "load_weights"]
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 """Activation name -> layer class."""
@@ -362,6 +362,48 @@ class MultiLayerNet:
             if value.shape != target.shape:
                 raise ValueError(f"state[{name!r}] has shape {value.shape}, expected {target.shape}")
             np.copyto(target, value, casting="same_kind")
+
+
+def save_weights(network, path):
+    """Write ``network.state_dict()`` to an uncompressed ``.npz`` file (no pickle).
+
+    Parameters
+    ----------
+    network : MultiLayerNet
+    path : str or path-like
+        Target file; NumPy adds ``.npz`` if the name lacks it.
+
+    Raises
+    ------
+    OSError
+        The file cannot be written.
+    """
+    np.savez(path, **network.state_dict())
+
+
+def load_weights(path):
+    """Read a ``.npz`` file written by :func:`save_weights`, refusing pickled objects.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    state : dict of str to ndarray
+        For :meth:`MultiLayerNet.load_state_dict`.
+
+    Raises
+    ------
+    OSError
+        The file is missing or unreadable.
+    ValueError
+        The file is not an ``.npz`` archive of plain numeric arrays.
+    """
+    with np.load(path, allow_pickle=False) as archive:
+        if not hasattr(archive, "files"):
+            raise ValueError(f"{path}: not an .npz archive of weights")
+        return {name: archive[name] for name in archive.files}
 
 
 def _is_real(value):

@@ -352,7 +352,7 @@ OPTIMIZERS = {
 }
 
 
-def make_optimizer(name: str, learning_rate: float):
+def make_optimizer(name: str, learning_rate: float | str = "default"):
     """Build an optimizer by name with the given learning rate and default settings.
 
     Parameters
@@ -360,8 +360,9 @@ def make_optimizer(name: str, learning_rate: float):
     name : str
         One of the keys of :data:`OPTIMIZERS`: "sgd", "momentum", "nesterov",
         "adagrad", "rmsprop", "adam" (case-insensitive).
-    learning_rate : float
-        Positive learning rate.
+    learning_rate : float or "default", default "default"
+        Positive learning rate; "default" keeps the class's default, the book's
+        (``common/optimizer.py``): 0.01, Adam 0.001.
 
     Returns
     -------
@@ -376,4 +377,6 @@ def make_optimizer(name: str, learning_rate: float):
     key = name.lower() if isinstance(name, str) else name
     if key not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    if isinstance(learning_rate, str) and learning_rate == "default":
+        return OPTIMIZERS[key]()
     return OPTIMIZERS[key](lr=learning_rate)

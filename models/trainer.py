@@ -51,6 +51,12 @@ class EpochMetrics:
         the epoch, in [0, 1].
     seconds : float
         Wall time of the epoch in seconds, training and validation together.
+    train_eval_loss : float or None
+        With ``train(..., evaluate_train=True)``: loss on the whole training set in
+        test mode after the epoch (dropout off, batch norm's running statistics),
+        as the book's ``common/trainer.py`` measures training accuracy; else None.
+    train_eval_accuracy : float or None
+        The same for the accuracy, in [0, 1]; else None.
     """
 
     epoch: int
@@ -59,6 +65,8 @@ class EpochMetrics:
     validation_loss: float
     validation_accuracy: float
     seconds: float
+    train_eval_loss: float | None = None
+    train_eval_accuracy: float | None = None
 
 
 @dataclass
@@ -155,6 +163,7 @@ def train(
     batch_size: int,
     rng: numpy.random.Generator | int,
     callback: Callable[[EpochMetrics], None] | None = None,
+    evaluate_train: bool = False,
 ) -> TrainingResult:
     """Train ``network`` with ``optimizer`` by epochs of shuffled mini-batches.
 
@@ -208,6 +217,11 @@ def train(
         Called as ``callback(metrics)`` with the :class:`EpochMetrics` of each
         completed epoch, in order. Its return value is ignored; an exception
         it raises stops training and propagates.
+    evaluate_train : bool, default False
+        Also evaluate the whole training set in test mode after each epoch
+        (``EpochMetrics.train_eval_loss`` and ``train_eval_accuracy``), as the
+        book's figures of sections 6.3 and 6.4 do; costs one forward pass over
+        the training data per epoch.
 
     Returns
     -------
@@ -276,6 +290,7 @@ def train(
                 losses[batch] = loss
                 predictions[start : start + batch_size] = scores.argmax(axis=1)
             validation_loss, validation_accuracy = _evaluate(network, x_validation, t_validation)
+            train_eval = _evaluate(network, x_train, t_train) if evaluate_train else (None, None)
         if not math.isfinite(validation_loss):
             result.diverged = True
             result.message = (
@@ -290,6 +305,8 @@ def train(
             validation_loss=validation_loss,
             validation_accuracy=validation_accuracy,
             seconds=time.perf_counter() - started,
+            train_eval_loss=train_eval[0],
+            train_eval_accuracy=train_eval[1],
         )
         result.history.append(metrics)
         if callback is not None:

@@ -255,3 +255,65 @@ def test_multi_objective_studies_are_listed_but_have_no_single_best(tmp_path):
     assert [len(row["value"]) for row in json.loads(listed.stdout)] == [2, 2]
     best = hpo("best", cwd=tmp_path)
     assert best.returncode == 1 and "has 2 objectives" in best.stderr and "Traceback" not in best.stderr
+
+
+def test_studies_lists_every_study_with_counts_and_best(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    optuna.storages.RDBStorage(storage)  # the tables, no study
+    empty = hpo("studies", cwd=tmp_path)
+    assert empty.returncode == 0 and empty.stdout.strip() == f"storage {storage} holds no study yet; " \
+        "start one with `hpo run STUDY_FILE`"
+    assert json.loads(hpo("studies", "-f", "json", cwd=tmp_path).stdout) == []
+
+    first = optuna.create_study(study_name="a", storage=storage, direction="minimize")
+    first.optimize(lambda trial: trial.suggest_int("k", 0, 0) + 2.0 - trial.number, n_trials=2)
+    first.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED))
+    first.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    optuna.create_study(study_name="b", storage=storage, direction="maximize")
+    rows = json.loads(hpo("studies", "-f", "json", cwd=tmp_path).stdout)
+    assert [{key: value for key, value in row.items() if key != "datetime_start"} for row in rows] == [
+        {"study": "a", "direction": "minimize", "complete": 2, "pruned": 1, "failed": 1, "running": 0,
+         "best_value": 1.0, "best_trial": 1},
+        {"study": "b", "direction": "maximize", "complete": 0, "pruned": 0, "failed": 0, "running": 0,
+         "best_value": None, "best_trial": None},
+    ]
+    assert rows[0]["datetime_start"].startswith(str(first.trials[0].datetime_start.year))
+    table = hpo("studies", cwd=tmp_path).stdout
+    assert "│ a " in table and "│ b " in table and "best_trial" in table
+    csv_lines = hpo("studies", "-f", "csv", cwd=tmp_path).stdout.splitlines()
+    assert csv_lines[0] == "study,direction,complete,pruned,failed,running,best_value,best_trial,datetime_start"
+    assert csv_lines[1].startswith("a,minimize,2,1,1,0,1.0,1,")
+
+
+def test_trials_of_a_storage_with_several_studies_lists_them_all(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    for name, count in (("a", 2), ("b", 1)):
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=count)
+    rows = json.loads(hpo("trials", "-f", "json", cwd=tmp_path).stdout)
+    assert [(row["study"], row["number"]) for row in rows] == [("a", 0), ("a", 1), ("b", 0)]
+    assert all(list(row)[0] == "study" and 0 <= row["params_x"] <= 1 for row in rows)
+    assert hpo("trials", "-f", "csv", cwd=tmp_path).stdout.startswith("study,number,state,value,")
+    assert "trials of 2 studies" in hpo("trials", cwd=tmp_path).stdout
+    # --study-name keeps the single-study listing, without the study column.
+    only_b = json.loads(hpo("trials", "--study-name", "b", "-f", "json", cwd=tmp_path).stdout)
+    assert len(only_b) == 1 and "study" not in only_b[0]
+
+
+def test_run_summary_counts_the_epochs_pruning_saved(tmp_path):
+    # Every trial falls under the threshold after epoch 1 of 3 and is pruned: 2 of 6 epochs trained.
+    (tmp_path / "study.toml").write_text(
+        'name = "x"\n[budget]\ntrials = 2\n[pruner]\ntype = "threshold"\nlower = 1.5\n'
+        "[parameters]\nepochs = 3\nhidden_size = 8\n"
+    )
+    pruned = hpo("run", "study.toml", "--no-progress", cwd=tmp_path)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "trials: 0 complete, 2 pruned, 0 failed" in pruned.stdout
+    assert "epochs: 2 trained of 6 a run without pruning would train (pruning saved 66.7 %)" in pruned.stdout
+    assert "no trial completed, so there is no best trial" in pruned.stdout
+
+    (tmp_path / "study.toml").write_text(VALID.replace('"x"', '"y"') + "hidden_size = 8\n[pruner]\ntype = \"none\"\n")
+    complete = hpo("run", "study.toml", "--no-progress", cwd=tmp_path)
+    assert complete.returncode == 0, complete.stderr
+    assert "epochs: 2 trained of 2 a run without pruning would train (pruning saved 0.0 %)" in complete.stdout
+    assert "best trial: " in complete.stdout

@@ -172,6 +172,13 @@ def test_registry_and_factory():
     assert isinstance(make_optimizer("Adam", 0.001), Adam)
 
 
+def test_factory_default_learning_rates_are_the_books():
+    # The book's common/optimizer.py: lr=0.01 everywhere but Adam's 0.001.
+    rates = {name: make_optimizer(name).lr for name in OPTIMIZERS}
+    assert rates == {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01, "rmsprop": 0.01,
+                     "adam": 0.001}
+
+
 def test_factory_unknown_name():
     with pytest.raises(ValueError) as excinfo:
         make_optimizer("lbfgs", 0.1)

@@ -153,3 +153,63 @@ def test_top_level_type_errors(tmp_path, content, expected):
 
 def test_a_folder_is_not_a_study_file(tmp_path):
     assert error_of(tmp_path) == f"{tmp_path}: is a folder; give a study file (see the studies/ folder for examples)"
+
+
+def test_book_options_seed_per_trial_evaluate_train_and_default_learning_rate(tmp_path):
+    spec = load_spec(write(tmp_path, """
+        [parameters]
+        optimizer = { choices = ["sgd", "adam"] }
+        learning_rate = "default"
+        seed_per_trial = false
+        evaluate_train = true
+    """))
+    assert spec.parameters.learning_rate == "default"
+    assert (spec.parameters.seed_per_trial, spec.parameters.evaluate_train) == (False, True)
+    identity = spec.identity()["parameters"]
+    assert (identity["seed_per_trial"], identity["evaluate_train"]) == (False, True)
+    # At their defaults they are left out of the identity, so studies stored before they existed resume.
+    plain = load_spec(write(tmp_path, "", name="plain.toml")).identity()["parameters"]
+    assert "seed_per_trial" not in plain and "evaluate_train" not in plain
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("[parameters]\nlearning_rate = \"book\"", "parameters.learning_rate: "),
+    ("[parameters]\nseed_per_trial = 0", "parameters.seed_per_trial: Input should be a valid boolean (got 0)"),
+    ("[sampler]\ntype = \"grid\"\n[parameters]\nbatch_norm = { choices = [false, true] }",
+     "budget.trials = 3 exceeds the 2 points of the grid (sampler.type = 'grid'); lower it"),
+])
+def test_book_options_errors(tmp_path, body, expected):
+    assert expected in error_of(write(tmp_path, body))
+
+
+def test_grid_sampler_takes_its_grid_from_choices(tmp_path):
+    spec = load_spec(write(tmp_path, """
+        [sampler]
+        type = "grid"
+        [parameters]
+        weight_init = { choices = [0.01, "xavier", "he"] }
+    """))
+    sampler = spec.make_sampler()
+    assert isinstance(sampler, optuna.samplers.GridSampler)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    for _ in range(3):  # ask-and-tell, as the workers do: the last tell must not raise
+        trial = study.ask()
+        study.tell(trial, 1.0 if trial.suggest_categorical("weight_init", [0.01, "xavier", "he"]) == "he" else 0.0)
+    assert sorted(map(str, (trial.params["weight_init"] for trial in study.trials))) == ["0.01", "he", "xavier"]
+
+
+def test_grid_point_of_a_failed_trial_is_run_again(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text('name = "x"\n[budget]\ntrials = 2\n[sampler]\ntype = "grid"\n'
+                    '[parameters]\nbatch_norm = { choices = [false, true] }\n')
+    spec = load_spec(path)
+    study = optuna.create_study(sampler=spec.make_sampler())
+    failed = study.ask()
+    lost = failed.suggest_categorical("batch_norm", [False, True])
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)   # interrupted: measured nothing
+    values = []
+    for _ in range(2):
+        trial = study.ask()
+        values.append(trial.suggest_categorical("batch_norm", [False, True]))
+        study.tell(trial, 0.0)
+    assert sorted(values) == [False, True] and lost in values

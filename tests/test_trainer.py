@@ -103,6 +103,21 @@ def test_training_on_digits_reaches_high_validation_accuracy(digits_split):
     assert result.history[-1].validation_loss == pytest.approx(network.loss(xv, tv, train=False), rel=1e-5)
 
 
+def test_evaluate_train_measures_the_training_set_in_test_mode(digits_split):
+    x, t, xv, tv = digits_split
+    network = MultiLayerNet(64, [32], 10, dropout=0.5, seed=0)
+    result = train(network, make_optimizer("adam", 0.01), x, t, xv, tv, epochs=2, batch_size=32, rng=0,
+                   evaluate_train=True)
+    last = result.history[-1]
+    # Test mode: no units dropped, unlike the mini-batch accuracy of train_accuracy.
+    assert last.train_eval_accuracy == pytest.approx(network.accuracy(x, t))
+    assert last.train_eval_loss == pytest.approx(network.loss(x, t, train=False), rel=1e-5)
+    assert last.train_eval_accuracy > last.train_accuracy
+    plain = train(MultiLayerNet(64, [32], 10, seed=0), make_optimizer("adam", 0.01), x, t, xv, tv,
+                  epochs=1, batch_size=32, rng=0)
+    assert plain.history[0].train_eval_accuracy is None and plain.history[0].train_eval_loss is None
+
+
 def test_callback_sees_every_epoch_in_order(digits_split):
     x, t, xv, tv = digits_split
     seen = []
@@ -168,7 +183,9 @@ def test_huge_learning_rate_diverges(digits_split, learning_rate, batch_size, ep
     assert result.epochs_run == epochs_run
     assert seen == result.history
     for metrics in result.history:
-        assert all(math.isfinite(value) for value in dataclasses.astuple(metrics))
+        # The train_eval_* fields are None: the training set is not evaluated unless asked.
+        assert all(math.isfinite(value) for value in dataclasses.astuple(metrics) if value is not None)
+        assert metrics.train_eval_loss is None and metrics.train_eval_accuracy is None
 
 
 def test_same_seed_same_history(digits_split):

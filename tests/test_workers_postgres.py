@@ -5,7 +5,8 @@ server, postgresql+psycopg2://postgres@127.0.0.1:5432/test).  Each test uses a
 study name of its own and deletes it afterwards.  The workers run the very
 `command` and `environment` of the `create-study` and `worker` services in
 docker-compose.yml, as processes; only HPO_STORAGE points at the local server
-instead of the compose network's host `postgres`.
+instead of the compose network's host `postgres`, and HPO_ARTIFACT_DIR at a
+folder beside the study file instead of the compose volume.
 """
 
 import os
@@ -48,6 +49,9 @@ def compose_service(name: str, study_file: Path, storage_url: str) -> tuple[list
     environment = {key: interpolate(value) for key, value in service.get("environment", {}).items()}
     assert environment["HPO_STORAGE"].startswith("postgresql+psycopg2://hpo:@postgres:5432/hpo")
     environment["HPO_STORAGE"] = storage_url
+    if "HPO_ARTIFACT_DIR" in environment:  # the compose volume; here a folder beside the study file
+        assert environment["HPO_ARTIFACT_DIR"] == "/artifacts" and "artifacts:/artifacts" in service["volumes"]
+        environment["HPO_ARTIFACT_DIR"] = str(study_file.parent / "artifacts")
     return command, {**os.environ, **environment}
 
 
@@ -175,6 +179,10 @@ def test_four_workers_share_one_budget_exactly(study_factory):
     for trial in finished:
         assert set(trial.params) == {"learning_rate", "weight_decay"}
         assert sorted(trial.intermediate_values) == [1, 2, 3]
+    # The workers share one artifact folder (the compose volume): the weights of every completed trial.
+    completed = [trial for trial in finished if trial.state == TrialState.COMPLETE]
+    stored = {path.name for path in (study_file.parent / "artifacts").iterdir()}
+    assert completed and stored == {trial.user_attrs["weights_artifact_id"] for trial in completed}
     # Every trial was run by one of the four workers; each holds 1 to 3 connections (pool 2 + 1).
     workers_seen = {trial.user_attrs["worker"] for trial in finished}
     assert 2 <= len(workers_seen) <= 4

@@ -17,8 +17,8 @@ def test_four_local_workers_on_sqlite_meet_the_budget_without_lock_errors(tmp_pa
         "epochs = 3\nhidden_size = 32\n"
     )
     environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
-    result = subprocess.run([HPO, "run", "study.toml", "--jobs", "4", "--no-progress"], cwd=tmp_path,
-                            env=environment, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([HPO, "run", "study.toml", "--jobs", "4", "--no-progress", "--artifact-dir", "weights"],
+                            cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "database is locked" not in result.stderr
     assert result.stdout.count("worker done:") == 4
@@ -31,5 +31,9 @@ def test_four_local_workers_on_sqlite_meet_the_budget_without_lock_errors(tmp_pa
     assert len({trial.user_attrs["worker"] for trial in completed}) >= 2
     # Each worker's sampler has a seed of its own: no two trials sampled alike.
     assert len({trial.params["learning_rate"] for trial in completed}) == 24
+    # --artifact-dir reaches the workers: each completed trial's weights are in that folder.
+    assert f"artifacts: {tmp_path / 'weights'}" in result.stdout
+    stored = {path.name for path in (tmp_path / "weights").iterdir()}
+    assert stored == {trial.user_attrs["weights_artifact_id"] for trial in completed}
     with sqlite3.connect(tmp_path / "hpo.db") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -1,0 +1,340 @@
+"""Turn one completed trial into a tested model: retrain, test, save, reload.
+
+Tuning chose the trial on validation data; only here is the test set used
+(book, section 6.5.1: test data judge the final model, once).  By default the
+trial's network is rebuilt with its parameters and seed and trained on the
+training *and* validation images (all the data tuning had) for the number of
+epochs at which the trial did best (user attribute ``best_epoch``).  With
+stored weights the network the trial itself trained (its best epoch, kept as
+an Optuna artifact) is tested instead.
+
+The result is saved in a folder as ``weights.npz`` (plain arrays, no pickle)
+and ``model_card.json`` (what the model is, how it was trained, what it
+scored, with which versions).  :func:`load_model` rebuilds the network from
+that folder alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from hpo.data import load_dataset
+from hpo.objective import ATTRIBUTE_BEST_EPOCH, ATTRIBUTE_SEED, build_network, trial_seed
+from hpo.spec import DatasetSpec, Parameters
+from hpo.study import SPEC_ATTRIBUTE
+from models.datasets import Dataset
+from models.network import MultiLayerNet, load_weights, save_weights
+from models.optimizers import make_optimizer
+from models.trainer import train
+
+WEIGHTS_FILE = "weights.npz"
+CARD_FILE = "model_card.json"
+CARD_FORMAT = 1
+
+
+class EvaluationError(ValueError):
+    """The trial cannot be evaluated (not completed, not an hpo study, no weights); one line."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The test-set result of one trial's model.
+
+    Attributes
+    ----------
+    trial_number : int
+    test_accuracy : float
+        Fraction of the test images classified correctly, in [0, 1].
+    predictions : ndarray of shape (n_test,), int64
+        Predicted class of each test image.
+    labels : ndarray of shape (n_test,), int64
+        True class of each test image.
+    inputs : ndarray of shape (n_test, n_features), float32
+        The test images (to check that a saved model predicts the same).
+    class_names : tuple of str
+    per_class : list of dict
+        One row per class: ``class``, ``name``, ``precision``, ``recall``,
+        ``f1`` (fractions) and ``support`` (test images of the class).
+    confusion : ndarray of shape (n_classes, n_classes), int64
+        ``confusion[i, j]``: test images of class ``i`` predicted as ``j``.
+    card : dict
+        The model card (see :func:`evaluate_trial`), JSON-able.
+    """
+
+    trial_number: int
+    test_accuracy: float
+    predictions: np.ndarray
+    labels: np.ndarray
+    inputs: np.ndarray
+    class_names: tuple[str, ...]
+    per_class: list[dict[str, Any]]
+    confusion: np.ndarray
+    card: dict[str, Any]
+
+
+def select_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    """The study's best trial, or trial ``number``; it must be COMPLETE.
+
+    Raises
+    ------
+    EvaluationError
+        No such trial, the trial is not complete (pruned, failed, running), or
+        the study has no completed trial yet.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if number is None:
+        if not any(trial.state == TrialState.COMPLETE for trial in trials):
+            raise EvaluationError(f"study {study.study_name!r} has no completed trial yet; nothing to evaluate")
+        return study.best_trial
+    if not 0 <= number < len(trials):
+        raise EvaluationError(
+            f"no trial {number} in study {study.study_name!r} (trials 0 to {len(trials) - 1})"
+        )
+    trial = trials[number]
+    if trial.state != TrialState.COMPLETE:
+        why = "it stopped before its last epoch" if trial.state == TrialState.PRUNED else "it has no result"
+        raise EvaluationError(
+            f"trial {number} of study {study.study_name!r} is {trial.state.name}: {why}, so it cannot be "
+            "evaluated; choose a COMPLETE trial (see `hpo trials`)"
+        )
+    return trial
+
+
+def trial_settings(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple[DatasetSpec, dict[str, Any]]:
+    """The data set and all model/training settings of ``trial``, from the study's stored study file.
+
+    Raises
+    ------
+    EvaluationError
+        The study was not created by hpo (no stored study file record).
+    """
+    stored = study.user_attrs.get(SPEC_ATTRIBUTE)
+    if not isinstance(stored, dict):
+        raise EvaluationError(f"study {study.study_name!r} was not created by hpo; it cannot be evaluated")
+    # JSON mode: the stored record went through JSON (paths are strings there).
+    dataset = DatasetSpec.model_validate_json(json.dumps(stored["dataset"]))
+    parameters = Parameters.model_validate_json(json.dumps(stored["parameters"]))
+    values = {**parameters.fixed(), **trial.params}
+    return dataset, values
+
+
+def evaluate_trial(
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    *,
+    stored_weights: dict[str, np.ndarray] | None = None,
+) -> tuple[MultiLayerNet, Evaluation]:
+    """Train (or restore) the network of a completed trial and test it.
+
+    Retraining (the default) builds the trial's network with the trial's seed
+    and trains it on all training images of the study (training plus
+    validation split, ``train_images`` respected) for ``best_epoch`` epochs with
+    the trial's optimizer, learning rate, weight decay and batch size.  The
+    test set is scored after each epoch for the model card's curve only; the
+    number of epochs was fixed by tuning, so nothing is chosen on test data.
+
+    Parameters
+    ----------
+    study : optuna.Study
+        A study created by hpo (it stores its study file's data set and settings).
+    trial : optuna.trial.FrozenTrial
+        A COMPLETE trial of ``study`` (see :func:`select_trial`).
+    stored_weights : dict of str to ndarray, optional
+        The weights the trial itself trained (its artifact); tested as they are,
+        without retraining.
+
+    Returns
+    -------
+    network : MultiLayerNet
+        The tested network (float32).
+    evaluation : Evaluation
+
+    Raises
+    ------
+    EvaluationError
+        The study was not created by hpo, or the stored weights do not fit the
+        trial's network.
+    models.datasets.DatasetError
+        The data set's files are missing or malformed.
+    """
+    dataset_spec, values = trial_settings(study, trial)
+    dataset = load_dataset(dataset_spec)
+    if dataset_spec.train_images is not None:
+        dataset = dataset.take_train(dataset_spec.train_images)
+    seed = trial.user_attrs.get(ATTRIBUTE_SEED, trial_seed(values["seed"], trial.number))
+    rng = np.random.default_rng(seed)
+    network = build_network(values, dataset.x_train.shape[1], dataset.n_classes, seed=rng)
+    training: dict[str, Any]
+    if stored_weights is not None:
+        try:
+            network.load_state_dict(stored_weights)
+        except ValueError as error:
+            raise EvaluationError(f"trial {trial.number}: stored weights do not fit its network: {error}") from None
+        training = {"mode": "stored weights of the trial (its best epoch on the training split)",
+                    "epochs": trial.user_attrs.get(ATTRIBUTE_BEST_EPOCH), "train_images": None}
+    else:
+        epochs = int(trial.user_attrs.get(ATTRIBUTE_BEST_EPOCH, values["epochs"]))
+        result = train(
+            network, make_optimizer(values["optimizer"], values["learning_rate"]),
+            dataset.x_train, dataset.t_train, dataset.x_test, dataset.t_test,
+            epochs=epochs, batch_size=values["batch_size"], rng=rng,
+        )
+        if result.diverged:
+            raise EvaluationError(f"trial {trial.number}: retraining on all training images diverged: "
+                                  f"{result.message}; try --stored-weights")
+        training = {
+            "mode": "retrained on training + validation images",
+            "epochs": epochs,
+            "train_images": int(len(dataset.t_train)),
+            "train_loss": [round(metrics.train_loss, 5) for metrics in result.history],
+            "test_accuracy_per_epoch": [round(metrics.validation_accuracy, 5) for metrics in result.history],
+        }
+    evaluation = _score(network, dataset, trial, values, seed, dataset_spec, study.study_name, training)
+    return network, evaluation
+
+
+def _score(network: MultiLayerNet, dataset: Dataset, trial: optuna.trial.FrozenTrial, values: dict[str, Any],
+           seed: int, dataset_spec: DatasetSpec, study_name: str, training: dict[str, Any]) -> Evaluation:
+    predictions = predict(network, dataset.x_test)
+    labels = dataset.t_test
+    classes = np.arange(dataset.n_classes)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=classes, zero_division=0
+    )
+    per_class = [
+        {"class": int(k), "name": dataset.class_names[k], "precision": round(float(precision[k]), 4),
+         "recall": round(float(recall[k]), 4), "f1": round(float(f1[k]), 4), "support": int(support[k])}
+        for k in classes
+    ]
+    confusion = confusion_matrix(labels, predictions, labels=classes)
+    test_accuracy = float(np.mean(predictions == labels))
+    card = {
+        "format": CARD_FORMAT,
+        "study": study_name,
+        "trial": trial.number,
+        "validation_accuracy": trial.value,
+        "test_accuracy": round(test_accuracy, 6),
+        "test_images": int(len(labels)),
+        "parameters": values,
+        "seed": int(seed),
+        "data": {**dataset_spec.model_dump(mode="json"), "class_names": list(dataset.class_names),
+                 "n_features": int(dataset.x_train.shape[1])},
+        "training": training,
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "versions": _versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return Evaluation(trial.number, test_accuracy, predictions, labels, dataset.x_test, dataset.class_names, per_class,
+                      confusion, card)
+
+
+def predict(network: MultiLayerNet, x: np.ndarray) -> np.ndarray:
+    """Predicted classes in test mode (no dropout, running batch-norm statistics).
+
+    Parameters
+    ----------
+    network : MultiLayerNet
+    x : ndarray of shape (N, D), float32
+
+    Returns
+    -------
+    ndarray of shape (N,), int64
+    """
+    return np.concatenate([network.predict(x[start:start + 4096]).argmax(axis=1)
+                           for start in range(0, len(x), 4096)]).astype(np.int64)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("hpo-from-scratch", "numpy", "optuna", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def save_model(directory: str | Path, network: MultiLayerNet, evaluation: Evaluation) -> tuple[Path, Path]:
+    """Write ``weights.npz`` and ``model_card.json`` into ``directory`` (created if needed).
+
+    The card records the SHA-256 of the weights file, checked by :func:`load_model`.
+
+    Returns
+    -------
+    weights_path, card_path : Path
+
+    Raises
+    ------
+    OSError
+        The folder or files cannot be written.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights_path = directory / WEIGHTS_FILE
+    save_weights(network, weights_path)
+    card = {**evaluation.card, "weights_file": WEIGHTS_FILE, "weights_sha256": _sha256(weights_path)}
+    card_path = directory / CARD_FILE
+    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return weights_path, card_path
+
+
+def load_model(directory: str | Path) -> tuple[MultiLayerNet, dict[str, Any]]:
+    """Rebuild a saved model from its folder: the card's settings plus ``weights.npz``.
+
+    Parameters
+    ----------
+    directory : str or Path
+        A folder written by :func:`save_model`.
+
+    Returns
+    -------
+    network : MultiLayerNet
+        Ready for :func:`predict` (float32 inputs of shape (N, n_features)).
+    card : dict
+        The model card.
+
+    Raises
+    ------
+    EvaluationError
+        Missing or unreadable files, a card of another format, or weights whose
+        checksum or shapes do not match the card.
+    """
+    directory = Path(directory)
+    card_path, weights_path = directory / CARD_FILE, directory / WEIGHTS_FILE
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise EvaluationError(f"{card_path}: cannot read the model card: {error}") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise EvaluationError(f"{card_path}: not a model card of format {CARD_FORMAT}")
+    try:
+        checksum = _sha256(weights_path)
+        state = load_weights(weights_path)
+    except (OSError, ValueError) as error:
+        raise EvaluationError(f"{weights_path}: cannot read the weights: {error}") from None
+    if checksum != card.get("weights_sha256"):
+        raise EvaluationError(f"{weights_path}: checksum differs from the model card; the file was changed")
+    data = card["data"]
+    network = build_network(card["parameters"], data["n_features"], len(data["class_names"]), seed=0)
+    try:
+        network.load_state_dict(state)
+    except ValueError as error:
+        raise EvaluationError(f"{weights_path}: does not fit the model card's network: {error}") from None
+    return network, card
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,127 @@
+"""What a study holds, in a few numbers: trials per state, the best trial, the epochs pruning saved.
+
+Read by ``hpo studies`` (one row per study) and by the end-of-run summary of
+``hpo run`` (:func:`pruning_savings`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.objective import ATTRIBUTE_DIVERGED, ATTRIBUTE_EPOCHS_RUN
+from hpo.study import FINISHED_STATES, SPEC_ATTRIBUTE
+
+
+def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """Trials per state: ``{"complete": n, "pruned": n, "failed": n, "running": n}``."""
+    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+             TrialState.RUNNING: "running"}
+    counts = {name: 0 for name in names.values()}
+    for trial in trials:
+        if trial.state in names:
+            counts[names[trial.state]] += 1
+    return counts
+
+
+def study_row(summary: optuna.study.StudySummary, trials: list[FrozenTrial]) -> dict[str, Any]:
+    """One study as a flat dict for ``hpo studies``.
+
+    Parameters
+    ----------
+    summary : optuna.study.StudySummary
+        From :func:`optuna.get_all_study_summaries` (with ``include_best_trial=True``).
+    trials : list of FrozenTrial
+        All trials of the study.
+
+    Returns
+    -------
+    dict
+        ``study``, ``direction`` (comma-separated for several objectives), the
+        counts of :func:`state_counts`, ``best_value`` and ``best_trial`` (None
+        without a completed trial or with several objectives) and ``datetime_start``
+        (ISO time of its first trial, None without trials).
+    """
+    best = summary.best_trial if len(summary.directions) == 1 else None
+    return {
+        "study": summary.study_name,
+        "direction": ",".join(direction.name.lower() for direction in summary.directions),
+        **state_counts(trials),
+        "best_value": best.value if best is not None else None,
+        "best_trial": best.number if best is not None else None,
+        "datetime_start": summary.datetime_start.isoformat(timespec="seconds") if summary.datetime_start else None,
+    }
+
+
+def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """:func:`study_row` for every study in ``storage``, in creation order."""
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        trials = storage.get_all_trials(storage.get_study_id_from_name(summary.study_name), deepcopy=False)
+        rows.append(study_row(summary, trials))
+    return rows
+
+
+@dataclass(frozen=True)
+class PruningSavings:
+    """Epochs trained by a study's finished trials, and what a run without pruning would have trained.
+
+    Attributes
+    ----------
+    trained : int
+        Sum of the ``epochs_run`` user attribute of the finished (complete and pruned) trials.
+    planned : int
+        Sum of their planned epochs (``epochs`` of the study file or of the trial's
+        parameters); a diverged trial counts its ``epochs_run``, since it stops without
+        pruning too.
+    """
+
+    trained: int
+    planned: int
+
+    @property
+    def saved_fraction(self) -> float:
+        """Fraction in [0, 1] of the planned epochs not trained (0 when nothing was planned)."""
+        return 1.0 - self.trained / self.planned if self.planned else 0.0
+
+
+def pruning_savings(trials: list[FrozenTrial], fixed_epochs: int | None) -> PruningSavings | None:
+    """The compute pruning saved, in epochs (book section 6.5.2: give up early on bad trials).
+
+    Only finished trials count on both sides: a failed trial (an interrupted worker)
+    was neither planned to the end nor pruned, and is retried.
+
+    Parameters
+    ----------
+    trials : list of FrozenTrial
+        Trials of one study (any states).
+    fixed_epochs : int or None
+        The study file's fixed ``epochs``; a trial's searched ``epochs`` parameter wins.
+
+    Returns
+    -------
+    PruningSavings or None
+        None if some finished trial's planned epochs are unknown (no fixed value and
+        no ``epochs`` parameter), or there is no finished trial.
+    """
+    trained = planned = 0
+    finished = [trial for trial in trials if trial.state in FINISHED_STATES]
+    if not finished:
+        return None
+    for trial in finished:
+        run = int(trial.user_attrs.get(ATTRIBUTE_EPOCHS_RUN, 0))
+        epochs = trial.params.get("epochs", fixed_epochs)
+        if epochs is None:
+            return None
+        trained += run
+        planned += run if ATTRIBUTE_DIVERGED in trial.user_attrs else int(epochs)
+    return PruningSavings(trained, planned)
+
+
+def study_savings(study: optuna.Study) -> PruningSavings | None:
+    """:func:`pruning_savings` of a study, with the fixed epochs of its stored study file."""
+    fixed = study.user_attrs.get(SPEC_ATTRIBUTE, {}).get("parameters", {}).get("epochs")
+    return pruning_savings(study.get_trials(deepcopy=False), fixed if isinstance(fixed, int) else None)

@@ -1,0 +1,188 @@
+"""`hpo evaluate`: retrain a completed trial, test it once, save a model that reloads to the same predictions."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from conftest import HPO
+from hpo.evaluate import EvaluationError, evaluate_trial, load_model, predict, select_trial
+from models.datasets import load_digits
+
+STUDY = """
+name = "tiny"
+[budget]
+trials = 6
+[dataset]
+name = "digits"
+[sampler]
+type = "tpe"
+seed = 3
+[pruner]
+type = "none"
+[parameters]
+learning_rate = { low = 1e-3, high = 1e-1, log = true }
+weight_decay = { low = 1e-8, high = 1e-3, log = true }
+optimizer = "adam"
+hidden_layers = 1
+hidden_size = 32
+batch_norm = true
+batch_size = 32
+epochs = 5
+"""
+
+
+def hpo(*arguments, cwd):
+    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
+    return subprocess.run([HPO, *arguments], cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 6-trial digits study in ./hpo.db of a fresh folder."""
+    folder = tmp_path_factory.mktemp("evaluate")
+    (folder / "tiny.toml").write_text(STUDY)
+    result = hpo("run", "tiny.toml", "--no-progress", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def load(folder):
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'hpo.db'}")
+
+
+def test_evaluate_reports_the_test_accuracy_of_the_saved_model(finished):
+    result = hpo("evaluate", "--out", "model", "-f", "json", cwd=finished)
+    assert result.returncode == 0, result.stderr
+    card = json.loads(result.stdout)
+    best = load(finished).best_trial
+    assert card["trial"] == best.number
+    assert card["validation_accuracy"] == pytest.approx(best.value)
+    assert card["parameters"]["learning_rate"] == best.params["learning_rate"]
+    assert card["seed"] == best.user_attrs["seed"]
+    # Retrained on training + validation images (digits: 1437 of 1797; 360 are test images)
+    # for the epochs at which the trial did best.
+    assert card["training"]["epochs"] == best.user_attrs["best_epoch"]
+    assert card["training"]["train_images"] == 1437
+    assert len(card["training"]["train_loss"]) == best.user_attrs["best_epoch"]
+    # The saved model, reloaded from its folder, scores the card's test accuracy.
+    network, reloaded_card = load_model(finished / "model")
+    assert reloaded_card == card
+    digits = load_digits()
+    predictions = predict(network, digits.x_test)
+    accuracy = float(np.mean(predictions == digits.t_test))
+    assert card["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert accuracy > 0.85
+    # The confusion matrix and the per-class table agree with those predictions.
+    confusion = np.array(card["confusion_matrix"])
+    assert confusion.sum() == len(digits.t_test) == card["test_images"] == 360
+    assert np.trace(confusion) == np.sum(predictions == digits.t_test)
+    for row in card["per_class"]:
+        k = row["class"]
+        assert row["support"] == confusion[k].sum() == np.sum(digits.t_test == k)
+        assert row["recall"] == pytest.approx(confusion[k, k] / confusion[k].sum(), abs=1e-4)
+    assert set(card["versions"]) >= {"python", "numpy", "optuna", "hpo-from-scratch"}
+
+
+def test_evaluate_table_names_test_accuracy_and_where_the_model_is(finished):
+    result = hpo("evaluate", "--out", "table-model", cwd=finished)
+    assert result.returncode == 0, result.stderr
+    card = json.loads((finished / "table-model" / "model_card.json").read_text())
+    assert f"test accuracy: {card['test_accuracy']:.4f} on 360 test images" in result.stdout
+    assert "confusion matrix" in result.stdout and "per class" in result.stdout
+    assert "reloaded, they give the same 360 test predictions" in result.stdout
+
+
+def test_retraining_is_reproducible(finished):
+    study = load(finished)
+    trial = select_trial(study, None)
+    first, first_result = evaluate_trial(study, trial)
+    second, second_result = evaluate_trial(study, trial)
+    for name, array in first.state_dict().items():
+        np.testing.assert_array_equal(array, second.state_dict()[name])
+    np.testing.assert_array_equal(first_result.predictions, second_result.predictions)
+
+
+def test_evaluate_a_named_trial_and_refuse_unfinished_ones(finished):
+    study = load(finished)
+    complete = [trial.number for trial in study.get_trials() if trial.state == TrialState.COMPLETE]
+    other = complete[0] if complete[0] != study.best_trial.number else complete[1]
+    result = hpo("evaluate", "--trial", str(other), "--out", "other", "-f", "json", cwd=finished)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["trial"] == other
+
+    distributions = {"learning_rate": FloatDistribution(1e-3, 1e-1, log=True),
+                     "weight_decay": FloatDistribution(1e-8, 1e-3, log=True)}
+    params = {"learning_rate": 0.01, "weight_decay": 1e-5}
+    for state in (TrialState.PRUNED, TrialState.FAIL):
+        study.add_trial(optuna.trial.create_trial(
+            state=state, params=params, distributions=distributions,
+            intermediate_values={1: 0.5} if state == TrialState.PRUNED else {}))
+    pruned, failed = len(study.trials) - 2, len(study.trials) - 1
+    for number, state in ((pruned, "PRUNED"), (failed, "FAIL"), (999, None)):
+        result = hpo("evaluate", "--trial", str(number), cwd=finished)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ")
+        if state:
+            assert f"trial {number} of study 'tiny' is {state}" in lines[0]
+            assert "cannot be evaluated" in lines[0]
+        else:
+            assert "no trial 999" in lines[0]
+
+
+def test_a_changed_weights_file_is_refused(finished, tmp_path):
+    result = hpo("evaluate", "--out", str(tmp_path / "m"), cwd=finished)
+    assert result.returncode == 0, result.stderr
+    weights = tmp_path / "m" / "weights.npz"
+    with np.load(weights) as archive:
+        state = {name: archive[name] for name in archive.files}
+    state["W1"] = state["W1"] + 1
+    np.savez(weights, **state)
+    with pytest.raises(EvaluationError, match="checksum differs"):
+        load_model(tmp_path / "m")
+
+
+def test_a_study_not_made_by_hpo_cannot_be_evaluated(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'plain.db'}"
+    study = optuna.create_study(study_name="plain", storage=storage, direction="maximize")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    result = hpo("evaluate", "--storage", storage, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: study 'plain' was not created by hpo; it cannot be evaluated"
+
+
+def test_evaluate_the_stored_weights_without_retraining(finished):
+    study = load(finished)
+    best = study.best_trial
+    result = hpo("evaluate", "--stored-weights", "--out", "stored", "-f", "json", cwd=finished)
+    assert result.returncode == 0, result.stderr
+    card = json.loads(result.stdout)
+    assert card["trial"] == best.number
+    assert card["training"]["mode"].startswith("stored weights")
+    assert card["training"]["epochs"] == best.user_attrs["best_epoch"]
+    # Exactly the trial's own weights: the saved file holds the stored artifact's arrays.
+    from hpo.artifacts import download_weights
+    stored = download_weights(best, finished / "hpo-artifacts")
+    network, _ = load_model(finished / "stored")
+    for name, array in network.state_dict().items():
+        np.testing.assert_array_equal(array, stored[name])
+    digits = load_digits()
+    accuracy = float(np.mean(predict(network, digits.x_test) == digits.t_test))
+    assert card["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_stored_weights_from_a_wrong_folder_are_one_line(finished, tmp_path):
+    result = hpo("evaluate", "--stored-weights", "--artifact-dir", str(tmp_path / "empty"), cwd=finished)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: weights of trial")
+    assert "--artifact-dir" in lines[0]

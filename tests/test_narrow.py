@@ -1,0 +1,157 @@
+"""hpo.narrow and `hpo narrow`: narrower log ranges around the best trials, in a file that still loads."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import HPO
+from hpo.narrow import default_output, narrow_range, next_name
+from hpo.spec import load_spec
+
+STUDY = """\
+# A tiny digits study for the narrowing tests.
+name = "tiny"  # the study's name
+[budget]
+trials = 8
+[sampler]
+type = "random"
+seed = 1
+[pruner]
+type = "none"
+[parameters]
+# both searched on a log scale (book section 6.5.2)
+learning_rate = { low = 1e-4, high = 1e-1, log = true }   # keep this comment
+weight_decay = { low = 1e-8, high = 1e-2, log = true }
+hidden_size = { low = 8, high = 16, step = 8 }
+batch_size = 64
+epochs = 4
+"""
+
+
+def hpo(*arguments, cwd):
+    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
+    return subprocess.run([HPO, *arguments], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300)
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A finished tiny study (8 complete trials, run once per module): its folder and study."""
+    folder = tmp_path_factory.mktemp("narrow")
+    (folder / "tiny.toml").write_text(STUDY)
+    result = hpo("run", "tiny.toml", "--no-progress", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder, optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'hpo.db'}")
+
+
+def test_narrowed_ranges_contain_the_top_trials_and_are_strictly_narrower(tiny):
+    folder, study = tiny
+    result = hpo("narrow", "tiny.toml", "--top", "3", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    path = folder / "tiny-narrow-1.toml"
+    assert f"wrote tiny-narrow-1.toml (study tiny-narrow-1)" in result.stdout
+    assert "next: hpo run tiny-narrow-1.toml" in result.stdout
+
+    old, new = load_spec(folder / "tiny.toml"), load_spec(path)
+    assert new.name == "tiny-narrow-1"
+    completed = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda trial: -trial.value)
+    assert len(completed) == 8
+    for name in ("learning_rate", "weight_decay"):
+        before, after = getattr(old.parameters, name), getattr(new.parameters, name)
+        assert after.log
+        assert before.low <= after.low and after.high <= before.high
+        assert after.high - after.low < before.high - before.low          # strictly narrower
+        assert after.low <= study.best_trial.params[name] <= after.high   # the best trial stays inside
+        assert all(after.low <= trial.params[name] <= after.high for trial in completed[:3])
+        assert after.low <= min(trial.params[name] for trial in completed[:3]) / 2 * 1.01  # the margin x2
+    # Everything but the log ranges and the name is as before.
+    assert new.parameters.hidden_size == old.parameters.hidden_size and new.parameters.epochs == 4
+    assert new.model_dump(exclude={"name", "parameters"}) == old.model_dump(exclude={"name", "parameters"})
+
+    text = path.read_text()
+    for comment in ("# A tiny digits study for the narrowing tests.", "# the study's name",
+                    "# both searched on a log scale (book section 6.5.2)", "# keep this comment"):
+        assert comment in text
+    assert text.startswith("# Narrowed by `hpo narrow` from tiny.toml (study 'tiny'): the top 3 of\n# 8 completed")
+
+    again = hpo("narrow", "tiny.toml", "--top", "3", cwd=folder)
+    assert_user_error(again, "tiny-narrow-1.toml exists; use --force")
+    forced = hpo("narrow", "tiny.toml", "--top", "8", "--force", "--margin", "1", "--name", "fine", cwd=folder)
+    assert forced.returncode == 0, forced.stderr
+    widest = load_spec(path).parameters.learning_rate
+    rates = [trial.params["learning_rate"] for trial in completed]
+    assert load_spec(path).name == "fine"
+    assert widest.low <= min(rates) < min(rates) * 1.01 and max(rates) <= widest.high < max(rates) * 1.01
+
+
+def test_the_new_study_runs_in_the_same_storage(tiny):
+    folder, _ = tiny
+    written = hpo("narrow", "tiny.toml", "--top", "2", "--out", "second.toml", cwd=folder)
+    assert written.returncode == 0, written.stderr
+    (folder / "second.toml").write_text((folder / "second.toml").read_text().replace("trials = 8", "trials = 1"))
+    run = hpo("run", "second.toml", "--no-progress", cwd=folder)
+    assert run.returncode == 0, run.stderr
+    narrowed = load_spec(folder / "second.toml").parameters.learning_rate
+    trial = optuna.load_study(study_name="tiny-narrow-1", storage=f"sqlite:///{folder / 'hpo.db'}").trials[0]
+    assert narrowed.low <= trial.params["learning_rate"] <= narrowed.high
+
+
+FIXED_RATES = [("learning_rate = { low = 1e-4, high = 1e-1, log = true }", "learning_rate = 0.01"),
+               ("weight_decay = { low = 1e-8, high = 1e-2, log = true }", "weight_decay = 0.0")]
+
+
+@pytest.mark.parametrize(
+    "arguments, edits, fragments",
+    [
+        (["--top", "0"], [], ["--top must be at least 1 (got 0)"]),
+        (["--top", "9"], [], ["study 'tiny' has 8 completed trial(s); --top 9 needs at least 9"]),
+        (["--top", "2", "--margin", "0.5"], [], ["--margin must be a finite number of at least 1 (got 0.5)"]),
+        (["--top", "2"], [("low = 1e-4, high = 1e-1", "low = 1e-3, high = 1e-1")],
+         ["the study file does not match study 'tiny' (differs in parameters.learning_rate)"]),
+        (["--top", "2"], FIXED_RATES, ["tiny.toml: no searched range has log = true; nothing to narrow"]),
+        (["--top", "2", "--study-name", "other"], [], ["no study 'other'"]),
+    ],
+    ids=["top-zero", "too-few-trials", "margin", "other-file", "no-log-range", "no-study"],
+)
+def test_bad_requests_are_one_error_line(tiny, tmp_path, arguments, edits, fragments):
+    folder, _ = tiny
+    text = (folder / "tiny.toml").read_text()
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "tiny.toml").write_text(text)
+    result = hpo("narrow", "tiny.toml", "--storage", f"sqlite:///{folder / 'hpo.db'}", *arguments, cwd=tmp_path)
+    assert_user_error(result, *fragments)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.toml"]  # nothing written
+
+
+def test_narrow_range_with_known_numbers():
+    # Span 1e-3..1e-2 widened x2 each end: 5e-4..2e-2, inside the original 1e-4..1.
+    assert narrow_range([1e-3, 3e-3, 1e-2], 1e-4, 1.0, 2.0) == (5e-4, 2e-2)
+    # Rounded outward to 3 significant digits, clipped to the original range.
+    assert narrow_range([0.0123456, 0.0456789], 1e-4, 0.05, 2.0) == (0.00617, 0.05)
+    assert narrow_range([2e-4], 1e-4, 1.0, 3.0) == (1e-4, 6.01e-4)  # 2e-4 * 3 is 0.0006000000000000001
+    assert narrow_range([0.0123456], 1e-4, 1.0, 1.0) == (0.0123, 0.0124)
+    # An integer log range keeps integers.
+    assert narrow_range([16, 40], 1, 1024, 2.0, integer=True) == (8, 80)
+
+
+def test_names_and_default_paths():
+    assert next_name("digits") == "digits-narrow-1"
+    assert next_name("digits-narrow-1") == "digits-narrow-2"
+    assert next_name("digits-narrow-9") == "digits-narrow-10"
+    assert next_name("narrow-1") == "narrow-1-narrow-1"
+    assert default_output("studies/digits.toml") == Path("studies/digits-narrow-1.toml")
+    assert default_output("studies/digits-narrow-1.toml") == Path("studies/digits-narrow-2.toml")
