@@ -33,7 +33,16 @@ from hpo.artifacts import (
     open_artifact_store,
 )
 from hpo.data import TuningData, prepare_data
-from hpo.evaluate import Evaluation, EvaluationError, evaluate_trial, load_model, predict, save_model, select_trial
+from hpo.evaluate import (
+    Evaluation,
+    EvaluationError,
+    evaluate_trial,
+    load_model,
+    predict,
+    prepare_model_directory,
+    save_model,
+    select_trial,
+)
 from hpo.local_workers import WorkersFailed, run_local_workers
 from hpo.narrow import DEFAULT_MARGIN, NarrowError, log_ranges, narrow_study_file
 from hpo.progress import Progress as _Progress
@@ -154,6 +163,9 @@ _BLAS_LIMITS: list[threadpoolctl.threadpool_limits] = []
 
 def _exit_interrupted(interrupt: KeyboardInterrupt, resume: str | None) -> None:
     code = 143 if isinstance(interrupt, Terminated) else 130
+    # A connection the interrupt cut mid-query cannot be reset when the pool closes at
+    # exit; SQLAlchemy would log that with a traceback. The trial is already marked FAIL.
+    logging.getLogger("sqlalchemy.pool").disabled = True
     if resume is not None:
         click.echo(f"\nInterrupted: running trials are marked FAIL; resume with: {resume}", err=True)
     sys.exit(code)
@@ -385,16 +397,17 @@ def best(storage: str | None, study_name: str | None, output_format: str) -> Non
 @click.option("--storage", help=STORAGE_HELP)
 @click.option("--study-name", help="Study to read [default: the only study in the storage].")
 @click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Trial to evaluate [default: the best].")
-@click.option("--out", "out_directory", type=click.Path(file_okay=False),
+@click.option("--out", "out_directory",
               help="Folder for weights.npz and model_card.json [default: ./hpo-models/STUDY-trial-N].")
 @click.option("--stored-weights", is_flag=True,
               help="Test the weights the trial stored (its best epoch) instead of retraining.")
 @click.option("--artifact-dir", envvar=ARTIFACT_DIR_ENVIRONMENT_VARIABLE,
               help="Folder of the stored weights [default: beside a SQLite database, else ./hpo-artifacts].")
+@click.option("--force", is_flag=True, help="Replace a model already saved in the --out folder.")
 @click.option("-f", "--format", "output_format", type=click.Choice(("table", "json")), default="table",
               show_default=True, help="table: report for people; json: the model card.")
 def evaluate(storage: str | None, study_name: str | None, trial_number: int | None, out_directory: str | None,
-             stored_weights: bool, artifact_dir: str | None, output_format: str) -> None:
+             stored_weights: bool, artifact_dir: str | None, force: bool, output_format: str) -> None:
     """Retrain the best (or --trial N) completed trial on training + validation data and test it.
 
     The network is rebuilt with the trial's parameters and seed and trained for the
@@ -405,6 +418,8 @@ def evaluate(storage: str | None, study_name: str | None, trial_number: int | No
     study = _load_study(storage, study_name)
     try:
         trial = select_trial(study, trial_number)
+        directory = prepare_model_directory(
+            out_directory or Path("hpo-models") / f"{study.study_name}-trial-{trial.number}", overwrite=force)
         weights = None
         if stored_weights:
             weights = download_weights(trial, artifact_directory(storage_url(storage), artifact_dir))
@@ -415,12 +430,13 @@ def evaluate(storage: str | None, study_name: str | None, trial_number: int | No
         network, evaluation = evaluate_trial(study, trial, stored_weights=weights)
     except (EvaluationError, ArtifactError, DatasetError) as error:
         raise _fail(str(error)) from None
-    directory = Path(out_directory or Path("hpo-models") / f"{study.study_name}-trial-{trial.number}")
     try:
         weights_path, card_path = save_model(directory, network, evaluation)
         reloaded, _ = load_model(directory)
-    except (OSError, EvaluationError) as error:
-        raise _fail(f"cannot save the model in {directory}: {error}") from None
+    except OSError as error:
+        raise _fail(f"cannot save the model in {directory}: {error.strerror or error}") from None
+    except EvaluationError as error:
+        raise _fail(str(error)) from None
     # The saved model must predict exactly what the tested one did.
     if not np.array_equal(predict(reloaded, evaluation.inputs), evaluation.predictions):
         raise _fail(f"the model saved in {directory} does not reproduce the tested predictions")
@@ -510,6 +526,8 @@ def plot(storage: str | None, study_name: str | None, out_directory: str) -> Non
     from hpo.plots import write_plots  # matplotlib: only this command pays for its import
 
     study = _load_study(storage, study_name)
+    if Path(out_directory).exists() and not Path(out_directory).is_dir():
+        raise _fail(f"--out {out_directory} is a file; give a folder for the PNG files")
     try:
         result = write_plots(study, out_directory)
     except OSError as error:
@@ -595,5 +613,27 @@ def book(out_directory: str, full: bool, storage: str | None, blas_threads: int,
     click.echo(f"dashboard: hpo dashboard{_storage_hint(storage, url) or f' --storage {url}'}")
 
 
+def entry() -> None:
+    """The ``hpo`` console script: :func:`main` with click's usage errors as one line.
+
+    A bad option or argument (``-f xml``, ``--trial abc``, a missing ``--out``) prints
+    ``Error: <click's message> (see hpo COMMAND --help)`` and exits with status 2,
+    click's status for usage errors, instead of click's four-line usage block.
+    """
+    try:
+        code = main.main(standalone_mode=False)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx is not None else "hpo"
+        click.echo(f"Error: {error.format_message()} (see {command} --help)", err=True)
+        sys.exit(error.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:  # Ctrl-C outside a trial loop (while loading data, say)
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -267,6 +267,26 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def prepare_model_directory(directory: str | Path, *, overwrite: bool = False) -> Path:
+    """Create the folder a model will be saved in, before any training.
+
+    Raises
+    ------
+    EvaluationError
+        The folder already holds a saved model and ``overwrite`` is False, or it
+        cannot be created (a file is in the way, no permission).
+    """
+    directory = Path(directory)
+    if not overwrite and ((directory / WEIGHTS_FILE).exists() or (directory / CARD_FILE).exists()):
+        raise EvaluationError(f"{directory} already holds a saved model; choose another --out, or --force to "
+                              "replace it")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EvaluationError(f"cannot create the model folder {directory}: {error.strerror or error}") from None
+    return directory
+
+
 def save_model(directory: str | Path, network: MultiLayerNet, evaluation: Evaluation) -> tuple[Path, Path]:
     """Write ``weights.npz`` and ``model_card.json`` into ``directory`` (created if needed).
 
@@ -316,19 +336,23 @@ def load_model(directory: str | Path) -> tuple[MultiLayerNet, dict[str, Any]]:
     card_path, weights_path = directory / CARD_FILE, directory / WEIGHTS_FILE
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise EvaluationError(f"{card_path}: cannot read the model card: {error}") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise EvaluationError(f"{card_path}: not a model card of format {CARD_FORMAT}")
     try:
         checksum = _sha256(weights_path)
-        state = load_weights(weights_path)
-    except (OSError, ValueError) as error:
-        raise EvaluationError(f"{weights_path}: cannot read the weights: {error}") from None
-    if checksum != card.get("weights_sha256"):
+    except OSError as error:
+        raise EvaluationError(f"{weights_path}: cannot read the weights: {error.strerror or error}") from None
+    if checksum != card.get("weights_sha256"):  # checked first: a damaged file is never parsed
         raise EvaluationError(f"{weights_path}: checksum differs from the model card; the file was changed")
-    data = card["data"]
-    network = build_network(card["parameters"], data["n_features"], len(data["class_names"]), seed=0)
+    try:
+        state = load_weights(weights_path)
+        data = card["data"]
+        network = build_network(card["parameters"], data["n_features"], len(data["class_names"]), seed=0)
+    except (KeyError, TypeError, ValueError) as error:
+        raise EvaluationError(f"{card_path}: the model card does not describe a network of this project "
+                              f"({type(error).__name__}: {error}); save the model again with hpo evaluate") from None
     try:
         network.load_state_dict(state)
     except ValueError as error:

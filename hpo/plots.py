@@ -185,8 +185,10 @@ def intermediate_values(study: optuna.Study) -> Figure:
     """
     _single_objective(study)
     trials = study.get_trials(deepcopy=False)
-    if not any(trial.intermediate_values for trial in trials):
-        raise PlotUnavailable("no trial has reported an epoch yet")
+    # Optuna draws the curves of complete, pruned and running trials only.
+    if not any(trial.intermediate_values for trial in trials
+               if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+        raise PlotUnavailable("no complete, pruned or running trial has reported an epoch yet")
     label = _metric_label(study)
     figure = _optuna_figure(lambda: optuna.visualization.matplotlib.plot_intermediate_values(study),
                             FIGURE_SIZES["intermediate_values"])
@@ -227,13 +229,14 @@ def param_importances(study: optuna.Study) -> Figure:
     Raises
     ------
     PlotUnavailable
-        Fewer than 2 completed trials, no searched parameter, or several objectives.
+        Fewer than 2 completed trials, fewer than 2 searched parameters, or several objectives.
     """
     completed = _completed(study)
     if len(completed) < 2:
         raise PlotUnavailable(f"importances need at least 2 completed trials; the study has {len(completed)}")
-    if not any(trial.distributions for trial in completed):
-        raise PlotUnavailable("no parameter is searched")
+    searched = {name for trial in completed for name in trial.distributions}
+    if len(searched) < 2:
+        raise PlotUnavailable(f"importances compare searched parameters; the study searches {len(searched)}")
     label = _metric_label(study)
     try:
         figure = _optuna_figure(

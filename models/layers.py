@@ -42,6 +42,13 @@ def _check_float_array(name, array, ndim):
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {array.shape}")
 
 
+def _check_gradient_buffer(name, buffer, parameter):
+    """Raise ValueError unless ``buffer`` is None or an array like ``parameter``."""
+    if buffer is not None and (not isinstance(buffer, np.ndarray) or buffer.shape != parameter.shape
+                               or buffer.dtype != parameter.dtype):
+        raise ValueError(f"{name} must be an array of shape {parameter.shape} and dtype {parameter.dtype}")
+
+
 class Affine:
     """Fully connected layer: ``out = x @ W + b``.
 
@@ -53,12 +60,17 @@ class Affine:
         Weight matrix, held by reference.
     b : ndarray of shape (M,), same dtype as ``W``
         Bias vector, held by reference.
+    dW, db : ndarray of the shapes and dtype of ``W`` and ``b``, optional
+        Arrays that :meth:`backward` writes the gradients into, in place (the
+        network passes views of one flat gradient vector, so an optimizer can
+        update all parameters in one pass). By default each backward pass
+        allocates new arrays.
 
     Raises
     ------
     ValueError
-        If ``W`` is not 2-D, ``b`` not 1-D of length M, or their dtypes are not
-        the same float32/float64.
+        If ``W`` is not 2-D, ``b`` not 1-D of length M, their dtypes are not
+        the same float32/float64, or a gradient buffer does not match.
 
     Attributes
     ----------
@@ -74,17 +86,20 @@ class Affine:
     (4, 2)
     """
 
-    def __init__(self, W, b):
+    def __init__(self, W, b, *, dW=None, db=None):
         _check_float_array("W", W, 2)
         _check_float_array("b", b, 1)
         if b.shape[0] != W.shape[1] or b.dtype != W.dtype:
             raise ValueError(f"b must have shape ({W.shape[1]},) and dtype {W.dtype} to match W, "
                              f"got shape {b.shape} and dtype {b.dtype}")
+        _check_gradient_buffer("dW", dW, W)
+        _check_gradient_buffer("db", db, b)
         self.W = W
         self.b = b
         self.x = None
-        self.dW = None
-        self.db = None
+        self.dW = dW
+        self.db = db
+        self._write_in_place = dW is not None and db is not None
 
     def forward(self, x, train=True):
         """Compute ``x @ W + b``.
@@ -122,8 +137,12 @@ class Affine:
         dx : ndarray of shape (N, D) or None
             ``dout @ W.T``, or None when ``input_grad`` is False.
         """
-        self.dW = self.x.T @ dout
-        self.db = dout.sum(axis=0)
+        if self._write_in_place:
+            np.matmul(self.x.T, dout, out=self.dW)
+            np.sum(dout, axis=0, out=self.db)
+        else:
+            self.dW = self.x.T @ dout
+            self.db = dout.sum(axis=0)
         return dout @ self.W.T if input_grad else None
 
 
@@ -278,6 +297,9 @@ class BatchNormalization:
         Weight of the old running statistics, in [0, 1).
     eps : float, default 1e-5
         Added to the variance before the square root; positive.
+    dgamma, dbeta : ndarray of the shape and dtype of ``gamma``, optional
+        Arrays that :meth:`backward` writes the gradients into, in place (see
+        :class:`Affine`). By default each backward pass allocates new arrays.
 
     Raises
     ------
@@ -295,12 +317,14 @@ class BatchNormalization:
         Gradients set by :meth:`backward`.
     """
 
-    def __init__(self, gamma, beta, momentum=0.9, eps=1e-5):
+    def __init__(self, gamma, beta, momentum=0.9, eps=1e-5, *, dgamma=None, dbeta=None):
         _check_float_array("gamma", gamma, 1)
         _check_float_array("beta", beta, 1)
         if beta.shape != gamma.shape or beta.dtype != gamma.dtype:
             raise ValueError(f"beta must have shape {gamma.shape} and dtype {gamma.dtype} to match gamma, "
                              f"got shape {beta.shape} and dtype {beta.dtype}")
+        _check_gradient_buffer("dgamma", dgamma, gamma)
+        _check_gradient_buffer("dbeta", dbeta, beta)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if not eps > 0.0:
@@ -313,8 +337,9 @@ class BatchNormalization:
         self.running_var = np.ones_like(gamma)
         self.xhat = None      # normalized input of the last training pass, (N, D)
         self.inv_std = None   # 1 / sqrt(batch variance + eps), (D,)
-        self.dgamma = None
-        self.dbeta = None
+        self.dgamma = dgamma
+        self.dbeta = dbeta
+        self._write_in_place = dgamma is not None and dbeta is not None
 
     def forward(self, x, train=True):
         """Normalize, scale by ``gamma`` and shift by ``beta``.
@@ -372,8 +397,12 @@ class BatchNormalization:
         dx : ndarray of shape (N, D), dtype of ``dout``
         """
         n = dout.shape[0]
-        self.dbeta = dout.sum(axis=0)
-        self.dgamma = np.einsum("nd,nd->d", dout, self.xhat)
+        if self._write_in_place:
+            np.sum(dout, axis=0, out=self.dbeta)
+            np.einsum("nd,nd->d", dout, self.xhat, out=self.dgamma)
+        else:
+            self.dbeta = dout.sum(axis=0)
+            self.dgamma = np.einsum("nd,nd->d", dout, self.xhat)
         dx = self.xhat * (self.dgamma / n)
         dx += self.dbeta / n
         np.subtract(dout, dx, out=dx)

@@ -7,6 +7,7 @@ normalization (6.3), weight decay and dropout (6.4).
 
 import math
 import numbers
+import zipfile
 
 import numpy as np
 
@@ -83,6 +84,14 @@ class MultiLayerNet:
     params : dict of str to ndarray
         ``W{i}`` (fan_in, fan_out), ``b{i}`` (fan_out,), ``gamma{i}``/``beta{i}``
         (hidden size,) for hidden layers with batch norm; i = 1 .. L+1 for W, b.
+    grads : dict of str to ndarray
+        Same keys and shapes: the gradients of the last :meth:`loss_and_gradient`,
+        written in place by the layers' backward passes.
+    params_vector, grads_vector : ndarray of shape (P,), the network's dtype
+        All parameters (gradients) as one flat vector; the arrays of ``params``
+        (``grads``) are views into it. An optimizer given these two vectors
+        updates every parameter in one pass (what :func:`models.trainer.train`
+        does), with the same result as updating them one by one.
     layers : dict of str to layer
         The layers in forward order (insertion order), named as above.
     last_layer : SoftmaxWithLoss
@@ -139,14 +148,34 @@ class MultiLayerNet:
         self.rng = rng
 
         self.params = {}
+        self.grads = {}
         self._init_params()
         self.layers = {}
         self._build_layers()
         self.last_layer = SoftmaxWithLoss()
 
     def _init_params(self):
-        """Draw Gaussian weights with the chosen standard deviation; zero biases."""
+        """Draw Gaussian weights with the chosen standard deviation; zero biases.
+
+        Every parameter (and its gradient) is a view of one flat vector,
+        :attr:`params_vector` (:attr:`grads_vector`), so that an optimizer can
+        update all of them in one pass instead of one small array at a time.
+        """
         sizes = [self.input_size, *self.hidden_sizes, self.output_size]
+        shapes = {}
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+            shapes[f"W{i}"], shapes[f"b{i}"] = (fan_in, fan_out), (fan_out,)
+            if self.batch_norm and i <= len(self.hidden_sizes):
+                shapes[f"gamma{i}"], shapes[f"beta{i}"] = (fan_out,), (fan_out,)
+        total = sum(math.prod(shape) for shape in shapes.values())
+        self.params_vector = np.zeros(total, dtype=self.dtype)
+        self.grads_vector = np.zeros(total, dtype=self.dtype)
+        start = 0
+        for name, shape in shapes.items():
+            end = start + math.prod(shape)
+            self.params[name] = self.params_vector[start:end].reshape(shape)
+            self.grads[name] = self.grads_vector[start:end].reshape(shape)
+            start = end
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
             if self.weight_init == "he":
                 std = math.sqrt(2.0 / fan_in)
@@ -154,26 +183,25 @@ class MultiLayerNet:
                 std = math.sqrt(1.0 / fan_in)
             else:
                 std = float(self.weight_init)
-            W = self.rng.standard_normal((fan_in, fan_out), dtype=self.dtype)
+            W = self.params[f"W{i}"]
+            self.rng.standard_normal((fan_in, fan_out), dtype=self.dtype, out=W)
             W *= std
-            self.params[f"W{i}"] = W
-            self.params[f"b{i}"] = np.zeros(fan_out, dtype=self.dtype)
-            if self.batch_norm and i <= len(self.hidden_sizes):
-                self.params[f"gamma{i}"] = np.ones(fan_out, dtype=self.dtype)
-                self.params[f"beta{i}"] = np.zeros(fan_out, dtype=self.dtype)
+            if f"gamma{i}" in self.params:
+                self.params[f"gamma{i}"].fill(1.0)
 
     def _build_layers(self):
         """Compose the layers in forward order, sharing the arrays in ``params``."""
-        p = self.params
+        p, g = self.params, self.grads
         for i in range(1, len(self.hidden_sizes) + 1):
-            self.layers[f"Affine{i}"] = Affine(p[f"W{i}"], p[f"b{i}"])
+            self.layers[f"Affine{i}"] = Affine(p[f"W{i}"], p[f"b{i}"], dW=g[f"W{i}"], db=g[f"b{i}"])
             if self.batch_norm:
-                self.layers[f"BatchNorm{i}"] = BatchNormalization(p[f"gamma{i}"], p[f"beta{i}"])
+                self.layers[f"BatchNorm{i}"] = BatchNormalization(p[f"gamma{i}"], p[f"beta{i}"],
+                                                                  dgamma=g[f"gamma{i}"], dbeta=g[f"beta{i}"])
             self.layers[f"Activation{i}"] = ACTIVATIONS[self.activation]()
             if self.dropout > 0.0:
                 self.layers[f"Dropout{i}"] = Dropout(self.dropout, rng=self.rng)
         out = len(self.hidden_sizes) + 1
-        self.layers[f"Affine{out}"] = Affine(p[f"W{out}"], p[f"b{out}"])
+        self.layers[f"Affine{out}"] = Affine(p[f"W{out}"], p[f"b{out}"], dW=g[f"W{out}"], db=g[f"b{out}"])
 
     @property
     def n_affine(self):
@@ -261,6 +289,26 @@ class MultiLayerNet:
             scores = self.predict(x[start:start + batch_size], train=False)
             correct += int(np.count_nonzero(scores.argmax(axis=1) == t[start:start + batch_size]))
         return correct / n
+
+    def loss_and_accuracy(self, x, t):
+        """:meth:`loss` and :meth:`accuracy` in test mode from one forward pass.
+
+        Parameters
+        ----------
+        x : array_like of shape (N, D), N >= 1
+        t : ndarray of int, shape (N,), or one-hot ndarray of shape (N, C)
+
+        Returns
+        -------
+        loss : float
+            Mean cross-entropy plus the weight-decay term.
+        accuracy : float in [0, 1]
+        """
+        t = np.asarray(t)
+        scores = self.predict(x, train=False)
+        loss = self.last_layer.forward(scores, t) + self._weight_decay_term()
+        labels = t.argmax(axis=1) if t.ndim == 2 else t
+        return loss, int(np.count_nonzero(scores.argmax(axis=1) == labels)) / len(labels)
 
     def loss_and_gradient(self, x, t):
         """One training-mode forward and backward pass.
@@ -400,10 +448,13 @@ def load_weights(path):
     ValueError
         The file is not an ``.npz`` archive of plain numeric arrays.
     """
-    with np.load(path, allow_pickle=False) as archive:
-        if not hasattr(archive, "files"):
-            raise ValueError(f"{path}: not an .npz archive of weights")
-        return {name: archive[name] for name in archive.files}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise ValueError(f"{path}: not an .npz archive of weights")
+            return {name: archive[name] for name in archive.files}
+    except zipfile.BadZipFile as error:  # truncated or damaged archive
+        raise ValueError(f"{path}: damaged .npz archive ({error})") from None
 
 
 def _is_real(value):

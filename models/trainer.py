@@ -146,8 +146,9 @@ def _evaluate(network: Any, x: numpy.ndarray, t: numpy.ndarray) -> tuple[float, 
         xc = x[start : start + _EVALUATION_CHUNK]
         tc = t[start : start + _EVALUATION_CHUNK]
         rows = xc.shape[0]
-        loss_sum += float(network.loss(xc, tc, train=False)) * rows
-        correct += float(network.accuracy(xc, tc)) * rows
+        loss, accuracy = network.loss_and_accuracy(xc, tc)  # one forward pass for both
+        loss_sum += float(loss) * rows
+        correct += float(accuracy) * rows
     return loss_sum / n, correct / n
 
 
@@ -193,7 +194,7 @@ def train(
         Or any object with ``params`` (dict of arrays),
         ``loss_and_gradient(x, t)`` returning ``(loss, scores, grads)`` with
         ``scores`` the training-mode output of shape (batch, C),
-        ``loss(x, t, train=False)`` and ``accuracy(x, t)``.
+        and ``loss_and_accuracy(x, t)`` (test mode).
     optimizer : object
         Has ``update(params, grads)``, e.g. from
         ``models.optimizers.make_optimizer``.
@@ -264,6 +265,12 @@ def train(
     else:
         raise TypeError(f"rng: expected a numpy.random.Generator or an int seed, got {type(rng).__name__}")
 
+    # A network that keeps its parameters and gradients in two flat vectors is
+    # updated in one pass over them instead of one small array at a time.
+    if hasattr(network, "params_vector") and hasattr(network, "grads_vector"):
+        update_params, update_grads = {"all": network.params_vector}, {"all": network.grads_vector}
+    else:
+        update_params = update_grads = None
     n = x_train.shape[0]
     batch_starts = range(0, n, batch_size)
     train_classes = _class_indices(t_train)
@@ -286,7 +293,10 @@ def train(
                         "lower the learning rate"
                     )
                     return result
-                optimizer.update(network.params, grads)
+                if update_params is None:
+                    optimizer.update(network.params, grads)
+                else:
+                    optimizer.update(update_params, update_grads)
                 losses[batch] = loss
                 predictions[start : start + batch_size] = scores.argmax(axis=1)
             validation_loss, validation_accuracy = _evaluate(network, x_validation, t_validation)

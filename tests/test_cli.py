@@ -317,3 +317,21 @@ def test_run_summary_counts_the_epochs_pruning_saved(tmp_path):
     assert complete.returncode == 0, complete.stderr
     assert "epochs: 2 trained of 2 a run without pruning would train (pruning saved 0.0 %)" in complete.stdout
     assert "best trial: " in complete.stdout
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["trials", "-f", "xml"], "Error: Invalid value for '-f' / '--format': 'xml' is not one of 'table', 'json', "
+                                  "'csv'. (see hpo trials --help)"),
+        (["evaluate", "--trial", "abc"], "Error: Invalid value for '--trial': 'abc' is not a valid integer range. "
+                                         "(see hpo evaluate --help)"),
+        (["plot"], "Error: Missing option '--out'. (see hpo plot --help)"),
+        (["nosuch"], "Error: No such command 'nosuch'. (see hpo --help)"),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, arguments, message):
+    result = hpo(*arguments, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == message
+    assert result.stdout == ""

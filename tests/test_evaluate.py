@@ -186,3 +186,44 @@ def test_stored_weights_from_a_wrong_folder_are_one_line(finished, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: weights of trial")
     assert "--artifact-dir" in lines[0]
+
+
+def test_a_saved_model_is_not_replaced_without_force(finished):
+    first = hpo("evaluate", "--out", "kept", "-f", "json", cwd=finished)
+    assert first.returncode == 0, first.stderr
+    card = (finished / "kept" / "model_card.json").read_text()
+    again = hpo("evaluate", "--stored-weights", "--out", "kept", cwd=finished)
+    assert again.returncode == 1
+    assert again.stderr.strip() == "Error: kept already holds a saved model; choose another --out, or --force to replace it"
+    assert (finished / "kept" / "model_card.json").read_text() == card
+    forced = hpo("evaluate", "--stored-weights", "--out", "kept", "--force", "-f", "json", cwd=finished)
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["training"]["mode"].startswith("stored weights")
+
+
+def test_an_unusable_out_folder_fails_before_training(finished):
+    (finished / "a-file").write_text("not a folder")
+    result = hpo("evaluate", "--out", "a-file/model", cwd=finished)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("Error: cannot create the model folder a-file/model: ")
+    assert "retraining" not in result.stdout
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "card without data", "card with a bad activation"])
+def test_a_damaged_saved_model_is_one_evaluation_error(finished, tmp_path, damage):
+    result = hpo("evaluate", "--stored-weights", "--out", str(tmp_path / "m"), cwd=finished)
+    assert result.returncode == 0, result.stderr
+    weights, card_path = tmp_path / "m" / "weights.npz", tmp_path / "m" / "model_card.json"
+    card = json.loads(card_path.read_text())
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:100])
+        expected = "checksum differs"
+    else:
+        if damage == "card without data":
+            del card["data"]
+        else:
+            card["parameters"]["activation"] = "bogus"
+        card_path.write_text(json.dumps(card))
+        expected = "the model card does not describe a network of this project"
+    with pytest.raises(EvaluationError, match=expected):
+        load_model(tmp_path / "m")

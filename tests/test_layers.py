@@ -347,3 +347,36 @@ class TestSoftmaxWithLoss:
         copy = x.copy()
         SoftmaxWithLoss().forward(x, np.array([0, 1, 2]))
         np.testing.assert_array_equal(x, copy)
+
+
+def test_affine_and_batch_norm_write_gradients_into_given_buffers(rng):
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    dout = rng.standard_normal((6, 3)).astype(np.float32)
+    W = rng.standard_normal((4, 3)).astype(np.float32)
+    b = np.zeros(3, dtype=np.float32)
+    fresh = Affine(W, b)
+    dW, db = np.empty_like(W), np.empty_like(b)
+    buffered = Affine(W, b, dW=dW, db=db)
+    for layer in (fresh, buffered):
+        layer.forward(x)
+        layer.backward(dout)
+    assert buffered.dW is dW and buffered.db is db
+    np.testing.assert_array_equal(dW, fresh.dW)
+    np.testing.assert_array_equal(db, fresh.db)
+    np.testing.assert_allclose(dW, x.T @ dout, rtol=1e-6)
+
+    gamma, beta = np.ones(3, dtype=np.float32), np.zeros(3, dtype=np.float32)
+    dgamma, dbeta = np.empty_like(gamma), np.empty_like(beta)
+    plain, into = BatchNormalization(gamma, beta), BatchNormalization(gamma, beta, dgamma=dgamma, dbeta=dbeta)
+    for layer in (plain, into):
+        layer.forward(dout)
+        layer.backward(x[:, :3])
+    assert into.dgamma is dgamma and into.dbeta is dbeta
+    np.testing.assert_array_equal(dgamma, plain.dgamma)
+    np.testing.assert_array_equal(dbeta, plain.dbeta)
+    np.testing.assert_allclose(dbeta, x[:, :3].sum(axis=0), rtol=1e-6)
+
+    with pytest.raises(ValueError, match=r"dW must be an array of shape \(4, 3\) and dtype float32"):
+        Affine(W, b, dW=np.empty((3, 4), dtype=np.float32), db=db)
+    with pytest.raises(ValueError, match="dgamma must be an array of shape"):
+        BatchNormalization(gamma, beta, dgamma=np.empty(3, dtype=np.float64), dbeta=dbeta)

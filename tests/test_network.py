@@ -303,3 +303,49 @@ def test_bad_constructor_arguments(kwargs, argument):
     arguments = {"input_size": 4, "hidden_sizes": [3], "output_size": 2, **kwargs}
     with pytest.raises(ValueError, match=argument):
         MultiLayerNet(**arguments)
+
+
+def test_parameters_and_gradients_are_views_of_two_flat_vectors():
+    net = MultiLayerNet(6, [5, 4], 3, batch_norm=True, seed=0)
+    sizes = {name: array.size for name, array in net.params.items()}
+    assert net.params_vector.shape == net.grads_vector.shape == (sum(sizes.values()),) == (6*5+5 + 5*4+4 + 4*3+3 + 2*(5+4),)
+    for name, array in net.params.items():
+        assert np.shares_memory(array, net.params_vector) and np.shares_memory(net.grads[name], net.grads_vector)
+    x, t = data(n=7, d=6, c=3, dtype=np.float32)
+    loss, _, grads = net.loss_and_gradient(x, t)
+    for name, grad in grads.items():
+        assert grad is net.grads[name]  # the layers wrote into the views, in place
+    assert np.array_equal(np.concatenate([g.ravel() for g in grads.values()]), net.grads_vector)
+
+
+def test_one_update_of_the_flat_vectors_equals_updates_per_parameter():
+    # Every optimizer is elementwise: one Adam step over the flat vector gives the same bits.
+    x, t = data(n=8, d=6, c=3, dtype=np.float32)
+    per_key, flat = (MultiLayerNet(6, [5, 4], 3, batch_norm=True, weight_decay=0.1, seed=2) for _ in range(2))
+    adam_per_key, adam_flat = Adam(lr=0.01), Adam(lr=0.01)
+    for _ in range(3):
+        adam_per_key.update(per_key.params, per_key.gradient(x, t))
+        flat.gradient(x, t)
+        adam_flat.update({"all": flat.params_vector}, {"all": flat.grads_vector})
+    for name, array in per_key.params.items():
+        np.testing.assert_array_equal(array, flat.params[name])
+
+
+def test_loss_and_accuracy_equal_loss_and_accuracy_from_one_forward_pass():
+    net = MultiLayerNet(6, [5], 3, batch_norm=True, dropout=0.3, weight_decay=0.01, seed=4)
+    x, t = data(n=9, d=6, c=3, dtype=np.float32)
+    net.loss_and_gradient(x, t)  # moves the batch-norm running statistics off their start
+    loss, accuracy = net.loss_and_accuracy(x, t)
+    assert loss == net.loss(x, t, train=False)
+    assert accuracy == net.accuracy(x, t)
+    assert accuracy == np.mean(net.predict(x).argmax(axis=1) == t)
+
+
+def test_load_weights_of_a_damaged_archive_is_a_value_error(tmp_path):
+    from models.network import load_weights, save_weights
+
+    path = tmp_path / "w.npz"
+    save_weights(MultiLayerNet(4, [3], 2, seed=0), path)
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(ValueError, match="damaged .npz archive"):
+        load_weights(path)

@@ -81,6 +81,15 @@ def fake_study(values: list[float], *, params=("learning_rate", "weight_decay"),
     return study
 
 
+def failed_study() -> optuna.Study:
+    """A study whose only trial failed after reporting an epoch (an interrupted worker)."""
+    study = optuna.create_study(study_name="failed", direction="maximize")
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"learning_rate": 0.01},
+                                 distributions={"learning_rate": FloatDistribution(1e-8, 1.0, log=True)},
+                                 intermediate_values={1: 0.5}))
+    return study
+
+
 def test_plot_writes_five_pngs_of_a_real_study(tiny, tmp_path):
     storage, study = tiny
     result = subprocess.run([HPO, "plot", "--storage", storage, "--out", str(tmp_path / "figures")],
@@ -147,7 +156,7 @@ def test_a_minimizing_study_ranks_small_values_first():
     [
         (fake_study([]), {
             "optimization_history.png": "no completed trial yet",
-            "intermediate_values.png": "no trial has reported an epoch yet",
+            "intermediate_values.png": "no complete, pruned or running trial has reported an epoch yet",
             "param_importances.png": "no completed trial yet",
             "learning_rate_weight_decay.png": "no completed trial yet",
             "top_learning_curves.png": "no completed trial yet",
@@ -156,10 +165,18 @@ def test_a_minimizing_study_ranks_small_values_first():
             "param_importances.png": "importances need at least 2 completed trials; the study has 1",
         }),
         (fake_study([0.9, 0.8, 0.7], params=("learning_rate",)), {
+            "param_importances.png": "importances compare searched parameters; the study searches 1",
             "learning_rate_weight_decay.png": "weight_decay not searched",
         }),
+        (failed_study(), {
+            "optimization_history.png": "no completed trial yet",
+            "intermediate_values.png": "no complete, pruned or running trial has reported an epoch yet",
+            "param_importances.png": "no completed trial yet",
+            "learning_rate_weight_decay.png": "no completed trial yet",
+            "top_learning_curves.png": "no completed trial yet",
+        }),
     ],
-    ids=["empty", "one-completed", "no-weight-decay"],
+    ids=["empty", "one-completed", "no-weight-decay", "only-a-failed-trial"],
 )
 def test_figures_a_study_cannot_give_are_skipped_with_the_reason(tmp_path, study, skipped):
     result = plots.write_plots(study, tmp_path)

@@ -64,6 +64,9 @@ class RecordingNet:
     def accuracy(self, x, t):
         return 0.75
 
+    def loss_and_accuracy(self, x, t):
+        return self.loss(x, t), self.accuracy(x, t)
+
 
 class CountingOptimizer:
     def __init__(self):
