@@ -276,6 +276,8 @@ def train(
     train_classes = _class_indices(t_train)
     losses = numpy.empty(len(batch_starts), dtype=numpy.float64)
     predictions = numpy.empty(n, dtype=numpy.intp)
+    # The inputs of each mini-batch are gathered by index into this one buffer.
+    x_batch = numpy.empty((min(batch_size, n), x_train.shape[1]), dtype=x_train.dtype)
     result = TrainingResult()
 
     for epoch in range(1, epochs + 1):
@@ -285,7 +287,9 @@ def train(
         with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for batch, start in enumerate(batch_starts):
                 index = order[start : start + batch_size]
-                loss, scores, grads = network.loss_and_gradient(x_train[index], t_train[index])
+                # mode="clip" lets take write straight into the buffer (the indices are valid).
+                xb = numpy.take(x_train, index, axis=0, out=x_batch[: len(index)], mode="clip")
+                loss, scores, grads = network.loss_and_gradient(xb, t_train[index])
                 if not math.isfinite(loss):
                     result.diverged = True
                     result.message = (

@@ -203,3 +203,28 @@ def test_factory_unknown_name():
 def test_bad_hyperparameters(make):
     with pytest.raises(ValueError):
         make()
+
+
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "rmsprop", "adam"])
+def test_decaying_state_is_flushed_to_zero_instead_of_lingering_subnormal(name):
+    # One gradient, then none: the state decays geometrically (0.9 ** n for momentum) and
+    # would spend ~150 updates below float32's smallest normal number, where x86 is slow.
+    optimizer = make_optimizer(name, 0.01)
+    params = {"W": np.ones(4, dtype=np.float32)}
+    optimizer.update(params, {"W": np.full(4, 1e-3, dtype=np.float32)})
+    zero = {"W": np.zeros(4, dtype=np.float32)}
+    tiny = np.finfo(np.float32).tiny
+    states = [optimizer.v] if name in ("momentum", "nesterov") else [optimizer.h] if name == "rmsprop" \
+        else [optimizer.m]
+    seen_subnormal_at_flush = False
+    for update in range(2, 20_000):
+        optimizer.update(params, zero)
+        state = np.abs(states[0]["W"])
+        if update % 8 == 0:
+            seen_subnormal_at_flush |= bool(np.any((state > 0) & (state < tiny)))
+        if not state.any():
+            break
+    assert not seen_subnormal_at_flush
+    assert not states[0]["W"].any(), "the state never reached 0"
+    # Without the flush, 0.9 ** n * 1e-4 is subnormal from about n = 790 to n = 940.
+    assert update < 20_000
