@@ -75,14 +75,30 @@ def compare(space: str, seed: int, trials: int, epochs: int, folder: Path) -> di
     return result
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a seed)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--spaces", nargs="+", choices=("book", "full"), default=["book", "full"])
-    parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--full-trials", type=int, default=30)
-    parser.add_argument("--full-epochs", type=int, default=8)
+    parser.add_argument("--trials", type=positive_int, default=100)
+    parser.add_argument("--epochs", type=positive_int, default=50)
+    parser.add_argument("--full-trials", type=positive_int, default=30)
+    parser.add_argument("--full-epochs", type=positive_int, default=8)
     parser.add_argument("--out", default="benchmarks/results/search_efficiency.json")
     arguments = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -191,18 +191,27 @@ def measure(case: str, epochs: int) -> dict | None:
     result = subprocess.run([sys.executable, __file__, "--child", case, "--epochs", str(epochs)],
                             capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1])
-    sys.stderr.write(result.stderr)
     if result.returncode != 0:
         if "No module named 'torch'" in result.stderr:
             print(f"  {case}: PyTorch is not installed (pip install -e '.[benchmark]'); skipped", file=sys.stderr)
             return None
-        raise SystemExit(f"{case} failed with exit code {result.returncode}")
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"Error: {case} failed (exit code {result.returncode}): {last}")
+    sys.stderr.write(result.stderr)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=5, help="Epochs per implementation (median reported).")
+    parser.add_argument("--epochs", type=positive_int, default=5, help="Epochs per implementation (median reported).")
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--out", default="benchmarks/results/trainer.json")
     parser.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
