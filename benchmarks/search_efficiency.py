@@ -91,6 +91,18 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def checked_out(path: str) -> Path:
+    """``--out``, checked before a long run: its folder must exist or be creatable, and it must not be a folder."""
+    out = Path(path)
+    if out.is_dir():
+        raise SystemExit(f"Error: --out {path} is a folder; give a .json file name")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"Error: --out {path}: cannot create its folder ({error.strerror or error})") from None
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
@@ -101,6 +113,7 @@ def main() -> None:
     parser.add_argument("--full-epochs", type=positive_int, default=8)
     parser.add_argument("--out", default="benchmarks/results/search_efficiency.json")
     arguments = parser.parse_args()
+    out = checked_out(arguments.out)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
@@ -130,8 +143,7 @@ def main() -> None:
         median = f"{summary[space]['median_ratio']:.2f}" if reached else "-"
         print(f"{space}: TPE + pruning reached random search's best in {len(reached)} of {len(ratios)} seeds; "
               f"median ratio {median} (goal: <= 0.25)")
-    Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(arguments.out).write_text(json.dumps({"results": results, "summary": summary}, indent=2) + "\n")
+    out.write_text(json.dumps({"results": results, "summary": summary}, indent=2) + "\n")
     print(f"written: {arguments.out}")
 
 

@@ -78,7 +78,8 @@ def run_numpy(epochs: int, batch_norm: bool) -> list[float]:
                             batch_norm=batch_norm, seed=SEED)
     result = train(network, make_optimizer("adam", LEARNING_RATE), x, t, x_test, t_test,
                    epochs=epochs, batch_size=BATCH_SIZE, rng=np.random.default_rng(SEED))
-    print(f"  numpy: test accuracy {result.history[-1].validation_accuracy:.4f}", file=sys.stderr)
+    print(f"  numpy{'-batch-norm' if batch_norm else ''}: test accuracy {result.history[-1].validation_accuracy:.4f}",
+          file=sys.stderr)
     return [metrics.seconds for metrics in result.history]
 
 
@@ -116,7 +117,7 @@ def run_torch(epochs: int, batch_norm: bool) -> list[float]:
         with torch.no_grad():
             accuracy = (model(x_test).argmax(dim=1) == t_test).float().mean().item()
         seconds.append(time.perf_counter() - started)
-    print(f"  torch: test accuracy {accuracy:.4f} ({torch.__version__}, "
+    print(f"  torch{'-batch-norm' if batch_norm else ''}: test accuracy {accuracy:.4f} ({torch.__version__}, "
           f"{torch.get_num_threads()} threads)", file=sys.stderr)
     return seconds
 
@@ -209,6 +210,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def checked_out(path: str) -> Path:
+    """``--out``, checked before a long run: its folder must exist or be creatable, and it must not be a folder."""
+    out = Path(path)
+    if out.is_dir():
+        raise SystemExit(f"Error: --out {path} is a folder; give a .json file name")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"Error: --out {path}: cannot create its folder ({error.strerror or error})") from None
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=positive_int, default=5, help="Epochs per implementation (median reported).")
@@ -219,6 +232,7 @@ def main() -> None:
     if arguments.child:
         child(arguments.child, arguments.epochs)
         return
+    out = checked_out(arguments.out)
 
     flops = epoch_flops(60_000, 10_000)
     results = {}
@@ -262,8 +276,7 @@ def main() -> None:
                     "numpy": np.__version__},
         "epochs": arguments.epochs, "epoch_gflop": round(flops / 1e9, 2), "results": results,
     }
-    Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(arguments.out).write_text(json.dumps(record, indent=2) + "\n")
+    out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"written: {arguments.out}")
 
 

@@ -360,7 +360,8 @@ class MultiLayerNet:
         Returns
         -------
         grads : dict of str to ndarray
-            Same keys, shapes and dtype as :attr:`params`.
+            Same keys, shapes and dtype as :attr:`params`: the arrays of
+            :attr:`grads`, overwritten by the next call (copy them to keep them).
         """
         return self.loss_and_gradient(x, t)[2]
 

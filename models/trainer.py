@@ -152,6 +152,17 @@ def _evaluate(network: Any, x: numpy.ndarray, t: numpy.ndarray) -> tuple[float, 
     return loss_sum / n, correct / n
 
 
+def _has_flat_vectors(network: Any) -> bool:
+    """True if every parameter and gradient array of ``network`` is a view of its flat vectors."""
+    params_vector = getattr(network, "params_vector", None)
+    grads_vector = getattr(network, "grads_vector", None)
+    grads = getattr(network, "grads", None)
+    if params_vector is None or grads_vector is None or grads is None or grads.keys() != network.params.keys():
+        return False
+    return all(numpy.may_share_memory(network.params[name], params_vector)
+               and numpy.may_share_memory(grads[name], grads_vector) for name in network.params)
+
+
 def train(
     network: Any,
     optimizer: Any,
@@ -172,7 +183,8 @@ def train(
     walks through it in mini-batches of ``batch_size`` (the last, partial
     mini-batch included), so every example is used exactly once per epoch.
     For each mini-batch it calls ``network.loss_and_gradient(xb, tb)`` and
-    then ``optimizer.update(network.params, grads)`` (book sections 4.5 and
+    then ``optimizer.update(network.params, grads)``, or one update of the
+    network's flat ``params_vector`` and ``grads_vector`` when it has them (book sections 4.5 and
     6.1). After the epoch it evaluates the network in test mode on the whole
     validation set and calls ``callback(metrics)``.
 
@@ -266,8 +278,10 @@ def train(
         raise TypeError(f"rng: expected a numpy.random.Generator or an int seed, got {type(rng).__name__}")
 
     # A network that keeps its parameters and gradients in two flat vectors is
-    # updated in one pass over them instead of one small array at a time.
-    if hasattr(network, "params_vector") and hasattr(network, "grads_vector"):
+    # updated in one pass over them instead of one small array at a time -- if its
+    # arrays still are views of those vectors (a deep copy or unpickling makes them
+    # separate arrays; such a network is updated array by array).
+    if _has_flat_vectors(network):
         update_params, update_grads = {"all": network.params_vector}, {"all": network.grads_vector}
     else:
         update_params = update_grads = None

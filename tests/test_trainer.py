@@ -327,3 +327,20 @@ def test_rng_must_be_generator_or_int():
     legacy = np.random.RandomState(0)
     with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator or an int seed"):
         train(RecordingNet(), CountingOptimizer(), x, t, x, t, epochs=1, batch_size=4, rng=legacy)
+
+
+def test_a_deep_copied_network_still_trains(digits_split):
+    # A deep copy turns the views of the flat vectors into separate arrays: the trainer
+    # must then update the arrays the layers use, one by one.
+    import copy
+
+    x, t, xv, tv = digits_split
+    original = digits_network(seed=1)
+    copied = copy.deepcopy(original)
+    assert not np.may_share_memory(copied.params["W1"], copied.params_vector)
+    first = train(original, make_optimizer("adam", 0.01), x, t, xv, tv, epochs=3, batch_size=32, rng=0)
+    second = train(copied, make_optimizer("adam", 0.01), x, t, xv, tv, epochs=3, batch_size=32, rng=0)
+    assert second.history[-1].validation_accuracy > 0.85
+    assert [m.validation_loss for m in second.history] == [m.validation_loss for m in first.history]
+    for name, array in original.state_dict().items():
+        np.testing.assert_array_equal(array, copied.state_dict()[name])
