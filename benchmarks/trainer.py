@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import checked_out, positive_int
+
 INPUT, HIDDEN, LAYERS, OUTPUT = 784, 100, 5, 10
 BATCH_SIZE = 100
 LEARNING_RATE = 0.001
@@ -113,7 +115,7 @@ def run_torch(epochs: int, batch_norm: bool) -> list[float]:
             loss = loss_function(model(x[index]), t[index])
             loss.backward()
             optimizer.step()
-        model.eval()
+        model.train(False)  # test mode: batch norm's running statistics
         with torch.no_grad():
             accuracy = (model(x_test).argmax(dim=1) == t_test).float().mean().item()
         seconds.append(time.perf_counter() - started)
@@ -200,26 +202,6 @@ def measure(case: str, epochs: int) -> dict | None:
         raise SystemExit(f"Error: {case} failed (exit code {result.returncode}): {last}")
     sys.stderr.write(result.stderr)
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def checked_out(path: str) -> Path:
-    """``--out``, checked before a long run: its folder must exist or be creatable, and it must not be a folder."""
-    out = Path(path)
-    if out.is_dir():
-        raise SystemExit(f"Error: --out {path} is a folder; give a .json file name")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SystemExit(f"Error: --out {path}: cannot create its folder ({error.strerror or error})") from None
-    return out
 
 
 def main() -> None:
