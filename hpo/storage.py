@@ -38,6 +38,7 @@ CREATE_ATTEMPTS = 5
 APPLICATION_NAME = "hpo"
 
 T = TypeVar("T")
+SERVER_HINT = "; check the URL's host, port, user and database, and that the server is running"
 _logger = logging.getLogger(__name__)
 
 
@@ -138,7 +139,8 @@ def open_storage(
             raise StorageError(f"storage {url!r}: an in-memory SQLite database keeps nothing; give a file path")
         path = Path(database)
         if not path.parent.is_dir():
-            raise StorageError(f"storage {describe(url)}: folder {path.parent.resolve()} does not exist")
+            raise StorageError(f"storage {describe(url)}: folder {path.parent.resolve()} does not exist; "
+                               "create it or give another path with --storage")
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
         if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _use_wal):
             sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _use_wal)
@@ -174,7 +176,7 @@ def open_storage(
             last_error = error
             break
     reason = str(getattr(last_error, "orig", None) or last_error).strip().splitlines()[0]
-    raise StorageError(f"cannot open storage {describe(url)}: {reason}")
+    raise StorageError(f"cannot open storage {describe(url)}: {reason}{SERVER_HINT}")
 
 
 def _missing_driver(url: str, error: ImportError) -> str:
@@ -205,7 +207,7 @@ def _check_has_studies(url: str) -> None:
         has_tables = sqlalchemy.inspect(engine).has_table("studies")
     except sqlalchemy.exc.SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise StorageError(f"cannot open storage {describe(url)}: {reason}") from None
+        raise StorageError(f"cannot open storage {describe(url)}: {reason}{SERVER_HINT}") from None
     finally:
         engine.dispose()
     if not has_tables:
