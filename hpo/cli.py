@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime
 import logging
-import secrets
+import os
+import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -25,6 +27,7 @@ import threadpoolctl
 from sqlalchemy.engine import make_url
 from optuna.trial import TrialState
 
+from hpo import interrupts
 from hpo.artifacts import (
     ARTIFACT_DIR_ENVIRONMENT_VARIABLE,
     ArtifactError,
@@ -50,8 +53,9 @@ from hpo.report import FORMATS, trial_row, write_record, write_rows
 from hpo.spec import SpecError, StudySpec, Workers, load_spec
 from hpo.storage import HeartbeatSettings, StorageError, describe, open_storage, storage_url
 from hpo.study import WORKERS_ATTRIBUTE, StudyMismatchError, count_finished, open_study
-from hpo.summary import study_rows, study_savings
-from hpo.worker import ATTRIBUTE_WORKER, Terminated, fail_stale_trials, on_sigterm, run_worker
+from hpo.summary import state_counts, study_rows, study_savings
+from hpo.storage import ATTRIBUTE_WORKER
+from hpo.worker import fail_stale_trials, run_worker
 from models.datasets import DatasetError
 
 STORAGE_HELP = "SQLAlchemy URL of the study database [default: $HPO_STORAGE, else sqlite:///./hpo.db]"
@@ -114,8 +118,7 @@ def main() -> None:
 
 
 def _prepare(
-    study_file: str, storage: str | None, study_name: str | None, *, create: bool, seed_offset: int = 0,
-    load_data: bool = True,
+    study_file: str, storage: str | None, study_name: str | None, *, create: bool, load_data: bool = True,
 ) -> tuple[StudySpec, TuningData | None, str, optuna.storages.RDBStorage, optuna.Study]:
     """Validate the file, load the data (once per process), open the storage and the study.
 
@@ -137,19 +140,58 @@ def _prepare(
         opened = open_storage(url, must_exist=not create, heartbeat=spec.heartbeat())
         if not create and name not in optuna.get_all_study_names(opened):
             raise StudyMismatchError(f"no study {name!r} in {describe(url)}; create it first with `hpo create`")
-        study = open_study(spec, opened, name, seed_offset=seed_offset, create=create)
+        study = open_study(spec, opened, name, create=create)
     except (StorageError, StudyMismatchError) as error:
         raise _fail(str(error)) from None
     return spec, data, url, opened, study
 
 
-def _storage_hint(storage: str | None, url: str) -> str:
+def _storage_arguments(storage: str | None, url: str) -> list[str]:
     """How to name the storage again in a printed command, without a password in it."""
     if storage is None:
-        return ""  # the default file or $HPO_STORAGE: the same command finds it again
+        return []  # the default file or $HPO_STORAGE: the same command finds it again
     if make_url(url).password:  # the URL was parsed once already by open_storage
-        return " --storage '<your storage URL>'"
-    return f" --storage {describe(url)}"
+        return ["--storage", "<your storage URL>"]
+    return ["--storage", describe(url)]
+
+
+def _program() -> list[str]:
+    """This program as it was invoked: ``hpo`` when that is on PATH, else the path typed (``.venv/bin/hpo``)."""
+    invoked = sys.argv[0]
+    if Path(invoked).suffix == ".py" or invoked in ("", "-c", "-m"):  # python -m hpo.cli
+        return [sys.executable, "-m", "hpo.cli"]
+    on_path = shutil.which(Path(invoked).name)
+    if on_path is not None and Path(on_path).resolve() == Path(invoked).resolve():
+        return [Path(invoked).name]
+    return [invoked]
+
+
+def _command(*arguments: str) -> str:
+    """A command line to paste into a shell: this program, then ``arguments``, each quoted as needed."""
+    return shlex.join([*_program(), *arguments])
+
+
+def _available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _default_blas_threads() -> int:
+    """Threads the BLAS library of NumPy uses when not limited (threadpoolctl)."""
+    return max((pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"),
+               default=1)
+
+
+def _warn_oversubscription(jobs: int, threads: int) -> None:
+    """One line when ``jobs`` x BLAS ``threads`` exceeds the cores: such runs are many times slower."""
+    cores = _available_cores()
+    if jobs * threads > cores:
+        click.echo(f"warning: {jobs} job(s) x {threads} BLAS thread(s) = {jobs * threads} threads on {cores} "
+                   f"core(s): they slow each other down; use --jobs {max(1, cores // threads)} or fewer "
+                   "(with --blas-threads 1)", err=True)
 
 
 def _limit_blas_threads(threads: int | None) -> None:
@@ -161,14 +203,11 @@ def _limit_blas_threads(threads: int | None) -> None:
 _BLAS_LIMITS: list[threadpoolctl.threadpool_limits] = []
 
 
-def _exit_interrupted(interrupt: KeyboardInterrupt, resume: str | None) -> None:
-    code = 143 if isinstance(interrupt, Terminated) else 130
-    # A connection the interrupt cut mid-query cannot be reset when the pool closes at
-    # exit; SQLAlchemy would log that with a traceback. The trial is already marked FAIL.
-    logging.getLogger("sqlalchemy.pool").disabled = True
+def _exit_interrupted(interrupted: interrupts.Interrupted, resume: str | None) -> None:
+    """Exit with 130 (SIGINT) or 143 (SIGTERM); the worker has marked its trial FAIL (or logged why not)."""
     if resume is not None:
-        click.echo(f"\nInterrupted: running trials are marked FAIL; resume with: {resume}", err=True)
-    sys.exit(code)
+        click.echo(f"\nInterrupted by {interrupted}: finished trials are stored; resume with: {resume}", err=True)
+    sys.exit(interrupted.exit_code)
 
 
 STUDY_NAME_HELP = "Study name [default: the file's name field]."
@@ -201,6 +240,7 @@ def _artifact_store(url: str, explicit: str | None, *,
 def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
         blas_threads: int | None, no_progress: bool, artifact_dir: str | None) -> None:
     """Create or resume the study in STUDY_FILE and run it until its trial budget."""
+    interrupts.install()  # from here on a signal stops the run at a safe point (hpo.interrupts)
     # With --jobs K the workers load the data; this process only watches.
     spec, data, url, opened, study = _prepare(study_file, storage, study_name, create=True, load_data=jobs == 1)
     name = study.study_name
@@ -209,9 +249,8 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
     click.echo(f"artifacts: {directory} (weights of completed trials)")
     images = f"; {len(data.x_train)} training and {len(data.x_validation)} validation images" if data else ""
     click.echo(f"study: {name} ({count_finished(study)} of {spec.budget.trials} trials finished{images})")
-    where = f"{_storage_hint(storage, url)} --study-name {name}"
-    resume = f"hpo run {study_file}{where}"
-    signal.signal(signal.SIGTERM, on_sigterm)
+    where = [*_storage_arguments(storage, url), "--study-name", name]
+    _warn_oversubscription(jobs, blas_threads or (1 if jobs > 1 else _default_blas_threads()))
     started = time.perf_counter()
     try:
         if jobs == 1:
@@ -223,15 +262,15 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
         else:
             run_local_workers(study_file, url, name, jobs, blas_threads or 1, study, spec.budget.trials,
                               progress=not no_progress, artifact_dir=directory)
-    except KeyboardInterrupt as interrupt:
-        _exit_interrupted(interrupt, resume)
+    except interrupts.Interrupted as interrupted:
+        _exit_interrupted(interrupted, _command("run", study_file, *where))
     except WorkersFailed as error:
         raise _fail(str(error)) from None
     _print_summary(study, time.perf_counter() - started)
     remaining = spec.budget.trials - count_finished(study)
     if remaining > 0:
         click.echo(f"{remaining} trials of the budget remain; run the same command again to continue")
-    click.echo(f"list trials: hpo trials{where}")
+    click.echo(f"list trials: {_command('trials', *where)}")
 
 
 @main.command()
@@ -251,30 +290,26 @@ def create(study_file: str, storage: str | None, study_name: str | None) -> None
 @click.option("--study-name", help=STUDY_NAME_HELP)
 @click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
               envvar="HPO_BLAS_THREADS", help=BLAS_HELP)
-@click.option("--seed-offset", type=click.IntRange(min=0), help="Derives this worker's sampler seed "
-              "[default: drawn at random, so workers started alike do not sample alike].")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--no-resume-hint", is_flag=True, hidden=True, help="Used by `hpo run --jobs`, which prints its own.")
 @click.option("--artifact-dir", envvar=ARTIFACT_DIR_ENVIRONMENT_VARIABLE, type=click.Path(file_okay=False),
               help=ARTIFACT_DIR_HELP)
 def worker(study_file: str, storage: str | None, study_name: str | None, blas_threads: int,
-           seed_offset: int | None, no_progress: bool, no_resume_hint: bool, artifact_dir: str | None) -> None:
+           no_progress: bool, no_resume_hint: bool, artifact_dir: str | None) -> None:
     """Join the existing study of STUDY_FILE and run trials until the shared budget is met."""
-    if seed_offset is None:
-        seed_offset = secrets.randbelow(2**31)
-    spec, data, url, opened, study = _prepare(study_file, storage, study_name, create=False, seed_offset=seed_offset)
+    interrupts.install()  # from here on a signal stops the worker at a safe point (hpo.interrupts)
+    spec, data, url, opened, study = _prepare(study_file, storage, study_name, create=False)
     directory, artifact_store = _artifact_store(url, artifact_dir)
     if not no_resume_hint:  # `hpo run --jobs` prints the folder once for all its workers
         click.echo(f"artifacts: {directory} (weights of completed trials)")
     _limit_blas_threads(blas_threads)
-    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         with _Progress(study, spec.budget.trials, enabled=not no_progress) as progress:
             result = run_worker(study, opened, spec, data, timeout_seconds=spec.budget.timeout_seconds,
                                 on_trial_end=progress.update, artifact_store=artifact_store)
-    except KeyboardInterrupt as interrupt:
-        hint = f"hpo worker {study_file}{_storage_hint(storage, storage_url(storage))} --study-name {study.study_name}"
-        _exit_interrupted(interrupt, None if no_resume_hint else hint)
+    except interrupts.Interrupted as interrupted:
+        hint = _command("worker", study_file, *_storage_arguments(storage, url), "--study-name", study.study_name)
+        _exit_interrupted(interrupted, None if no_resume_hint else hint)
     click.echo(f"worker done: {result.trials_started} trials started; {result.reason}")
 
 
@@ -332,19 +367,17 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
 
 
 def _print_summary(study: optuna.Study, elapsed_seconds: float) -> None:
-    counts = {state: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state in counts:
-            counts[trial.state] += 1
+    counts = state_counts(study.get_trials(deepcopy=False))
+    not_run = f", {counts['not_run']} not run (budget already met)" if counts["not_run"] else ""
     click.echo(
-        f"trials: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
-        f"{counts[TrialState.FAIL]} failed; this run took {elapsed_seconds:.1f} s"
+        f"trials: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['failed']} failed{not_run}; this run took {elapsed_seconds:.1f} s"
     )
     savings = study_savings(study)
     if savings is not None:
         click.echo(f"epochs: {savings.trained} trained of {savings.planned} a run without pruning would train "
                    f"(pruning saved {100 * savings.saved_fraction:.1f} %)")
-    if counts[TrialState.COMPLETE] == 0:
+    if counts["complete"] == 0:
         click.echo("no trial completed, so there is no best trial")
         return
     best = study.best_trial
@@ -480,7 +513,7 @@ def dashboard(storage: str | None, artifact_dir: str | None, host: str, port: in
     click.echo(f"storage: {describe(url)}")
     click.echo(f"artifacts: {directory}" + ("" if directory.is_dir() else " (no such folder yet: no weights to show)"))
     click.echo(f"dashboard: http://{host}:{port}/dashboard (Ctrl-C stops it)")
-    signal.signal(signal.SIGTERM, on_sigterm)  # stops the server like Ctrl-C (docker stop)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops the server like Ctrl-C (docker stop)
     try:
         # Returns when interrupted: the server catches KeyboardInterrupt itself.
         optuna_dashboard.run_server(opened, host=host, port=port, artifact_store=artifact_store)
@@ -570,7 +603,7 @@ def narrow(study_file: str, top: int, storage: str | None, study_name: str | Non
         click.echo(f"  {item.parameter}: {item.old[0]:g} .. {item.old[1]:g} -> {item.new[0]:g} .. {item.new[1]:g}"
                    f"{change}")
     click.echo(f"wrote {result.path} (study {result.name})")
-    click.echo(f"next: hpo run {result.path}{_storage_hint(storage, storage_url(storage))}")
+    click.echo(f"next: {_command('run', str(result.path), *_storage_arguments(storage, storage_url(storage)))}")
 
 
 @main.command()
@@ -589,6 +622,7 @@ def book(out_directory: str, full: bool, storage: str | None, blas_threads: int,
         raise _fail(f"hpo book needs {error.name}: pip install matplotlib") from None
     from hpo.book.experiments import STUDIES_DIRECTORY
 
+    interrupts.install()  # from here on a signal stops the studies at a safe point (hpo.interrupts)
     out = Path(out_directory).resolve()
     url = storage or f"sqlite:///{out / 'book.db'}"
     logging.getLogger("hpo").setLevel(logging.WARNING)  # one line per study, not per trial
@@ -605,12 +639,12 @@ def book(out_directory: str, full: bool, storage: str | None, blas_threads: int,
         raise _fail(str(error)) from None
     except OSError as error:
         raise _fail(f"cannot write to {out}: {error.strerror or error}") from None
-    except KeyboardInterrupt as interrupt:
-        _exit_interrupted(interrupt, f"hpo book --out {out_directory}{' --full' if full else ''}"
-                                     f"{_storage_hint(storage, url)}")
+    except interrupts.Interrupted as interrupted:
+        _exit_interrupted(interrupted, _command("book", "--out", out_directory, *(["--full"] if full else []),
+                                                *_storage_arguments(storage, url)))
     write_rows(rows, "table", sys.stdout, title="The book's chapter 6: findings")
     click.echo(f"figures in {out}; took {time.perf_counter() - started:.0f} s")
-    click.echo(f"dashboard: hpo dashboard{_storage_hint(storage, url) or f' --storage {url}'}")
+    click.echo(f"dashboard: {_command('dashboard', *(_storage_arguments(storage, url) or ['--storage', url]))}")
 
 
 def entry() -> None:

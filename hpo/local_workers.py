@@ -4,26 +4,67 @@ Each worker is a process of its own (NumPy training holds the GIL between BLAS
 calls, so threads would not run in parallel), with one BLAS thread by default
 so K workers use K cores.  The storage URL reaches the workers through the
 environment, never the command line, so a password does not show in `ps`.
+
+The workers run in a session of their own, so Ctrl-C in the terminal reaches
+this process only; it passes the signal on to each worker exactly once (a worker
+ends at once on a second signal, see :mod:`hpo.interrupts`).  On Linux each
+worker also gets SIGTERM when this process dies, even by SIGKILL
+(``prctl(PR_SET_PDEATHSIG)``), so no worker runs on alone.  Their output comes
+through this process, line by line, so it never mixes with the progress bar.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from typing import IO
 
 import optuna
+from tqdm import tqdm
 
+from hpo import interrupts
 from hpo.artifacts import ARTIFACT_DIR_ENVIRONMENT_VARIABLE
 from hpo.progress import Progress
-from hpo.storage import STORAGE_ENVIRONMENT_VARIABLE
-from hpo.worker import Terminated
+from hpo.storage import STORAGE_ENVIRONMENT_VARIABLE, TRANSIENT_ERRORS
+
+# prctl option: the signal a process gets when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 
 class WorkersFailed(RuntimeError):
     """A worker process exited with an error; the message lists the exit codes."""
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A function for ``Popen(preexec_fn=...)`` that makes the child get SIGTERM when this process dies.
+
+    None where the kernel has no ``prctl(PR_SET_PDEATHSIG)`` (not Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    parent = os.getpid()
+
+    def set_in_child() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would signal this child
+            os._exit(143)
+
+    return set_in_child
+
+
+def _relay(stream: IO[str], target: IO[str]) -> None:
+    """Copy a worker's output to ``target`` line by line, above the progress bar (``tqdm.write``)."""
+    for line in stream:
+        tqdm.write(line.rstrip("\n"), file=target)
+    stream.close()
 
 
 def run_local_workers(
@@ -40,14 +81,15 @@ def run_local_workers(
 ) -> None:
     """Start ``jobs`` processes of ``hpo worker`` and wait for them, showing study progress.
 
-    Worker ``i`` gets ``--seed-offset i``; ``artifact_dir`` reaches the workers as
-    ``$HPO_ARTIFACT_DIR``.  Ctrl-C reaches the workers through the terminal's process
-    group; SIGTERM to this process is passed on to them.
+    ``artifact_dir`` reaches the workers as ``$HPO_ARTIFACT_DIR``.  A signal recorded
+    by :func:`hpo.interrupts.install` (Ctrl-C, SIGTERM) is passed on to every worker
+    once; they mark their trials FAIL and exit, then :class:`hpo.interrupts.Interrupted`
+    is raised here.
 
     Raises
     ------
-    KeyboardInterrupt
-        After the workers have stopped, if this process was interrupted.
+    hpo.interrupts.Interrupted
+        After the workers have stopped, if this process was asked to stop.
     WorkersFailed
         A worker exited with a status other than 0.
     """
@@ -56,23 +98,38 @@ def run_local_workers(
         environment[ARTIFACT_DIR_ENVIRONMENT_VARIABLE] = str(artifact_dir)
     command = [sys.executable, "-m", "hpo.cli", "worker", study_file, "--study-name", study_name,
                "--blas-threads", str(blas_threads), "--no-progress", "--no-resume-hint"]
+    preexec = _parent_death_signal()
     workers = [
-        subprocess.Popen([*command, "--seed-offset", str(index)], env=environment)
-        for index in range(jobs)
+        subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         bufsize=1, start_new_session=True, preexec_fn=preexec)
+        for _ in range(jobs)
     ]
-    try:
-        with Progress(study, budget, enabled=progress) as bar:
-            while any(worker.poll() is None for worker in workers):
-                time.sleep(1.0)
+    relays = [threading.Thread(target=_relay, args=(stream, target), daemon=True)
+              for worker in workers for stream, target in ((worker.stdout, sys.stdout), (worker.stderr, sys.stderr))]
+    for relay in relays:
+        relay.start()
+    interrupted: interrupts.Interrupted | None = None
+    with Progress(study, budget, enabled=progress) as bar:
+        while any(worker.poll() is None for worker in workers):
+            if interrupted is not None:  # passed on; the workers are failing their trials
+                time.sleep(0.1)
+                continue
+            try:
+                interrupts.sleep(1.0)
+            except interrupts.Interrupted as signal_received:
+                interrupted = signal_received
+                for worker in workers:
+                    if worker.poll() is None:
+                        worker.send_signal(signal_received.signal_number)
+                continue
+            try:
                 bar.update(study)
-    except KeyboardInterrupt as interrupt:
-        forwarded = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(forwarded)
-        for worker in workers:
-            worker.wait()
-        raise
+            except TRANSIENT_ERRORS:
+                pass  # the database is away; the workers wait it out, the bar shows it later
+        for relay in relays:
+            relay.join()
+    if interrupted is not None:
+        raise interrupted
     codes = [worker.returncode for worker in workers]
     if any(codes):
         raise WorkersFailed(f"{sum(1 for code in codes if code)} of {jobs} workers failed (exit codes {codes})")

@@ -22,7 +22,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from hpo.artifacts import ATTRIBUTE_WEIGHTS_ARTIFACT, upload_weights
 from hpo.data import TuningData
 from hpo.spec import Choices, FloatRange, IntRange, StudySpec
-from hpo.storage import with_retries
+from hpo.storage import HeartbeatStorage, with_retries
 from models.network import MultiLayerNet
 from models.optimizers import make_optimizer
 from models.trainer import EpochMetrics, train
@@ -89,6 +89,16 @@ class Objective:
     after_epoch : callable, optional
         Called with no argument after each epoch's report (the worker checks for
         trials of dead workers there).
+    before_batch : callable, optional
+        Called with no argument before every mini-batch (see
+        :func:`models.trainer.train`); what it raises ends the trial (the worker
+        stops there when a signal asked it to, :func:`hpo.interrupts.check`).
+    storage : hpo.storage.HeartbeatStorage, optional
+        The study's storage: a trial's user attributes are then written in two
+        transactions (at its start, at its end) instead of one each.
+    user_attrs : dict, optional
+        User attributes stored on every trial at its start, with its seed (the
+        worker stores its ``worker`` id).
     artifact_store : optuna.artifacts.FileSystemArtifactStore, optional
         Where a completed trial uploads its network's weights at its best epoch
         (see :mod:`hpo.artifacts`); the artifact id becomes the user attribute
@@ -109,16 +119,31 @@ class Objective:
     """
 
     def __init__(self, spec: StudySpec, data: TuningData, *, after_epoch: Callable[[], None] | None = None,
-                 artifact_store: FileSystemArtifactStore | None = None) -> None:
+                 artifact_store: FileSystemArtifactStore | None = None,
+                 before_batch: Callable[[], None] | None = None, storage: HeartbeatStorage | None = None,
+                 user_attrs: dict[str, Any] | None = None) -> None:
         self.spec = spec
         self.data = data
         self.after_epoch = after_epoch
         self.artifact_store = artifact_store
+        self.before_batch = before_batch
+        self.storage = storage
+        self.user_attrs = dict(user_attrs or {})
+
+    def _store(self, trial: optuna.Trial, attributes: dict[str, Any]) -> None:
+        """Write user attributes of the running trial: in one transaction when the storage allows it."""
+        if self.storage is not None:
+            # Optuna has no public accessor for a trial's storage id; its own heartbeat thread uses this one.
+            with_retries(lambda: self.storage.set_trial_user_attrs(trial._trial_id, attributes), what="storing a trial")
+            return
+        for key, value in attributes.items():
+            with_retries(lambda: trial.set_user_attr(key, value), what="storing a trial")
 
     def __call__(self, trial: optuna.Trial) -> float:
+        fixed = self.spec.parameters.fixed()  # the seed is never searched
+        seed = trial_seed(fixed["seed"], trial.number) if fixed["seed_per_trial"] else fixed["seed"]
+        self._store(trial, {**self.user_attrs, ATTRIBUTE_SEED: seed})
         values = suggest_parameters(trial, self.spec)
-        seed = trial_seed(values["seed"], trial.number) if values["seed_per_trial"] else values["seed"]
-        with_retries(lambda: trial.set_user_attr(ATTRIBUTE_SEED, seed), what="storing a trial")
         rng = np.random.default_rng(seed)
         network = build_network(values, self.data.n_features, self.data.n_classes, seed=rng)
         optimizer = make_optimizer(values["optimizer"], values["learning_rate"])  # a number or "default"
@@ -132,7 +157,7 @@ class Objective:
                 best_state.update(network.state_dict())
             with_retries(lambda: trial.report(getattr(metrics, metric), metrics.epoch), what="reporting an epoch")
             if self.after_epoch is not None:
-                with_retries(self.after_epoch, what="checking for stale trials")
+                self.after_epoch()
             last_epoch = metrics.epoch == values["epochs"]  # a finished run is complete, not pruned
             if not last_epoch and with_retries(trial.should_prune, what="asking the pruner"):
                 raise optuna.TrialPruned(
@@ -153,17 +178,21 @@ class Objective:
                 rng=rng,
                 callback=report,
                 evaluate_train=values["evaluate_train"],
+                before_batch=self.before_batch,
             )
-        finally:
-            _record(trial, history, metric, time.perf_counter() - started)
+        except BaseException:
+            # Pruned, interrupted or failed: what it trained is kept.
+            self._store(trial, _record(history, metric, time.perf_counter() - started))
+            raise
+        attributes = _record(history, metric, time.perf_counter() - started)
         if result.diverged:
-            with_retries(lambda: trial.set_user_attr(ATTRIBUTE_DIVERGED, result.message), what="storing a trial")
+            self._store(trial, {**attributes, ATTRIBUTE_DIVERGED: result.message})
             raise optuna.TrialPruned(f"diverged: {result.message}")
         if self.artifact_store is not None and best_state:
             network.load_state_dict(best_state)
-            artifact_id = with_retries(lambda: upload_weights(network, trial, self.artifact_store),
-                                       what="storing the trial's weights")
-            with_retries(lambda: trial.set_user_attr(ATTRIBUTE_WEIGHTS_ARTIFACT, artifact_id), what="storing a trial")
+            attributes[ATTRIBUTE_WEIGHTS_ARTIFACT] = with_retries(
+                lambda: upload_weights(network, trial, self.artifact_store), what="storing the trial's weights")
+        self._store(trial, attributes)
         return _best(history, metric)
 
 
@@ -180,8 +209,9 @@ def _is_new_best(history: list[EpochMetrics], metric: str) -> bool:
     return last > max(earlier) if metric == "validation_accuracy" else last < min(earlier)
 
 
-def _record(trial: optuna.Trial, history: list[EpochMetrics], metric: str, seconds: float) -> None:
-    """Store the learning curves, rounded to keep the study database small."""
+def _record(history: list[EpochMetrics], metric: str, seconds: float) -> dict[str, Any]:
+    """The user attributes of a trial's training: seconds, epochs, best epoch, learning curves (rounded, to keep
+    the study database small)."""
     attributes: dict[str, Any] = {ATTRIBUTE_TRAIN_SECONDS: round(seconds, 3), ATTRIBUTE_EPOCHS_RUN: len(history)}
     if history:
         scores = [getattr(metrics, metric) for metrics in history]
@@ -194,8 +224,7 @@ def _record(trial: optuna.Trial, history: list[EpochMetrics], metric: str, secon
         if history[0].train_eval_accuracy is not None:  # parameters.evaluate_train
             for name in ("train_eval_loss", "train_eval_accuracy"):
                 attributes[ATTRIBUTE_CURVES][name] = [_round(getattr(metrics, name)) for metrics in history]
-    for key, value in attributes.items():
-        with_retries(lambda: trial.set_user_attr(key, value), what="storing a trial")
+    return attributes
 
 
 def _round(value: float) -> float | None:

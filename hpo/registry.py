@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import re
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +48,69 @@ class GridSampler(optuna.samplers.GridSampler):
         every = set(range(self._n_min_trials))
         return list(every - visited - running or every - visited)
 
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """A seeded sampler made anew for every trial, with a seed derived from (seed, trial number).
+
+    Trial numbers are unique within a study (the storage hands them out), so no two
+    trials draw from the same random stream, whichever process runs them: two
+    `hpo run` of one study file at once, K workers, or a resumed study never repeat
+    each other's samples, and a study run by one process is reproducible.  The
+    sampler for trial *n* is built in :meth:`before_trial`, which ``study.ask()``
+    calls once the trial exists, so relative samplers (CMA-ES, GP, multivariate TPE)
+    and independent ones alike draw from that trial's stream.  Samplers keep what
+    they learn in the study (trials, system attributes), not in the object, so a new
+    object per trial samples as the old one would, with its own stream.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(seed)`` returns a new sampler with that ``seed`` (an int).
+    seed : int >= 0
+        The study file's ``sampler.seed``.
+    """
+
+    def __init__(self, build: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._build = build
+        self._seed = seed
+        self._sampler = build(seed)  # until the first trial
+
+    @staticmethod
+    def trial_seed(seed: int, trial_number: int) -> int:
+        """The sampler seed of trial ``trial_number``: ``numpy.random.SeedSequence([seed, trial_number])``, 32 bits."""
+        return int(np.random.SeedSequence([seed, trial_number]).generate_state(1)[0])
+
+    @property
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        """The sampler of the current trial."""
+        return self._sampler
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:  # noqa: D102
+        self._sampler = self._build(self.trial_seed(self._seed, trial.number))
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):  # noqa: D102 (delegated)
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):  # noqa: D102 (delegated)
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # noqa: D102 (delegated)
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:  # noqa: D102 (delegated)
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:  # noqa: D102 (delegated)
+        self._sampler.reseed_rng()
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}({self._sampler}, seed={self._seed})"
+
+
+# Samplers whose seed fixes one sequence of points, indexed by trial number (see build_sampler).
+_ONE_SEQUENCE_SAMPLERS = ("qmc", "grid")
 
 SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -122,9 +186,7 @@ def _construct(kind: str, name: str, cls: type, arguments: dict[str, Any], built
         raise ValueError(f"{kind}: optuna.{kind}s.{cls.__name__} refused the arguments: {error}") from None
 
 
-def build_sampler(
-    name: str, arguments: dict[str, Any], parameters: "Parameters", *, seed_keys: tuple[int, ...] = ()
-) -> optuna.samplers.BaseSampler:
+def build_sampler(name: str, arguments: dict[str, Any], parameters: "Parameters") -> optuna.samplers.BaseSampler:
     """Build the Optuna sampler ``name`` with ``arguments``.
 
     Parameters
@@ -135,11 +197,17 @@ def build_sampler(
         Keyword arguments of the Optuna class (``seed``, ``n_startup_trials``, ...).
     parameters : Parameters
         The study's parameters; the grid sampler's grid is their ``choices``.
-    seed_keys : tuple of int >= 0
-        With a ``seed`` given and any key nonzero, the sampler's seed becomes one drawn by
-        ``numpy.random.SeedSequence([seed, *seed_keys])`` (a 32-bit value), so parallel
-        workers (key: worker offset) and resumed runs (key: trials made) draw samples of
-        their own; with no key, ``seed`` is used as is.
+
+    Returns
+    -------
+    optuna.samplers.BaseSampler
+        With a ``seed`` given, a :class:`TrialSeededSampler`: trial *n* samples with the
+        seed ``SeedSequence([seed, n])``, so no two trials of the study share a random
+        stream.  The QMC and grid samplers are the exceptions: trial *n* takes the
+        *n*-th point of one sequence (QMC's scrambled sequence, the grid's shuffled
+        order) that the seed fixes, so every process needs the same seed, and the
+        points are distinct per trial already.  Without a seed, the Optuna sampler
+        itself, seeded from the operating system.
 
     Raises
     ------
@@ -149,8 +217,6 @@ def build_sampler(
     """
     arguments = dict(arguments)
     built: dict[str, Any] = {}
-    if any(seed_keys) and isinstance(arguments.get("seed"), int) and arguments["seed"] >= 0:
-        arguments["seed"] = int(np.random.SeedSequence([arguments["seed"], *seed_keys]).generate_state(1)[0])
     if name == "grid":
         if "search_space" in arguments:
             raise ValueError("sampler.search_space: the grid is taken from the parameters' choices; remove it")
@@ -178,7 +244,12 @@ def build_sampler(
                 )
     if name == "gp" and importlib.util.find_spec("torch") is None:
         raise ValueError("sampler.type = 'gp' needs PyTorch: pip install torch, or choose another sampler")
-    return _construct("sampler", name, SAMPLERS[name], arguments, built)
+    sampler = _construct("sampler", name, SAMPLERS[name], arguments, built)
+    seed = arguments.get("seed")
+    if name in _ONE_SEQUENCE_SAMPLERS or not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        return sampler
+    # Checked once above; each trial's sampler differs only in its seed.
+    return TrialSeededSampler(lambda trial_seed: SAMPLERS[name](**{**arguments, "seed": trial_seed}, **built), seed)
 
 
 def build_pruner(name: str, arguments: dict[str, Any], *, epochs: int) -> optuna.pruners.BasePruner:

@@ -376,13 +376,13 @@ class StudySpec(_Strict):
                                  "(sampler.type = 'grid'); lower it")
         return self
 
-    def make_sampler(self, *, seed_keys: tuple[int, ...] = ()) -> optuna.samplers.BaseSampler:
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
         """A new Optuna sampler as the file describes (Optuna does not store samplers).
 
-        ``seed_keys`` derive a seed of its own for a worker or a resumed run
-        (see :func:`hpo.registry.build_sampler`).
+        With a seed, trial *n* samples with a seed derived from (seed, *n*), so no two
+        trials repeat each other's samples (see :func:`hpo.registry.build_sampler`).
         """
-        return build_sampler(self.sampler.type, self.sampler.arguments(), self.parameters, seed_keys=seed_keys)
+        return build_sampler(self.sampler.type, self.sampler.arguments(), self.parameters)
 
     def heartbeat(self) -> HeartbeatSettings:
         """The heartbeat settings of :func:`hpo.storage.open_storage`."""

@@ -20,6 +20,9 @@ SPEC_ATTRIBUTE = "hpo_spec"
 WORKERS_ATTRIBUTE = "hpo_workers"
 # States that count against the trial budget (Optuna's MaxTrialsCallback states).
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+# Trial user attribute of a FAIL trial that found the budget claimed by other
+# workers' trials and never trained (see hpo.worker).
+ATTRIBUTE_NOT_RUN = "not_run"
 
 
 class StudyMismatchError(ValueError):
@@ -31,22 +34,20 @@ def open_study(
     storage: optuna.storages.BaseStorage,
     study_name: str,
     *,
-    seed_offset: int = 0,
     create: bool = True,
 ) -> optuna.Study:
     """Create the study, or load it if it exists, with the file's sampler and pruner.
 
     Safe to call from many processes at once: Optuna creates the study once and
-    the others load it.
+    the others load it.  Processes sharing a study, and a resumed study, never
+    repeat each other's samples: a seeded sampler draws trial *n* from a stream of
+    its own (:class:`hpo.registry.TrialSeededSampler`).
 
     Parameters
     ----------
     spec : StudySpec
     storage : optuna.storages.BaseStorage
     study_name : str
-    seed_offset : int >= 0
-        Distinct per parallel worker: with the number of trials already made it
-        derives the sampler's seed (:func:`hpo.registry.build_sampler`).
     create : bool
         False: the study must exist already (``hpo worker``).
 
@@ -62,7 +63,7 @@ def open_study(
         storage=storage,
         study_name=study_name,
         direction=spec.direction,
-        sampler=spec.make_sampler(seed_keys=(seed_offset,)),
+        sampler=spec.make_sampler(),
         pruner=spec.make_pruner(),
         load_if_exists=True,
     )
@@ -89,11 +90,6 @@ def open_study(
                 + "; ".join(f"{path}: stored {old}, file {new}" for path, old, new in differences)
                 + ". Use another --study-name, or restore the file."
             )
-    # A resumed study must not replay the samples of its first run, nor two workers
-    # sample alike: the seed is derived from (seed, worker offset, trials made).
-    made = len(study.get_trials(deepcopy=False))
-    if made:
-        study.sampler = spec.make_sampler(seed_keys=(seed_offset, made))
     # Read by `hpo stale` for the grace period; not part of the identity (it may change).
     study.set_user_attr(WORKERS_ATTRIBUTE, spec.workers.model_dump())
     return study

@@ -13,16 +13,23 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.objective import ATTRIBUTE_DIVERGED, ATTRIBUTE_EPOCHS_RUN
-from hpo.study import FINISHED_STATES, SPEC_ATTRIBUTE
+from hpo.study import ATTRIBUTE_NOT_RUN, FINISHED_STATES, SPEC_ATTRIBUTE
 
 
 def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    """Trials per state: ``{"complete": n, "pruned": n, "failed": n, "running": n}``."""
+    """Trials per state: ``{"complete": n, "pruned": n, "failed": n, "not_run": n, "running": n}``.
+
+    ``not_run`` are FAIL trials that never trained because the budget was already
+    claimed by other workers' trials (user attribute ``not_run``); ``failed`` are the
+    other FAIL trials (interrupted, a dead worker, a bug).
+    """
     names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
              TrialState.RUNNING: "running"}
-    counts = {name: 0 for name in names.values()}
+    counts = {"complete": 0, "pruned": 0, "failed": 0, "not_run": 0, "running": 0}
     for trial in trials:
-        if trial.state in names:
+        if trial.state == TrialState.FAIL and ATTRIBUTE_NOT_RUN in trial.user_attrs:
+            counts["not_run"] += 1
+        elif trial.state in names:
             counts[names[trial.state]] += 1
     return counts
 

@@ -5,13 +5,18 @@ share one study in one database.  Each worker:
 
 - stops when the study holds ``budget.trials`` finished (complete + pruned)
   trials, counted across all workers; a trial that finds the budget already
-  claimed by trials numbered before it is ended as FAIL without training, so
-  the study never holds more finished trials than its budget;
-- records a heartbeat for its running trial and, between trials and after every
-  epoch, fails trials of dead workers (heartbeat older than the grace period);
-  Optuna's ``RetryHeartbeatStaleTrialCallback`` queues them again;
+  claimed by trials numbered before it is ended as FAIL without training (user
+  attribute ``not_run``), so the study never holds more finished trials than its
+  budget;
+- records a heartbeat for its running trial and, at most once per heartbeat
+  interval (between trials, and after an epoch), fails trials of dead workers
+  (see :class:`hpo.storage.HeartbeatStorage`); they are queued again with the
+  same parameters (:class:`hpo.storage.RetryStaleTrial`);
 - waits out a database that is briefly away (restart, failover) instead of dying;
-- goes on when told that its trial was already failed by another worker.
+- goes on when told that its trial was already failed by another worker;
+- stops at a safe point when a signal asks it to (:mod:`hpo.interrupts`): the
+  trial it owns is marked FAIL first, at whatever moment of the loop the signal
+  came.
 
 The loop is Optuna's ask-and-tell interface (``study.ask``, ``study.tell``).
 """
@@ -31,31 +36,21 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
+from hpo import interrupts
 from hpo.data import TuningData
 from hpo.objective import Objective
 from hpo.spec import StudySpec
-from hpo.storage import TRANSIENT_ERRORS, with_retries
-from hpo.study import FINISHED_STATES
+from hpo.storage import ATTRIBUTE_WORKER, TRANSIENT_ERRORS, HeartbeatStorage, with_retries
+from hpo.study import ATTRIBUTE_NOT_RUN, FINISHED_STATES
 
-ATTRIBUTE_NOT_RUN = "not_run"
-# "host:pid" of the worker that ran a trial.
-ATTRIBUTE_WORKER = "worker"
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 # Seconds between looks at the study while other workers finish the last trials.
 POLL_SECONDS = 1.0
+# Seconds spent trying to mark an interrupted trial FAIL before giving up on a
+# database that is away (the stale check of other workers fails it later).
+FAIL_PATIENCE_SECONDS = 10.0
 
 _logger = logging.getLogger(__name__)
-# Optuna warns that heartbeats are meant for Study.optimize; this loop runs them itself.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C (see :func:`on_sigterm`) so the running trial is marked FAIL."""
-
-
-def on_sigterm(signum: int, frame: object) -> None:
-    """Signal handler: turn SIGTERM into :class:`Terminated`."""
-    raise Terminated()
 
 
 @dataclass
@@ -102,10 +97,29 @@ class Heartbeat:
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail trials whose heartbeat is older than the grace period (and queue their retries)."""
+    """Fail the study's stale trials now and queue their retries (see :class:`hpo.storage.HeartbeatStorage`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+class StaleCheck:
+    """``check()`` fails stale trials at most once per ``interval_seconds``.
+
+    A heartbeat changes only once per heartbeat interval, so looking more often
+    finds nothing new and costs a database round trip per look.
+    """
+
+    def __init__(self, study: optuna.Study, interval_seconds: float) -> None:
+        self._study = study
+        self._interval = interval_seconds
+        self._last = -float("inf")
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            with_retries(lambda: fail_stale_trials(self._study), what="checking for stale trials")
+            self._last = now
 
 
 def _counts(study: optuna.Study) -> dict[TrialState, int]:
@@ -123,7 +137,7 @@ def _claimed_before(study: optuna.Study, number: int) -> int:
 
 def run_worker(
     study: optuna.Study,
-    storage: optuna.storages.RDBStorage,
+    storage: HeartbeatStorage,
     spec: StudySpec,
     data: TuningData,
     *,
@@ -137,7 +151,7 @@ def run_worker(
     ----------
     study : optuna.Study
         Opened with the study file's sampler and pruner.
-    storage : optuna.storages.RDBStorage
+    storage : HeartbeatStorage
         The study's storage (with heartbeats, see :func:`hpo.storage.open_storage`).
     spec : StudySpec
     data : TuningData
@@ -155,19 +169,23 @@ def run_worker(
 
     Raises
     ------
-    KeyboardInterrupt
-        Ctrl-C or SIGTERM (see ``hpo.cli``): the running trial is marked FAIL first.
+    hpo.interrupts.Interrupted
+        A signal recorded by :func:`hpo.interrupts.install` (SIGINT, SIGTERM): the
+        trial this worker owned, if any, is marked FAIL first.
     """
     budget = spec.budget.trials
-    objective = Objective(spec, data, after_epoch=lambda: fail_stale_trials(study), artifact_store=artifact_store)
+    stale_check = StaleCheck(study, storage.get_heartbeat_interval() or POLL_SECONDS)
+    objective = Objective(spec, data, after_epoch=stale_check, artifact_store=artifact_store,
+                          before_batch=interrupts.check, storage=storage, user_attrs={ATTRIBUTE_WORKER: WORKER_ID})
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     result = WorkerResult()
     waiting_logged = False
     while True:
+        interrupts.check()
         if deadline is not None and time.monotonic() >= deadline:
             result.reason = f"timeout of {timeout_seconds:g} s reached"
             return result
-        with_retries(lambda: fail_stale_trials(study), what="checking for stale trials")
+        stale_check()
         counts = with_retries(lambda: _counts(study), what="reading the study")
         finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
         if finished >= budget:
@@ -180,20 +198,14 @@ def run_worker(
                     "the budget (`hpo stale` lists them)"
                 )
                 waiting_logged = True
-            time.sleep(POLL_SECONDS)
+            interrupts.sleep(POLL_SECONDS)
             continue
         waiting_logged = False
-        trial = with_retries(study.ask, what="starting a trial")
+        # From here to the end of _run_trial this worker owns a RUNNING trial. A signal
+        # cannot strike in between: it is only recorded, and acted on inside _run_trial.
+        trial = with_retries(lambda: _ask(study), what="starting a trial")
         result.trials_started += 1
-        if with_retries(lambda: _claimed_before(study, trial.number), what="reading the study") >= budget:
-            # Another worker claimed the last slot of the budget at the same moment.
-            with_retries(lambda: trial.set_user_attr(ATTRIBUTE_NOT_RUN, "the budget was claimed by other "
-                                                     "workers' trials"), what="storing a trial")
-            with_retries(lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
-                         what="storing a trial")
-            continue
-        with_retries(lambda: trial.set_user_attr(ATTRIBUTE_WORKER, WORKER_ID), what="starting a trial")
-        _run_trial(study, storage, trial, objective)
+        _run_trial(study, storage, trial, objective, budget)
         if on_trial_end is not None:
             try:
                 on_trial_end(study)
@@ -201,37 +213,70 @@ def run_worker(
                 pass  # progress display only; the next trial end shows it again
 
 
-def _run_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: optuna.Trial, objective: Objective) -> None:
-    # Optuna has no public accessor for a trial's storage id; its own heartbeat thread uses this one.
-    with Heartbeat(storage, trial._trial_id):
-        try:
-            value = objective(trial)
-        except optuna.TrialPruned as pruned:
-            with_retries(lambda: study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True), what="storing a pruned trial")
-            _logger.info(f"Trial {trial.number} pruned. {pruned}")
+def _ask(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()``, without Optuna's warning that heartbeats are meant for ``Study.optimize``.
+
+    This loop records heartbeats itself (:class:`Heartbeat`); the warning is expected.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        return study.ask()
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, why: str) -> None:
+    """Mark ``trial`` FAIL after an interruption or a bug, trying for a few seconds only."""
+    try:
+        with_retries(lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
+                     what="storing a failed trial", patience_seconds=FAIL_PATIENCE_SECONDS, interruptible=False)
+    except TRANSIENT_ERRORS as error:
+        _logger.warning(f"Trial {trial.number} ({why}) could not be marked FAIL: the database is unreachable "
+                        f"({type(error).__name__}); other workers fail it once its heartbeat is stale")
+        return
+    _logger.warning(f"Trial {trial.number} failed: {why}")
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, *,
+          state: TrialState | None = None) -> optuna.trial.FrozenTrial:
+    """``study.tell`` with retries that a signal does not cut short: the trial must not stay RUNNING."""
+    return with_retries(lambda: study.tell(trial, value, state=state, skip_if_finished=True),
+                        what="storing a finished trial", interruptible=False)
+
+
+def _run_trial(study: optuna.Study, storage: HeartbeatStorage, trial: optuna.Trial, objective: Objective,
+               budget: int) -> None:
+    try:
+        if with_retries(lambda: _claimed_before(study, trial.number), what="reading the study") >= budget:
+            # Other workers claimed the last slots of the budget at the same moment.
+            with_retries(lambda: trial.set_user_attr(ATTRIBUTE_NOT_RUN, "the budget was claimed by other "
+                                                     "workers' trials"), what="storing a trial")
+            _tell(study, trial, state=TrialState.FAIL)
             return
-        except optuna.exceptions.UpdateFinishedTrialError:
-            _logger.warning(
-                f"Trial {trial.number} was already marked FAIL elsewhere (by another worker after a late "
-                "heartbeat, or by hand with `hpo stale`); going on with the next trial"
-            )
-            return
-        except TRANSIENT_ERRORS as error:
-            # The database went away in a call without retries (a suggestion, say): this
-            # trial is lost, the worker is not.
-            _logger.warning(f"Trial {trial.number} failed: the database was unreachable ({type(error).__name__})")
-            with_retries(lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
-                         what="storing a failed trial")
-            return
-        except BaseException as error:
-            # Ctrl-C, SIGTERM or a bug: the trial is FAIL at once, then the error goes on.
-            with_retries(lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
-                         what="storing a failed trial")
-            _logger.warning(f"Trial {trial.number} failed: {error!r}")
-            raise
-    frozen = with_retries(
-        lambda: study.tell(trial, value, skip_if_finished=True), what="storing a finished trial"
-    )
+        # Optuna has no public accessor for a trial's storage id; its own heartbeat thread uses this one.
+        with Heartbeat(storage, trial._trial_id):
+            value = objective(trial)  # stores this worker's id on the trial first
+    except optuna.TrialPruned as pruned:
+        _tell(study, trial, state=TrialState.PRUNED)
+        _logger.info(f"Trial {trial.number} pruned. {pruned}")
+        return
+    except optuna.exceptions.UpdateFinishedTrialError:
+        _logger.warning(
+            f"Trial {trial.number} was already marked FAIL elsewhere (by another worker after a late "
+            "heartbeat, or by hand with `hpo stale`); going on with the next trial"
+        )
+        return
+    except TRANSIENT_ERRORS as error:
+        # The database went away in a call without retries (a suggestion, say): this
+        # trial is lost, the worker is not.
+        _fail(study, trial, f"the database was unreachable ({type(error).__name__})")
+        return
+    except interrupts.Interrupted as interrupted:
+        _fail(study, trial, f"interrupted by {interrupted}")
+        raise
+    except BaseException as error:
+        # A bug: the trial is FAIL at once, then the error goes on.
+        _fail(study, trial, repr(error))
+        raise
+    frozen = _tell(study, trial, value)
     if frozen.state != TrialState.COMPLETE:
         _logger.warning(f"Trial {trial.number} was already marked {frozen.state.name} elsewhere")
         return

@@ -176,6 +176,7 @@ def train(
     rng: numpy.random.Generator | int,
     callback: Callable[[EpochMetrics], None] | None = None,
     evaluate_train: bool = False,
+    before_batch: Callable[[], None] | None = None,
 ) -> TrainingResult:
     """Train ``network`` with ``optimizer`` by epochs of shuffled mini-batches.
 
@@ -235,6 +236,12 @@ def train(
         (``EpochMetrics.train_eval_loss`` and ``train_eval_accuracy``), as the
         book's figures of sections 6.3 and 6.4 do; costs one forward pass over
         the training data per epoch.
+    before_batch : callable, optional
+        Called with no argument before every mini-batch and before each epoch's
+        validation pass: a safe point where the caller may stop training by
+        raising (the service raises there when a signal asked it to stop). An
+        exception it raises propagates unchanged; the parameters then hold the
+        last completed update.
 
     Returns
     -------
@@ -250,7 +257,7 @@ def train(
     TypeError
         If ``rng`` is neither a ``numpy.random.Generator`` nor an int.
     Exception
-        Whatever ``callback`` raises.
+        Whatever ``callback`` or ``before_batch`` raises.
 
     Examples
     --------
@@ -300,6 +307,8 @@ def train(
         # Overflow in a diverging run is reported by the result, not by NumPy warnings.
         with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for batch, start in enumerate(batch_starts):
+                if before_batch is not None:
+                    before_batch()
                 index = order[start : start + batch_size]
                 # mode="clip" lets take write straight into the buffer (the indices are valid).
                 xb = numpy.take(x_train, index, axis=0, out=x_batch[: len(index)], mode="clip")
@@ -317,6 +326,8 @@ def train(
                     optimizer.update(update_params, update_grads)
                 losses[batch] = loss
                 predictions[start : start + batch_size] = scores.argmax(axis=1)
+            if before_batch is not None:
+                before_batch()
             validation_loss, validation_accuracy = _evaluate(network, x_validation, t_validation)
             train_eval = _evaluate(network, x_train, t_train) if evaluate_train else (None, None)
         if not math.isfinite(validation_loss):

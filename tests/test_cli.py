@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -145,7 +146,9 @@ def test_an_interrupted_run_keeps_the_database_consistent_and_resumes(tmp_path, 
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == exit_code, stderr
-    assert "Traceback" not in stderr and "resume with: hpo run study.toml" in stderr
+    assert "Traceback" not in stderr and "Exception" not in stderr
+    # The hint is a command to paste: the program as it was invoked (here its full path).
+    assert f"resume with: {HPO} run study.toml --study-name x" in stderr
 
     study = optuna.load_study(study_name="x", storage=storage)
     interrupted = study.get_trials()[running.number]
@@ -213,7 +216,8 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path):
     study = optuna.load_study(study_name="x", storage=storage)
     beating = study.ask()            # a worker that died after one heartbeat
     storage.record_heartbeat(beating._trial_id)
-    silent = study.ask()             # a trial of a worker that never recorded one
+    beating.set_user_attr("worker", "host-a:17")
+    silent = study.ask()             # a worker killed between study.ask() and its first heartbeat
     listed = hpo("stale", cwd=tmp_path)
     assert listed.returncode == 0 and "running trials of x" in listed.stdout
     assert f"│ {beating.number} " in listed.stdout and f"│ {silent.number} " in listed.stdout
@@ -221,19 +225,26 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path):
     time.sleep(3)  # past the study file's grace period of 2 s
     failed = hpo("stale", "--fail", cwd=tmp_path)
     assert failed.returncode == 0, failed.stderr
-    assert f"failed 1 trial(s) with no heartbeat for 2 s: {beating.number} (queued again)" in failed.stdout
+    # A trial without any heartbeat is stale too once it is older than the grace period.
+    assert f"failed 2 trial(s) with no heartbeat for 2 s: {beating.number}, {silent.number} (queued again)" \
+        in failed.stdout
+    log = failed.stderr
+    assert re.search(rf"Trial {beating.number} of worker host-a:17 failed: no heartbeat within the grace period of "
+                     r"2 s \(started \d+ s ago\); queued again with the same parameters \(retry 1 of 2\)", log), log
+    assert f"Trial {silent.number} of worker a worker that never recorded itself failed" in log
     trials = optuna.load_study(study_name="x", storage=storage).get_trials()
-    assert trials[beating.number].state == TrialState.FAIL
-    assert trials[silent.number].state == TrialState.RUNNING  # no heartbeat: not judged stale
-    assert trials[-1].state == TrialState.WAITING and trials[-1].number == 2  # the retry of the stale trial
+    assert trials[beating.number].state == TrialState.FAIL and trials[silent.number].state == TrialState.FAIL
+    retries = [trial for trial in trials if trial.state == TrialState.WAITING]  # the retries of the stale trials
+    assert sorted(trial.system_attrs["failed_trial"] for trial in retries) == [beating.number, silent.number]
 
-    by_hand = hpo("stale", "--trial", str(silent.number), cwd=tmp_path)
-    assert by_hand.returncode == 0 and f"trial {silent.number}: marked FAIL by hand" in by_hand.stdout
-    assert optuna.load_study(study_name="x", storage=storage).trials[silent.number].state == TrialState.FAIL
-    again = hpo("stale", "--trial", str(silent.number), cwd=tmp_path)
+    picked_up = study.ask()          # a worker takes a retry ...
+    by_hand = hpo("stale", "--trial", str(picked_up.number), cwd=tmp_path)  # ... and its trial is failed by hand
+    assert by_hand.returncode == 0 and f"trial {picked_up.number}: marked FAIL by hand" in by_hand.stdout
+    assert optuna.load_study(study_name="x", storage=storage).trials[picked_up.number].state == TrialState.FAIL
+    again = hpo("stale", "--trial", str(picked_up.number), cwd=tmp_path)
     assert again.returncode == 1 and "is not RUNNING" in again.stderr
     missing = hpo("stale", "--trial", "999", cwd=tmp_path)
-    assert missing.returncode == 1 and "no trial 999 in study 'x' (trials 0 to 2)" in missing.stderr
+    assert missing.returncode == 1 and "no trial 999 in study 'x' (trials 0 to 3)" in missing.stderr
 
 
 def test_a_worker_for_a_missing_study_creates_nothing(tmp_path):
@@ -272,17 +283,17 @@ def test_studies_lists_every_study_with_counts_and_best(tmp_path):
     optuna.create_study(study_name="b", storage=storage, direction="maximize")
     rows = json.loads(hpo("studies", "-f", "json", cwd=tmp_path).stdout)
     assert [{key: value for key, value in row.items() if key != "datetime_start"} for row in rows] == [
-        {"study": "a", "direction": "minimize", "complete": 2, "pruned": 1, "failed": 1, "running": 0,
+        {"study": "a", "direction": "minimize", "complete": 2, "pruned": 1, "failed": 1, "not_run": 0, "running": 0,
          "best_value": 1.0, "best_trial": 1},
-        {"study": "b", "direction": "maximize", "complete": 0, "pruned": 0, "failed": 0, "running": 0,
+        {"study": "b", "direction": "maximize", "complete": 0, "pruned": 0, "failed": 0, "not_run": 0, "running": 0,
          "best_value": None, "best_trial": None},
     ]
     assert rows[0]["datetime_start"].startswith(str(first.trials[0].datetime_start.year))
     table = hpo("studies", cwd=tmp_path).stdout
     assert "│ a " in table and "│ b " in table and "best_trial" in table
     csv_lines = hpo("studies", "-f", "csv", cwd=tmp_path).stdout.splitlines()
-    assert csv_lines[0] == "study,direction,complete,pruned,failed,running,best_value,best_trial,datetime_start"
-    assert csv_lines[1].startswith("a,minimize,2,1,1,0,1.0,1,")
+    assert csv_lines[0] == "study,direction,complete,pruned,failed,not_run,running,best_value,best_trial,datetime_start"
+    assert csv_lines[1].startswith("a,minimize,2,1,1,0,0,1.0,1,")
 
 
 def test_trials_of_a_storage_with_several_studies_lists_them_all(tmp_path):

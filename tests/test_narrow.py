@@ -62,7 +62,7 @@ def test_narrowed_ranges_contain_the_top_trials_and_are_strictly_narrower(tiny):
     assert result.returncode == 0, result.stderr
     path = folder / "tiny-narrow-1.toml"
     assert f"wrote tiny-narrow-1.toml (study tiny-narrow-1)" in result.stdout
-    assert "next: hpo run tiny-narrow-1.toml" in result.stdout
+    assert f"next: {HPO} run tiny-narrow-1.toml" in result.stdout  # the program as invoked: a command to paste
 
     old, new = load_spec(folder / "tiny.toml"), load_spec(path)
     assert new.name == "tiny-narrow-1"

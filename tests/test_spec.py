@@ -5,6 +5,7 @@ import textwrap
 import optuna
 import pytest
 
+from hpo.registry import TrialSeededSampler
 from hpo.spec import Choices, FloatRange, IntRange, SpecError, load_spec
 
 MINIMAL = 'name = "x"\n[budget]\ntrials = 3\n'
@@ -33,7 +34,9 @@ def test_shipped_study_files_validate():
     assert (book.parameters.hidden_layers, book.parameters.hidden_size) == (6, 100)
     assert (book.parameters.epochs, book.parameters.batch_size, book.budget.trials) == (50, 100, 100)
     assert book.dataset.train_images == 500 and book.dataset.validation_fraction == 0.2
-    assert isinstance(book.make_sampler(), optuna.samplers.RandomSampler)
+    # A seeded sampler is made anew for each trial with a seed of its own.
+    assert isinstance(book.make_sampler(), TrialSeededSampler)
+    assert isinstance(book.make_sampler().sampler, optuna.samplers.RandomSampler)
     assert isinstance(book.make_pruner(), optuna.pruners.NopPruner)
     fashion = load_spec("studies/fashion_mnist.toml")
     assert isinstance(fashion.make_pruner(), optuna.pruners.MedianPruner)

@@ -50,9 +50,12 @@ def test_study_savings_reads_the_fixed_epochs_of_the_stored_study_file():
 
 
 def test_state_counts_and_study_rows():
+    not_run = create_trial(state=TrialState.FAIL, user_attrs={"not_run": "the budget was claimed by other "
+                                                                         "workers' trials"})
     trials = [trial(TrialState.COMPLETE, 1), trial(TrialState.PRUNED, 1), trial(TrialState.PRUNED, 1),
-              trial(TrialState.FAIL, 1)]
-    assert state_counts(trials) == {"complete": 1, "pruned": 2, "failed": 1, "running": 0}
+              trial(TrialState.FAIL, 1), not_run, not_run]
+    # A trial that never ran because the budget was met is counted apart from failed ones.
+    assert state_counts(trials) == {"complete": 1, "pruned": 2, "failed": 1, "not_run": 2, "running": 0}
 
     storage = optuna.storages.InMemoryStorage()
     first = optuna.create_study(storage=storage, study_name="a", direction="minimize")

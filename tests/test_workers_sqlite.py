@@ -22,12 +22,19 @@ def test_four_local_workers_on_sqlite_meet_the_budget_without_lock_errors(tmp_pa
     assert result.returncode == 0, result.stderr
     assert "database is locked" not in result.stderr
     assert result.stdout.count("worker done:") == 4
+    # 4 workers of one BLAS thread each: more threads than cores is said once, up front.
+    oversubscribed = 4 > len(os.sched_getaffinity(0))
+    assert ("warning: 4 job(s) x 1 BLAS thread(s) = 4 threads on" in result.stderr) == oversubscribed
     study = optuna.load_study(study_name="parallel", storage=f"sqlite:///{tmp_path / 'hpo.db'}")
     trials = study.get_trials()
     completed = [trial for trial in trials if trial.state == TrialState.COMPLETE]
     assert len(completed) == 24
-    # Anything else is a trial that lost the race for the last slots of the budget, never run.
-    assert all(trial.user_attrs.get("not_run") for trial in trials if trial.state != TrialState.COMPLETE)
+    # Anything else is a trial that lost the race for the last slots of the budget, never run,
+    # and the summary counts those apart from failed trials.
+    not_run = [trial for trial in trials if trial.state != TrialState.COMPLETE]
+    assert all(trial.user_attrs.get("not_run") for trial in not_run)
+    assert "trials: 24 complete, 0 pruned, 0 failed" + (f", {len(not_run)} not run (budget already met)"
+                                                         if not_run else ";") in result.stdout
     assert len({trial.user_attrs["worker"] for trial in completed}) >= 2
     # Each worker's sampler has a seed of its own: no two trials sampled alike.
     assert len({trial.params["learning_rate"] for trial in completed}) == 24
