@@ -44,3 +44,18 @@ def test_four_local_workers_on_sqlite_meet_the_budget_without_lock_errors(tmp_pa
     assert stored == {trial.user_attrs["weights_artifact_id"] for trial in completed}
     with sqlite3.connect(tmp_path / "hpo.db") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_racing_creates_on_a_fresh_sqlite_file_make_one_study(tmp_path):
+    # Two terminals starting `hpo run` at once on a new database: both create Optuna's
+    # tables; SQLite says "table ... already exists" to the slower one, which must retry.
+    (tmp_path / "study.toml").write_text('name = "race"\n[budget]\ntrials = 1\n[parameters]\nepochs = 1\n')
+    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
+    for attempt in range(3):
+        storage = f"sqlite:///{tmp_path / f'race-{attempt}.db'}"
+        creators = [subprocess.Popen([HPO, "create", "study.toml", "--storage", storage], cwd=tmp_path,
+                                     env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    for _ in range(4)]
+        results = [(creator.wait(timeout=120), creator.stderr.read()) for creator in creators]
+        assert [code for code, _ in results] == [0, 0, 0, 0], results
+        assert optuna.get_all_study_names(storage) == ["race"]
