@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import secrets
 import signal
 import socket
@@ -283,7 +284,7 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
 @click.option("--study-name", help="Study to check [default: the only study in the storage].")
 @click.option("--fail", "fail_stale", is_flag=True,
               help="Fail the running trials whose heartbeat is older than the grace period; they are retried up to twice.")
-@click.option("--trial", "trial_numbers", type=int, multiple=True,
+@click.option("--trial", "trial_numbers", type=click.IntRange(min=0), multiple=True,
               help="Fail this running trial by hand, heartbeat or not (repeatable).")
 @click.option("--grace-period", type=click.IntRange(min=2, max=86_400),
               help="Seconds without a heartbeat after which a running trial is stale "
@@ -538,12 +539,25 @@ def plot(storage: str | None, study_name: str | None, out_directory: str) -> Non
         click.echo(f"skipped {filename}: {reason}")
 
 
+class FiniteFloatRange(click.FloatRange):
+    """:class:`click.FloatRange` that also refuses ``nan`` and ``inf`` as usage errors (click lets ``nan``
+    through every range, and ``inf`` through one without a maximum)."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """The number, or click's usage error (exit status 2) if it is out of range or not finite."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
+
+
 @main.command()
 @click.argument("study_file")
-@click.option("--top", type=int, required=True, help="How many of the best completed trials set the new ranges.")
+@click.option("--top", type=click.IntRange(min=1), required=True,
+              help="How many of the best completed trials set the new ranges.")
 @click.option("--storage", help=STORAGE_HELP)
 @click.option("--study-name", help=STUDY_NAME_HELP)
-@click.option("--margin", type=float, default=DEFAULT_MARGIN, show_default=True,
+@click.option("--margin", type=FiniteFloatRange(min=1), default=DEFAULT_MARGIN, show_default=True,
               help="Widen the top trials' span by this factor at each end, in log space (low / F, high * F).")
 @click.option("--out", help="New study file [default: next to STUDY_FILE, "
               "named like digits-narrow-1.toml].")
@@ -553,8 +567,6 @@ def narrow(study_file: str, top: int, storage: str | None, study_name: str | Non
            out: str | None, new_name: str | None, force: bool) -> None:
     """Shrink STUDY_FILE's log-scale ranges to the span of the top trials: coarse-to-fine search (book 6.5.2)."""
     spec = _load_spec(study_file)
-    if top < 1:
-        raise _fail(f"--top must be at least 1 (got {top})")
     if not log_ranges(spec):
         raise _fail(f"{study_file}: no searched range has log = true; nothing to narrow")
     study = _load_study(storage, study_name or spec.name)

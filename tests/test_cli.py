@@ -5,14 +5,17 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import click
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from conftest import HPO
+from hpo import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = 'name = "x"\n[budget]\ntrials = 2\n[parameters]\nepochs = 1\n'
@@ -335,3 +338,50 @@ def test_usage_errors_are_one_line(tmp_path, arguments, message):
     assert result.returncode == 2
     assert result.stderr.strip() == message
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["narrow", "s.toml", "--top", "0"], "Invalid value for '--top': 0 is not in the range x>=1."),
+        (["narrow", "s.toml", "--top", "2", "--margin", "0"],
+         "Invalid value for '--margin': 0.0 is not in the range x>=1."),
+        (["narrow", "s.toml", "--top", "2", "--margin", "0.5"],
+         "Invalid value for '--margin': 0.5 is not in the range x>=1."),
+        (["narrow", "s.toml", "--top", "2", "--margin", "inf"], "Invalid value for '--margin': inf is not a finite number."),
+        (["narrow", "s.toml", "--top", "2", "--margin", "nan"], "Invalid value for '--margin': nan is not a finite number."),
+        (["run", "s.toml", "--jobs", "0"], "Invalid value for '--jobs' / '-j': 0 is not in the range 1<=x<=256."),
+        (["run", "s.toml", "--jobs", "257"], "Invalid value for '--jobs' / '-j': 257 is not in the range 1<=x<=256."),
+        (["run", "s.toml", "--blas-threads", "0"], "Invalid value for '--blas-threads': 0 is not in the range x>=1."),
+        (["worker", "s.toml", "--blas-threads", "0"], "Invalid value for '--blas-threads': 0 is not in the range x>=1."),
+        (["worker", "s.toml", "--seed-offset", "-1"], "Invalid value for '--seed-offset': -1 is not in the range x>=0."),
+        (["stale", "--trial", "-1"], "Invalid value for '--trial': -1 is not in the range x>=0."),
+        (["stale", "--grace-period", "1"], "Invalid value for '--grace-period': 1 is not in the range 2<=x<=86400."),
+        (["evaluate", "--trial", "-1"], "Invalid value for '--trial': -1 is not in the range x>=0."),
+        (["dashboard", "--port", "0"], "Invalid value for '--port': 0 is not in the range 1<=x<=65535."),
+        (["dashboard", "--port", "65536"], "Invalid value for '--port': 65536 is not in the range 1<=x<=65535."),
+        (["book", "--out", "o", "--blas-threads", "0"], "Invalid value for '--blas-threads': 0 is not in the range x>=1."),
+    ],
+)
+def test_out_of_range_options_are_usage_errors(tmp_path, monkeypatch, capsys, arguments, message):
+    # In process, through the console script's entry(), for speed; the logging setup of the group would
+    # leave a handler on pytest's captured stderr, so it is skipped.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["hpo", *arguments])
+    monkeypatch.setattr(cli, "_configure_logging", lambda: None)
+    with pytest.raises(SystemExit) as exited:
+        cli.entry()
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"Error: {message} (see hpo {arguments[0]} --help)\n"
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_numeric_option_has_a_range():
+    # The rule behind the test above, for options added later too: a number option gives click its range.
+    kinds = {(name, parameter.name): parameter.type for name, command in cli.main.commands.items()
+             for parameter in command.params
+             if isinstance(parameter.type, (click.types.IntParamType, click.types.FloatParamType))}
+    assert {("narrow", "top"), ("narrow", "margin"), ("stale", "trial_numbers"), ("dashboard", "port")} <= set(kinds)
+    assert [option for option, kind in kinds.items() if not isinstance(kind, (click.IntRange, click.FloatRange))] == []
