@@ -327,7 +327,7 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     ]
     if rows:
-        write_rows(rows, "table", sys.stdout, title=f"running trials of {study.study_name}")
+        write_rows(rows, "table", sys.stdout, title=f"running trials of {study.study_name}", complete_with=None)
     else:
         click.echo(f"study {study.study_name!r} has no running trial")
 
@@ -455,11 +455,12 @@ def _print_evaluation(evaluation: Evaluation) -> None:
     images = f" on {training['train_images']} images" if training["train_images"] else ""
     click.echo(f"{training['mode']}: {training['epochs']} epochs{images}")
     click.echo(f"test accuracy: {evaluation.test_accuracy:.4f} on {card['test_images']} test images")
-    write_rows(evaluation.per_class, "table", sys.stdout, title="per class (test set)")
+    write_rows(evaluation.per_class, "table", sys.stdout, title="per class (test set)", complete_with="-f json")
     names = [str(k) for k in range(len(evaluation.class_names))]
     rows = [{"true \\ predicted": name if name == str(k) else f"{k} {name}", **dict(zip(names, map(int, row)))}
             for k, (name, row) in enumerate(zip(evaluation.class_names, evaluation.confusion))]
-    write_rows(rows, "table", sys.stdout, title="confusion matrix (rows: true class, columns: predicted)")
+    write_rows(rows, "table", sys.stdout, title="confusion matrix (rows: true class, columns: predicted)",
+               complete_with="-f json")
 
 
 @main.command()
@@ -620,7 +621,7 @@ def book(out_directory: str, full: bool, storage: str | None, blas_threads: int,
     except KeyboardInterrupt as interrupt:
         _exit_interrupted(interrupt, f"hpo book --out {out_directory}{' --full' if full else ''}"
                                      f"{_storage_hint(storage, url)}")
-    write_rows(rows, "table", sys.stdout, title="The book's chapter 6: findings")
+    write_rows(rows, "table", sys.stdout, title="The book's chapter 6: findings", fit="wrap")
     click.echo(f"figures in {out}; took {time.perf_counter() - started:.0f} s")
     click.echo(f"dashboard: hpo dashboard{_storage_hint(storage, url) or f' --storage {url}'}")
 

@@ -1,11 +1,16 @@
 """The `hpo` command: bad inputs give one clear line, a non-zero exit, no traceback, no database."""
 
+import fcntl
 import json
 import os
+import pty
+import re
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -22,8 +27,9 @@ VALID = 'name = "x"\n[budget]\ntrials = 2\n[parameters]\nepochs = 1\n'
 
 
 def hpo(*arguments, cwd, env=None):
-    environment = {**os.environ, **(env or {})}
-    environment.pop("HPO_STORAGE", None)
+    # Neither a storage nor a table width of the caller's shell leaks in; `env` may set them.
+    environment = {key: value for key, value in os.environ.items() if key not in ("HPO_STORAGE", "COLUMNS")}
+    environment.update(env or {})
     return subprocess.run(
         [HPO, *arguments],
         cwd=cwd, env=environment, capture_output=True, text=True, timeout=300,
@@ -385,3 +391,66 @@ def test_every_numeric_option_has_a_range():
              if isinstance(parameter.type, (click.types.IntParamType, click.types.FloatParamType))}
     assert {("narrow", "top"), ("narrow", "margin"), ("stale", "trial_numbers"), ("dashboard", "port")} <= set(kinds)
     assert [option for option, kind in kinds.items() if not isinstance(kind, (click.IntRange, click.FloatRange))] == []
+
+
+def wide_study(folder):
+    """A study whose `hpo trials` table has 12 columns (8 of the trial, 4 parameters), 161 characters wide."""
+    storage = f"sqlite:///{folder / 'hpo.db'}"
+    study = optuna.create_study(study_name="wide", storage=storage, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    names = ("learning_rate", "weight_decay", "dropout_ratio", "momentum")
+    study.optimize(lambda trial: sum(trial.suggest_float(name, 1e-6, 1e-1, log=True) for name in names), n_trials=3)
+    return storage
+
+
+def table_header(lines):
+    return next(line for line in lines if line.startswith("┃")).strip("┃").replace("┃", " ").split()
+
+
+@pytest.mark.parametrize("command, width, fields", [("trials", 60, 12), ("studies", 60, 9), ("best", 40, 12)])
+def test_tables_fit_columns_and_csv_stays_complete(tmp_path, command, width, fields):
+    wide_study(tmp_path)
+    whole = hpo(command, cwd=tmp_path).stdout.splitlines()  # a pipe without $COLUMNS: the whole table
+    assert max(map(len, whole)) > width
+    narrow = hpo(command, cwd=tmp_path, env={"COLUMNS": str(width)})
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert max(map(len, lines)) <= width
+    shown = table_header(lines)
+    if command == "best":  # a record keeps its two columns and folds the values
+        assert table_header(whole) == shown == ["field", "value"] and "left out" not in narrow.stdout
+        assert len(lines) > len(whole)
+    else:
+        assert len(table_header(whole)) == fields and len(shown) < fields
+        assert shown[0] == {"trials": "number", "studies": "study"}[command]
+        assert lines[-1] == f"{fields - len(shown)} columns left out; see -f csv, -f json or a wider terminal"
+    csv_lines = hpo(command, "-f", "csv", cwd=tmp_path, env={"COLUMNS": str(width)}).stdout.splitlines()
+    assert len(csv_lines[0].split(",")) == fields
+    assert len(csv_lines) == 1 + {"trials": 3, "studies": 1, "best": 1}[command]  # header + rows
+
+
+def test_a_terminal_gets_a_table_as_wide_as_itself(tmp_path):
+    wide_study(tmp_path)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 70, 0, 0))  # 24 rows, 70 columns
+    environment = {key: value for key, value in os.environ.items() if key not in ("HPO_STORAGE", "COLUMNS", "LINES")}
+    process = subprocess.Popen([HPO, "trials"], cwd=tmp_path, env={**environment, "TERM": "xterm"},
+                               stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's last writer has gone
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert process.wait(timeout=60) == 0, process.stderr.read()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output.decode()).replace("\r\n", "\n")  # without colours
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 70
+    shown = table_header(lines)
+    assert shown[:3] == ["number", "state", "value"] and len(shown) < 12
+    assert lines[-1] == f"{12 - len(shown)} columns left out; see -f csv, -f json or a wider terminal"
