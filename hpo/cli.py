@@ -49,7 +49,7 @@ from hpo.narrow import DEFAULT_MARGIN, NarrowError, log_ranges, narrow_study_fil
 from hpo.progress import Progress as _Progress
 from hpo.report import FORMATS, trial_row, write_record, write_rows
 from hpo.spec import SpecError, StudySpec, Workers, load_spec
-from hpo.storage import HeartbeatSettings, StorageError, describe, open_storage, storage_url
+from hpo.storage import HeartbeatSettings, StorageError, describe, is_read_only, open_storage, storage_url
 from hpo.study import WORKERS_ATTRIBUTE, StudyMismatchError, count_finished, open_study
 from hpo.summary import study_rows, study_savings
 from hpo.worker import ATTRIBUTE_WORKER, Terminated, fail_stale_trials, on_sigterm, run_worker
@@ -78,16 +78,18 @@ def _load_spec(path: str) -> StudySpec:
         raise _fail(str(error)) from None
 
 
-def _open(storage: str | None, *, must_exist: bool) -> tuple[str, optuna.storages.RDBStorage]:
+def _open(storage: str | None, *, must_exist: bool,
+          read_only_ok: bool = False) -> tuple[str, optuna.storages.RDBStorage]:
     url = storage_url(storage)
     try:
-        return url, open_storage(url, must_exist=must_exist)
+        return url, open_storage(url, must_exist=must_exist, read_only_ok=read_only_ok)
     except StorageError as error:
         raise _fail(str(error)) from None
 
 
 def _load_study(storage: str | None, study_name: str | None) -> optuna.Study:
-    url, opened = _open(storage, must_exist=True)
+    """The study, for commands that only read it (a SQLite file they cannot write is opened read-only)."""
+    url, opened = _open(storage, must_exist=True, read_only_ok=True)
     return _load_study_from(opened, url, study_name)
 
 
@@ -299,7 +301,8 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
     heartbeat = HeartbeatSettings(min(workers.heartbeat_interval_seconds, grace_period // 2), grace_period,
                                   workers.max_retry)
     try:
-        opened = open_storage(url, must_exist=True, heartbeat=heartbeat)
+        opened = open_storage(url, must_exist=True, heartbeat=heartbeat,
+                              read_only_ok=not (fail_stale or trial_numbers))
     except StorageError as error:
         raise _fail(str(error)) from None
     study = optuna.load_study(study_name=study.study_name, storage=opened)
@@ -360,7 +363,7 @@ def _print_summary(study: optuna.Study, elapsed_seconds: float) -> None:
 @click.option("-f", "--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True)
 def trials(storage: str | None, study_name: str | None, output_format: str) -> None:
     """List every trial of a study (of every study, with a `study` column, when several and no --study-name)."""
-    url, opened = _open(storage, must_exist=True)
+    url, opened = _open(storage, must_exist=True, read_only_ok=True)
     names = optuna.get_all_study_names(opened)
     if study_name is None and len(names) > 1:
         rows = [{"study": name, **trial_row(trial)} for name in names
@@ -476,10 +479,11 @@ def dashboard(storage: str | None, artifact_dir: str | None, host: str, port: in
         import optuna_dashboard
     except ImportError:
         raise _fail("optuna-dashboard is not installed; pip install 'hpo-from-scratch[dashboard]'") from None
-    url, opened = _open(storage, must_exist=True)
+    url, opened = _open(storage, must_exist=True, read_only_ok=True)
     directory, artifact_store = _artifact_store(url, artifact_dir, create=False)
     _check_address(host, port)
-    click.echo(f"storage: {describe(url)}")
+    click.echo(f"storage: {describe(url)}" + (" (read-only: notes and other changes made in the dashboard "
+                                              "cannot be saved)" if is_read_only(opened) else ""))
     click.echo(f"artifacts: {directory}" + ("" if directory.is_dir() else " (no such folder yet: no weights to show)"))
     click.echo(f"dashboard: http://{host}:{port}/dashboard (Ctrl-C stops it)")
     signal.signal(signal.SIGTERM, on_sigterm)  # stops the server like Ctrl-C (docker stop)
@@ -508,7 +512,7 @@ def _check_address(host: str, port: int) -> None:
 @click.option("-f", "--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True)
 def studies(storage: str | None, output_format: str) -> None:
     """List every study in the storage: direction, trials per state, best value and trial, start time."""
-    url, opened = _open(storage, must_exist=True)
+    url, opened = _open(storage, must_exist=True, read_only_ok=True)
     rows = study_rows(opened)
     if not rows and output_format == "table":
         click.echo(f"storage {describe(url)} holds no study yet; start one with `hpo run STUDY_FILE`")

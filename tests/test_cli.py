@@ -73,11 +73,15 @@ def test_run_refuses_bad_study_files(tmp_path, content, fragments):
 @pytest.mark.parametrize(
     "url, fragments",
     [
-        ("postgresql+psycopg2://nobody@127.0.0.1:1/nothing", ["cannot open storage", "127.0.0.1:1"]),
+        ("postgresql+psycopg2://nobody@127.0.0.1:1/nothing",
+         ["cannot open storage", "127.0.0.1:1", "; check the URL's host, port, user and database, and that the server "
+                                                "is running"]),
         ("not a url", ["'not a url' is not a SQLAlchemy URL"]),
         ("sqlite:////nonexistent-folder/x.db", ["folder /nonexistent-folder does not exist"]),
+        ("sqlite:///.", ["is a folder; name the study database file with --storage or $HPO_STORAGE"]),
         ("postgresql+psycopg2://user:secret@127.0.0.1:abc/db", ["is not a SQLAlchemy URL", "user:***@"]),
-        ("nosuchdialect://host/db", ["cannot open storage", "nosuchdialect"]),
+        ("nosuchdialect://host/db", ["storage nosuchdialect://host/db: SQLAlchemy has no database dialect "
+                                     "'nosuchdialect'; use e.g. sqlite:///hpo.db or postgresql+psycopg2://"]),
     ],
 )
 def test_run_refuses_unusable_storage(tmp_path, url, fragments):
@@ -96,6 +100,29 @@ def test_reading_commands_refuse_a_missing_sqlite_file(tmp_path):
     for command in ("trials", "best"):
         result = hpo(command, cwd=tmp_path)
         assert_user_error(result, "hpo.db", "no such database file", cwd=tmp_path)
+    # The URL may come from --storage or the environment: the hint names both.
+    result = hpo("trials", cwd=tmp_path, env={"HPO_STORAGE": f"sqlite:///{tmp_path / 'gone.db'}"})
+    assert_user_error(result, cwd=tmp_path)
+    assert result.stderr == (f"Error: storage sqlite:///{tmp_path / 'gone.db'}: no such database file; create a study "
+                             "first (`hpo run` or `hpo create`) or name the database with --storage or $HPO_STORAGE\n")
+
+
+@pytest.mark.parametrize("command", [["run", "study.toml"], ["trials"]])
+def test_storage_errors_give_the_hint_that_fits_them(tmp_path, command):
+    (tmp_path / "study.toml").write_text(VALID)
+    (tmp_path / "notes.txt").write_text("These are notes, not a database.\n")
+    unknown = ("Error: storage foo://x: SQLAlchemy has no database dialect 'foo'; use e.g. sqlite:///hpo.db or "
+               "postgresql+psycopg2://user@host:5432/database")
+    text_file = (f"Error: storage sqlite:///{tmp_path / 'notes.txt'}: {tmp_path / 'notes.txt'} is not a SQLite "
+                 "database file; name the study database with --storage or $HPO_STORAGE")
+    for url, line in (("foo://x", unknown), ("sqlite:///notes.txt", text_file)):
+        result = hpo(*command, "--storage", url, cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr.splitlines() == [line]
+        if command == ["trials"]:
+            from_environment = hpo(*command, cwd=tmp_path, env={"HPO_STORAGE": url})
+            assert from_environment.returncode == 1 and from_environment.stderr.splitlines() == [line]
+    assert (tmp_path / "notes.txt").read_text() == "These are notes, not a database.\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "study.toml"]
 
 
 def test_missing_idx_directory_is_named(tmp_path):
