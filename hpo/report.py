@@ -14,6 +14,7 @@ import os
 from typing import IO, Any, Literal
 
 import optuna
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -113,7 +114,7 @@ def write_rows(
     elif output_format == "table":
         if width is None:
             width = table_width(stream)
-        shown = columns if width is None or fit == "wrap" else _columns_that_fit(columns, rows, title, width)
+        shown = columns if width is None or fit == "wrap" else _columns_that_fit(columns, rows, width)
         console = Console(file=stream, width=width or UNLIMITED_WIDTH)
         console.print(_table(shown, rows, title, wrap=fit == "wrap"), crop=width is not None)
         left_out = len(columns) - len(shown)
@@ -161,27 +162,25 @@ def _table(columns: list[str], rows: list[dict[str, Any]], title: str, *, wrap: 
     return table
 
 
-def _columns_that_fit(columns: list[str], rows: list[dict[str, Any]], title: str, width: int) -> list[str]:
-    """The most columns, taken in order of importance, whose table is at most ``width`` wide (at least one);
-    in their original order."""
+def _columns_that_fit(columns: list[str], rows: list[dict[str, Any]], width: int) -> list[str]:
+    """The most columns, taken in order of importance, whose table is at most ``width`` wide (at least one),
+    in their original order.
+
+    A column of rich's table takes its widest cell, a space of padding on either side and one
+    border, and the table one more border: ``1 + sum(widest + 3)`` (measured on the cells' text,
+    without rendering the table once per candidate set).
+    """
     ranked = sorted(columns, key=lambda column: (
         (0, FIRST_COLUMNS.index(column)) if column in FIRST_COLUMNS
         else (1 if column.startswith("params_") else 2, columns.index(column))))
-    console = Console(width=UNLIMITED_WIDTH)
-
-    def fits(count: int) -> bool:
-        kept = set(ranked[:count])
-        table = _table([column for column in columns if column in kept], rows, title)
-        return console.measure(table).maximum <= width
-
-    low, high = 1, len(ranked)  # a table's width grows with every column: search the count
-    while low < high:
-        middle = (low + high + 1) // 2
-        if fits(middle):
-            low = middle
-        else:
-            high = middle - 1
-    kept = set(ranked[:low])
+    kept: set[str] = set()
+    used = 1
+    for column in ranked:
+        widest = max(cell_len(column.removeprefix("params_")), *(cell_len(_cell(row.get(column))) for row in rows))
+        if kept and used + widest + 3 > width:
+            break
+        kept.add(column)
+        used += widest + 3
     return [column for column in columns if column in kept]
 
 
