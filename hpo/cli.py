@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -51,7 +52,7 @@ from hpo.narrow import DEFAULT_MARGIN, NarrowError, log_ranges, narrow_study_fil
 from hpo.progress import Progress as _Progress
 from hpo.report import FORMATS, trial_row, write_record, write_rows
 from hpo.spec import SpecError, StudySpec, Workers, load_spec
-from hpo.storage import HeartbeatSettings, StorageError, describe, open_storage, storage_url
+from hpo.storage import HeartbeatSettings, StorageError, describe, is_read_only, open_storage, storage_url
 from hpo.study import WORKERS_ATTRIBUTE, StudyMismatchError, count_finished, open_study
 from hpo.summary import state_counts, study_rows, study_savings
 from hpo.storage import ATTRIBUTE_WORKER
@@ -81,16 +82,18 @@ def _load_spec(path: str) -> StudySpec:
         raise _fail(str(error)) from None
 
 
-def _open(storage: str | None, *, must_exist: bool) -> tuple[str, optuna.storages.RDBStorage]:
+def _open(storage: str | None, *, must_exist: bool,
+          read_only_ok: bool = False) -> tuple[str, optuna.storages.RDBStorage]:
     url = storage_url(storage)
     try:
-        return url, open_storage(url, must_exist=must_exist)
+        return url, open_storage(url, must_exist=must_exist, read_only_ok=read_only_ok)
     except StorageError as error:
         raise _fail(str(error)) from None
 
 
 def _load_study(storage: str | None, study_name: str | None) -> optuna.Study:
-    url, opened = _open(storage, must_exist=True)
+    """The study, for commands that only read it (a SQLite file they cannot write is opened read-only)."""
+    url, opened = _open(storage, must_exist=True, read_only_ok=True)
     return _load_study_from(opened, url, study_name)
 
 
@@ -318,7 +321,7 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
 @click.option("--study-name", help="Study to check [default: the only study in the storage].")
 @click.option("--fail", "fail_stale", is_flag=True,
               help="Fail the running trials whose heartbeat is older than the grace period; they are retried up to twice.")
-@click.option("--trial", "trial_numbers", type=int, multiple=True,
+@click.option("--trial", "trial_numbers", type=click.IntRange(min=0), multiple=True,
               help="Fail this running trial by hand, heartbeat or not (repeatable).")
 @click.option("--grace-period", type=click.IntRange(min=2, max=86_400),
               help="Seconds without a heartbeat after which a running trial is stale "
@@ -333,7 +336,8 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
     heartbeat = HeartbeatSettings(min(workers.heartbeat_interval_seconds, grace_period // 2), grace_period,
                                   workers.max_retry)
     try:
-        opened = open_storage(url, must_exist=True, heartbeat=heartbeat)
+        opened = open_storage(url, must_exist=True, heartbeat=heartbeat,
+                              read_only_ok=not (fail_stale or trial_numbers))
     except StorageError as error:
         raise _fail(str(error)) from None
     study = optuna.load_study(study_name=study.study_name, storage=opened)
@@ -361,7 +365,7 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     ]
     if rows:
-        write_rows(rows, "table", sys.stdout, title=f"running trials of {study.study_name}")
+        write_rows(rows, "table", sys.stdout, title=f"running trials of {study.study_name}", complete_with=None)
     else:
         click.echo(f"study {study.study_name!r} has no running trial")
 
@@ -392,7 +396,7 @@ def _print_summary(study: optuna.Study, elapsed_seconds: float) -> None:
 @click.option("-f", "--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True)
 def trials(storage: str | None, study_name: str | None, output_format: str) -> None:
     """List every trial of a study (of every study, with a `study` column, when several and no --study-name)."""
-    url, opened = _open(storage, must_exist=True)
+    url, opened = _open(storage, must_exist=True, read_only_ok=True)
     names = optuna.get_all_study_names(opened)
     if study_name is None and len(names) > 1:
         rows = [{"study": name, **trial_row(trial)} for name in names
@@ -487,11 +491,12 @@ def _print_evaluation(evaluation: Evaluation) -> None:
     images = f" on {training['train_images']} images" if training["train_images"] else ""
     click.echo(f"{training['mode']}: {training['epochs']} epochs{images}")
     click.echo(f"test accuracy: {evaluation.test_accuracy:.4f} on {card['test_images']} test images")
-    write_rows(evaluation.per_class, "table", sys.stdout, title="per class (test set)")
+    write_rows(evaluation.per_class, "table", sys.stdout, title="per class (test set)", complete_with="-f json")
     names = [str(k) for k in range(len(evaluation.class_names))]
     rows = [{"true \\ predicted": name if name == str(k) else f"{k} {name}", **dict(zip(names, map(int, row)))}
             for k, (name, row) in enumerate(zip(evaluation.class_names, evaluation.confusion))]
-    write_rows(rows, "table", sys.stdout, title="confusion matrix (rows: true class, columns: predicted)")
+    write_rows(rows, "table", sys.stdout, title="confusion matrix (rows: true class, columns: predicted)",
+               complete_with="-f json")
 
 
 @main.command()
@@ -507,10 +512,11 @@ def dashboard(storage: str | None, artifact_dir: str | None, host: str, port: in
         import optuna_dashboard
     except ImportError:
         raise _fail("optuna-dashboard is not installed; pip install 'hpo-from-scratch[dashboard]'") from None
-    url, opened = _open(storage, must_exist=True)
+    url, opened = _open(storage, must_exist=True, read_only_ok=True)
     directory, artifact_store = _artifact_store(url, artifact_dir, create=False)
     _check_address(host, port)
-    click.echo(f"storage: {describe(url)}")
+    click.echo(f"storage: {describe(url)}" + (" (read-only: notes and other changes made in the dashboard "
+                                              "cannot be saved)" if is_read_only(opened) else ""))
     click.echo(f"artifacts: {directory}" + ("" if directory.is_dir() else " (no such folder yet: no weights to show)"))
     click.echo(f"dashboard: http://{host}:{port}/dashboard (Ctrl-C stops it)")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops the server like Ctrl-C (docker stop)
@@ -539,7 +545,7 @@ def _check_address(host: str, port: int) -> None:
 @click.option("-f", "--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True)
 def studies(storage: str | None, output_format: str) -> None:
     """List every study in the storage: direction, trials per state, best value and trial, start time."""
-    url, opened = _open(storage, must_exist=True)
+    url, opened = _open(storage, must_exist=True, read_only_ok=True)
     rows = study_rows(opened)
     if not rows and output_format == "table":
         click.echo(f"storage {describe(url)} holds no study yet; start one with `hpo run STUDY_FILE`")
@@ -571,12 +577,25 @@ def plot(storage: str | None, study_name: str | None, out_directory: str) -> Non
         click.echo(f"skipped {filename}: {reason}")
 
 
+class FiniteFloatRange(click.FloatRange):
+    """:class:`click.FloatRange` that also refuses ``nan`` and ``inf`` as usage errors (click lets ``nan``
+    through every range, and ``inf`` through one without a maximum)."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """The number, or click's usage error (exit status 2) if it is out of range or not finite."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
+
+
 @main.command()
 @click.argument("study_file")
-@click.option("--top", type=int, required=True, help="How many of the best completed trials set the new ranges.")
+@click.option("--top", type=click.IntRange(min=1), required=True,
+              help="How many of the best completed trials set the new ranges.")
 @click.option("--storage", help=STORAGE_HELP)
 @click.option("--study-name", help=STUDY_NAME_HELP)
-@click.option("--margin", type=float, default=DEFAULT_MARGIN, show_default=True,
+@click.option("--margin", type=FiniteFloatRange(min=1), default=DEFAULT_MARGIN, show_default=True,
               help="Widen the top trials' span by this factor at each end, in log space (low / F, high * F).")
 @click.option("--out", help="New study file [default: next to STUDY_FILE, "
               "named like digits-narrow-1.toml].")
@@ -586,8 +605,6 @@ def narrow(study_file: str, top: int, storage: str | None, study_name: str | Non
            out: str | None, new_name: str | None, force: bool) -> None:
     """Shrink STUDY_FILE's log-scale ranges to the span of the top trials: coarse-to-fine search (book 6.5.2)."""
     spec = _load_spec(study_file)
-    if top < 1:
-        raise _fail(f"--top must be at least 1 (got {top})")
     if not log_ranges(spec):
         raise _fail(f"{study_file}: no searched range has log = true; nothing to narrow")
     study = _load_study(storage, study_name or spec.name)
@@ -642,7 +659,7 @@ def book(out_directory: str, full: bool, storage: str | None, blas_threads: int,
     except interrupts.Interrupted as interrupted:
         _exit_interrupted(interrupted, _command("book", "--out", out_directory, *(["--full"] if full else []),
                                                 *_storage_arguments(storage, url)))
-    write_rows(rows, "table", sys.stdout, title="The book's chapter 6: findings")
+    write_rows(rows, "table", sys.stdout, title="The book's chapter 6: findings", fit="wrap")
     click.echo(f"figures in {out}; took {time.perf_counter() - started:.0f} s")
     click.echo(f"dashboard: {_command('dashboard', *(_storage_arguments(storage, url) or ['--storage', url]))}")
 

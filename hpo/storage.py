@@ -5,6 +5,11 @@ else a SQLite file ``hpo.db`` in the current directory (printed as an absolute
 path).  PostgreSQL (``postgresql+psycopg2://user@host/db``) serves many workers.
 Every study is an ordinary Optuna RDB study: ``optuna trials --storage URL
 --study-name NAME`` reads it.
+
+Writers keep SQLite in write-ahead-log mode.  A reading command given a SQLite
+file it cannot write (a read-only mount, a file or folder of another user) opens
+it read-only instead (SQLite's ``mode=ro``, and ``immutable=1`` when the -wal and
+-shm files are absent and cannot be created: https://www.sqlite.org/wal.html#readonly).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import re
 import socket
 import sqlite3
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +55,10 @@ ATTRIBUTE_WORKER = "worker"
 
 T = TypeVar("T")
 SERVER_HINT = "; check the URL's host, port, user and database, and that the server is running"
+# Where a storage URL may have come from (see storage_url).
+STORAGE_SOURCES = f"--storage or ${STORAGE_ENVIRONMENT_VARIABLE}"
+URL_EXAMPLES = "sqlite:///hpo.db or postgresql+psycopg2://user@host:5432/database"
+READING_COMMANDS = "hpo trials, studies, best, plot, evaluate and dashboard"
 _logger = logging.getLogger(__name__)
 
 
@@ -86,21 +96,33 @@ def describe(url: str) -> str:
 
 
 def _parse(url: str) -> URL:
+    """The parsed URL, or a one-line StorageError for a malformed URL or a dialect SQLAlchemy lacks."""
     try:
         parsed = make_url(url)
         parsed.port  # noqa: B018 (a port that is not a number raises here)
-        return parsed
     except (sqlalchemy.exc.ArgumentError, ValueError):
         shown = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
-        raise StorageError(
-            f"storage {shown!r} is not a SQLAlchemy URL; use e.g. sqlite:///hpo.db or "
-            "postgresql+psycopg2://user@host:5432/database"
-        ) from None
+        raise StorageError(f"storage {shown!r} is not a SQLAlchemy URL; use e.g. {URL_EXAMPLES}") from None
+    try:
+        parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StorageError(f"storage {describe(url)}: SQLAlchemy has no database dialect {parsed.drivername!r}; "
+                           f"use e.g. {URL_EXAMPLES}") from None
+    except ImportError as error:  # a dialect of another package whose module needs its driver
+        raise StorageError(_missing_driver(url, error)) from None
+    return parsed
+
+
+class _ReadOnlyConnection(sqlite3.Connection):
+    """A SQLite connection of a reading command to a file it cannot write (opened with ``mode=ro``)."""
 
 
 def _use_wal(dbapi_connection: Any, connection_record: Any) -> None:
-    """SQLite in write-ahead-log mode: readers do not block the one writer (local parallel runs)."""
-    if isinstance(dbapi_connection, sqlite3.Connection):
+    """SQLite in write-ahead-log mode: readers do not block the one writer (local parallel runs).
+
+    A read-only connection keeps the file's journal mode: it cannot change it.
+    """
+    if isinstance(dbapi_connection, sqlite3.Connection) and not isinstance(dbapi_connection, _ReadOnlyConnection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
@@ -182,6 +204,7 @@ def open_storage(
     url: str,
     *,
     must_exist: bool = False,
+    read_only_ok: bool = False,
     heartbeat: HeartbeatSettings | None = None,
 ) -> optuna.storages.RDBStorage:
     """Connect to the study database at ``url``: one SQLAlchemy engine for the process.
@@ -191,8 +214,12 @@ def open_storage(
     url : str
         SQLAlchemy URL.
     must_exist : bool
-        For commands that only read: refuse a SQLite file that does not exist and a
-        database without Optuna's tables, instead of creating them.
+        Refuse a SQLite file that does not exist and a database without Optuna's
+        tables, instead of creating them (commands that read, and workers that join).
+    read_only_ok : bool
+        The caller only reads: a SQLite file this process cannot write (a read-only
+        mount, no write permission on the file or its folder) is opened read-only,
+        and Optuna is told not to create tables; without it such a file is refused.
     heartbeat : HeartbeatSettings, optional
         Turns on Optuna's trial heartbeats: a trial whose heartbeat is older than
         the grace period (or that has none and started longer ago than that, see
@@ -205,29 +232,39 @@ def open_storage(
         An ``optuna.storages.RDBStorage``.
         Its pool holds at most :data:`POOL_SIZE` + :data:`POOL_OVERFLOW` connections
         (``pool_pre_ping`` replaces dropped ones); SQLite runs in WAL mode and waits up to
-        :data:`SQLITE_BUSY_TIMEOUT_SECONDS` for a lock.
+        :data:`SQLITE_BUSY_TIMEOUT_SECONDS` for a lock, unless opened read-only
+        (:func:`is_read_only`).
 
     Raises
     ------
     StorageError
-        Not a URL, a missing driver, a missing SQLite file (with ``must_exist``) or a
-        database that cannot be reached; the message names the URL, password hidden.
+        Not a URL, a dialect SQLAlchemy lacks, a missing driver, a missing SQLite file (with
+        ``must_exist``) or folder, a folder named as the file, a SQLite file that cannot be
+        written (without ``read_only_ok``), a file that is not a SQLite database, or a database
+        that cannot be reached; the message names the URL, password hidden, and says what to do.
     """
     parsed = _parse(url)
-    if must_exist:
-        _check_has_studies(url)
+    engine_url = url
+    read_only = False
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if not database or database == ":memory:":
-            raise StorageError(f"storage {url!r}: an in-memory SQLite database keeps nothing; give a file path")
-        path = Path(database)
+        path = _sqlite_file(url, parsed)
+        if path.is_dir():
+            raise StorageError(f"storage {describe(url)}: {path.resolve()} is a folder; name the study database "
+                               f"file with {STORAGE_SOURCES}")
+        if must_exist and not path.is_file():
+            raise StorageError(f"storage {describe(url)}: no such database file; create a study first "
+                               f"(`hpo run` or `hpo create`) or name the database with {STORAGE_SOURCES}")
         if not path.parent.is_dir():
             raise StorageError(f"storage {describe(url)}: folder {path.parent.resolve()} does not exist; "
-                               "create it or give another path with --storage")
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
-        if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _use_wal):
-            sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _use_wal)
+                               f"create it or give another path with {STORAGE_SOURCES}")
+        connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        if not _writable(path):
+            if not (read_only_ok and path.is_file()):
+                raise StorageError(_not_writable(url, path))
+            engine_url, read_only = _read_only_url(parsed, path), True
+            connect_args["factory"] = _ReadOnlyConnection
+        engine_kwargs["connect_args"] = connect_args
     else:
         engine_kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=3600)
         if parsed.get_backend_name() == "postgresql":
@@ -236,6 +273,10 @@ def open_storage(
                 "application_name": f"{APPLICATION_NAME} {socket.gethostname()}:{os.getpid()}"[:63],
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             }
+    if must_exist:
+        _check_has_studies(url, parsed, engine_url, engine_kwargs.get("connect_args", {}))
+    if parsed.get_backend_name() == "sqlite" and not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _use_wal):
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _use_wal)
     heartbeat_kwargs: dict[str, Any] = {}
     if heartbeat is not None:
         heartbeat_kwargs = {
@@ -248,7 +289,10 @@ def open_storage(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return HeartbeatStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+                # Read-only: Optuna then only reads its version records at open (they exist in any
+                # database it made), so nothing writes.
+                return HeartbeatStorage(engine_url, engine_kwargs=engine_kwargs,
+                                        skip_table_creation=read_only, **heartbeat_kwargs)
         except ImportError as error:
             raise StorageError(_missing_driver(url, error)) from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
@@ -264,8 +308,67 @@ def open_storage(
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as error:
             last_error = error
             break
-    reason = str(getattr(last_error, "orig", None) or last_error).strip().splitlines()[0]
-    raise StorageError(f"cannot open storage {describe(url)}: {reason}{SERVER_HINT}")
+    assert last_error is not None
+    raise StorageError(_cannot_open(url, parsed, last_error))
+
+
+def is_read_only(storage: optuna.storages.RDBStorage) -> bool:
+    """True if :func:`open_storage` opened ``storage`` read-only (a SQLite file it cannot write)."""
+    return storage.engine.url.query.get("mode") == "ro"
+
+
+def _sqlite_file(url: str, parsed: URL) -> Path:
+    if not parsed.database or parsed.database == ":memory:":
+        raise StorageError(f"storage {url!r}: an in-memory SQLite database keeps nothing; give a file path")
+    return Path(parsed.database)
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process can write the SQLite database ``path`` in WAL mode: create or write the
+    file, and create its -wal and -shm files beside it unless both exist and are writable."""
+    folder_writable = os.access(path.parent, os.W_OK | os.X_OK)  # False on a read-only mount, even for root
+    if not path.exists():
+        return folder_writable
+    if not os.access(path, os.W_OK):
+        return False
+    return folder_writable or all(os.access(f"{path}{suffix}", os.W_OK) for suffix in ("-wal", "-shm"))
+
+
+def _read_only_url(parsed: URL, path: Path) -> str:
+    """The SQLAlchemy URL that opens ``path`` read-only through a SQLite URI filename.
+
+    ``mode=ro`` needs the -wal and -shm files of a WAL database to exist already or to
+    be creatable in the folder; otherwise only ``immutable=1`` opens it (SQLite then
+    takes no locks and assumes that nothing changes the file while it is open).
+    """
+    query = {"mode": "ro", "uri": "true"}
+    if not os.access(path.parent, os.W_OK | os.X_OK) and not all(
+            Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm")):
+        query["immutable"] = "1"
+    filename = "file:" + urllib.parse.quote(str(path.resolve()))  # a URI filename: ?, # and % escaped
+    return parsed.set(database=filename, query=query).render_as_string(hide_password=False)
+
+
+def _not_writable(url: str, path: Path) -> str:
+    if path.exists():
+        return (f"storage {describe(url)} is read-only here (the file or its folder cannot be written); "
+                f"{READING_COMMANDS} can read it, but hpo run, create and worker need a writable copy")
+    return (f"storage {describe(url)}: cannot create the database file, folder {path.parent.resolve()} is not "
+            f"writable; give another path with {STORAGE_SOURCES}")
+
+
+def _cannot_open(url: str, parsed: URL, error: Exception) -> str:
+    """One line for a database that would not open, with the hint that fits the failure."""
+    original = getattr(error, "orig", None) or error
+    reason = str(original).strip().splitlines()[0]
+    if parsed.get_backend_name() == "sqlite":
+        if getattr(original, "sqlite_errorname", None) == "SQLITE_NOTADB":
+            return (f"storage {describe(url)}: {Path(parsed.database).resolve()} is not a SQLite database file; "
+                    f"name the study database with {STORAGE_SOURCES}")
+        return f"cannot open storage {describe(url)}: {reason}"
+    if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+        return f"cannot open storage {describe(url)}: {reason}{SERVER_HINT}"
+    return f"cannot open storage {describe(url)}: {reason}"
 
 
 def _missing_driver(url: str, error: ImportError) -> str:
@@ -277,17 +380,10 @@ def _missing_driver(url: str, error: ImportError) -> str:
     )
 
 
-def _check_has_studies(url: str) -> None:
+def _check_has_studies(url: str, parsed: URL, engine_url: str, connect_args: dict[str, Any]) -> None:
     """Refuse, without writing anything, a database that holds no Optuna tables."""
-    parsed = _parse(url)
-    if parsed.get_backend_name() == "sqlite":
-        if not parsed.database or parsed.database == ":memory:":
-            raise StorageError(f"storage {url!r}: an in-memory SQLite database keeps nothing; give a file path")
-        path = Path(parsed.database)
-        if not path.is_file():
-            raise StorageError(f"storage {describe(url)}: no such database file; create a study first (`hpo run` or `hpo create`) or check --storage")
     try:
-        engine = sqlalchemy.create_engine(url)
+        engine = sqlalchemy.create_engine(engine_url, connect_args=connect_args)
     except ImportError as error:
         raise StorageError(_missing_driver(url, error)) from None
     except (sqlalchemy.exc.ArgumentError, ValueError) as error:
@@ -295,8 +391,7 @@ def _check_has_studies(url: str) -> None:
     try:
         has_tables = sqlalchemy.inspect(engine).has_table("studies")
     except sqlalchemy.exc.SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise StorageError(f"cannot open storage {describe(url)}: {reason}{SERVER_HINT}") from None
+        raise StorageError(_cannot_open(url, parsed, error)) from None
     finally:
         engine.dispose()
     if not has_tables:

@@ -1,27 +1,35 @@
 """The `hpo` command: bad inputs give one clear line, a non-zero exit, no traceback, no database."""
 
+import fcntl
 import json
 import os
+import pty
 import re
 import signal
 import sqlite3
+import struct
 import subprocess
+import sys
+import termios
 import time
 from pathlib import Path
 
+import click
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from conftest import HPO
+from hpo import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = 'name = "x"\n[budget]\ntrials = 2\n[parameters]\nepochs = 1\n'
 
 
 def hpo(*arguments, cwd, env=None):
-    environment = {**os.environ, **(env or {})}
-    environment.pop("HPO_STORAGE", None)
+    # Neither a storage nor a table width of the caller's shell leaks in; `env` may set them.
+    environment = {key: value for key, value in os.environ.items() if key not in ("HPO_STORAGE", "COLUMNS")}
+    environment.update(env or {})
     return subprocess.run(
         [HPO, *arguments],
         cwd=cwd, env=environment, capture_output=True, text=True, timeout=300,
@@ -65,11 +73,15 @@ def test_run_refuses_bad_study_files(tmp_path, content, fragments):
 @pytest.mark.parametrize(
     "url, fragments",
     [
-        ("postgresql+psycopg2://nobody@127.0.0.1:1/nothing", ["cannot open storage", "127.0.0.1:1"]),
+        ("postgresql+psycopg2://nobody@127.0.0.1:1/nothing",
+         ["cannot open storage", "127.0.0.1:1", "; check the URL's host, port, user and database, and that the server "
+                                                "is running"]),
         ("not a url", ["'not a url' is not a SQLAlchemy URL"]),
         ("sqlite:////nonexistent-folder/x.db", ["folder /nonexistent-folder does not exist"]),
+        ("sqlite:///.", ["is a folder; name the study database file with --storage or $HPO_STORAGE"]),
         ("postgresql+psycopg2://user:secret@127.0.0.1:abc/db", ["is not a SQLAlchemy URL", "user:***@"]),
-        ("nosuchdialect://host/db", ["cannot open storage", "nosuchdialect"]),
+        ("nosuchdialect://host/db", ["storage nosuchdialect://host/db: SQLAlchemy has no database dialect "
+                                     "'nosuchdialect'; use e.g. sqlite:///hpo.db or postgresql+psycopg2://"]),
     ],
 )
 def test_run_refuses_unusable_storage(tmp_path, url, fragments):
@@ -88,6 +100,29 @@ def test_reading_commands_refuse_a_missing_sqlite_file(tmp_path):
     for command in ("trials", "best"):
         result = hpo(command, cwd=tmp_path)
         assert_user_error(result, "hpo.db", "no such database file", cwd=tmp_path)
+    # The URL may come from --storage or the environment: the hint names both.
+    result = hpo("trials", cwd=tmp_path, env={"HPO_STORAGE": f"sqlite:///{tmp_path / 'gone.db'}"})
+    assert_user_error(result, cwd=tmp_path)
+    assert result.stderr == (f"Error: storage sqlite:///{tmp_path / 'gone.db'}: no such database file; create a study "
+                             "first (`hpo run` or `hpo create`) or name the database with --storage or $HPO_STORAGE\n")
+
+
+@pytest.mark.parametrize("command", [["run", "study.toml"], ["trials"]])
+def test_storage_errors_give_the_hint_that_fits_them(tmp_path, command):
+    (tmp_path / "study.toml").write_text(VALID)
+    (tmp_path / "notes.txt").write_text("These are notes, not a database.\n")
+    unknown = ("Error: storage foo://x: SQLAlchemy has no database dialect 'foo'; use e.g. sqlite:///hpo.db or "
+               "postgresql+psycopg2://user@host:5432/database")
+    text_file = (f"Error: storage sqlite:///{tmp_path / 'notes.txt'}: {tmp_path / 'notes.txt'} is not a SQLite "
+                 "database file; name the study database with --storage or $HPO_STORAGE")
+    for url, line in (("foo://x", unknown), ("sqlite:///notes.txt", text_file)):
+        result = hpo(*command, "--storage", url, cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr.splitlines() == [line]
+        if command == ["trials"]:
+            from_environment = hpo(*command, cwd=tmp_path, env={"HPO_STORAGE": url})
+            assert from_environment.returncode == 1 and from_environment.stderr.splitlines() == [line]
+    assert (tmp_path / "notes.txt").read_text() == "These are notes, not a database.\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "study.toml"]
 
 
 def test_missing_idx_directory_is_named(tmp_path):
@@ -346,3 +381,113 @@ def test_usage_errors_are_one_line(tmp_path, arguments, message):
     assert result.returncode == 2
     assert result.stderr.strip() == message
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["narrow", "s.toml", "--top", "0"], "Invalid value for '--top': 0 is not in the range x>=1."),
+        (["narrow", "s.toml", "--top", "2", "--margin", "0"],
+         "Invalid value for '--margin': 0.0 is not in the range x>=1."),
+        (["narrow", "s.toml", "--top", "2", "--margin", "0.5"],
+         "Invalid value for '--margin': 0.5 is not in the range x>=1."),
+        (["narrow", "s.toml", "--top", "2", "--margin", "inf"], "Invalid value for '--margin': inf is not a finite number."),
+        (["narrow", "s.toml", "--top", "2", "--margin", "nan"], "Invalid value for '--margin': nan is not a finite number."),
+        (["run", "s.toml", "--jobs", "0"], "Invalid value for '--jobs' / '-j': 0 is not in the range 1<=x<=256."),
+        (["run", "s.toml", "--jobs", "257"], "Invalid value for '--jobs' / '-j': 257 is not in the range 1<=x<=256."),
+        (["run", "s.toml", "--blas-threads", "0"], "Invalid value for '--blas-threads': 0 is not in the range x>=1."),
+        (["worker", "s.toml", "--blas-threads", "0"], "Invalid value for '--blas-threads': 0 is not in the range x>=1."),
+        (["worker", "s.toml", "--seed-offset", "-1"], "Invalid value for '--seed-offset': -1 is not in the range x>=0."),
+        (["stale", "--trial", "-1"], "Invalid value for '--trial': -1 is not in the range x>=0."),
+        (["stale", "--grace-period", "1"], "Invalid value for '--grace-period': 1 is not in the range 2<=x<=86400."),
+        (["evaluate", "--trial", "-1"], "Invalid value for '--trial': -1 is not in the range x>=0."),
+        (["dashboard", "--port", "0"], "Invalid value for '--port': 0 is not in the range 1<=x<=65535."),
+        (["dashboard", "--port", "65536"], "Invalid value for '--port': 65536 is not in the range 1<=x<=65535."),
+        (["book", "--out", "o", "--blas-threads", "0"], "Invalid value for '--blas-threads': 0 is not in the range x>=1."),
+    ],
+)
+def test_out_of_range_options_are_usage_errors(tmp_path, monkeypatch, capsys, arguments, message):
+    # In process, through the console script's entry(), for speed; the logging setup of the group would
+    # leave a handler on pytest's captured stderr, so it is skipped.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["hpo", *arguments])
+    monkeypatch.setattr(cli, "_configure_logging", lambda: None)
+    with pytest.raises(SystemExit) as exited:
+        cli.entry()
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"Error: {message} (see hpo {arguments[0]} --help)\n"
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_numeric_option_has_a_range():
+    # The rule behind the test above, for options added later too: a number option gives click its range.
+    kinds = {(name, parameter.name): parameter.type for name, command in cli.main.commands.items()
+             for parameter in command.params
+             if isinstance(parameter.type, (click.types.IntParamType, click.types.FloatParamType))}
+    assert {("narrow", "top"), ("narrow", "margin"), ("stale", "trial_numbers"), ("dashboard", "port")} <= set(kinds)
+    assert [option for option, kind in kinds.items() if not isinstance(kind, (click.IntRange, click.FloatRange))] == []
+
+
+def wide_study(folder):
+    """A study whose `hpo trials` table has 12 columns (8 of the trial, 4 parameters), 161 characters wide."""
+    storage = f"sqlite:///{folder / 'hpo.db'}"
+    study = optuna.create_study(study_name="wide", storage=storage, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    names = ("learning_rate", "weight_decay", "dropout_ratio", "momentum")
+    study.optimize(lambda trial: sum(trial.suggest_float(name, 1e-6, 1e-1, log=True) for name in names), n_trials=3)
+    return storage
+
+
+def table_header(lines):
+    return next(line for line in lines if line.startswith("┃")).strip("┃").replace("┃", " ").split()
+
+
+@pytest.mark.parametrize("command, width, fields", [("trials", 60, 12), ("studies", 60, 9), ("best", 40, 12)])
+def test_tables_fit_columns_and_csv_stays_complete(tmp_path, command, width, fields):
+    wide_study(tmp_path)
+    whole = hpo(command, cwd=tmp_path).stdout.splitlines()  # a pipe without $COLUMNS: the whole table
+    assert max(map(len, whole)) > width
+    narrow = hpo(command, cwd=tmp_path, env={"COLUMNS": str(width)})
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert max(map(len, lines)) <= width
+    shown = table_header(lines)
+    if command == "best":  # a record keeps its two columns and folds the values
+        assert table_header(whole) == shown == ["field", "value"] and "left out" not in narrow.stdout
+        assert len(lines) > len(whole)
+    else:
+        assert len(table_header(whole)) == fields and len(shown) < fields
+        assert shown[0] == {"trials": "number", "studies": "study"}[command]
+        assert lines[-1] == f"{fields - len(shown)} columns left out; see -f csv, -f json or a wider terminal"
+    csv_lines = hpo(command, "-f", "csv", cwd=tmp_path, env={"COLUMNS": str(width)}).stdout.splitlines()
+    assert len(csv_lines[0].split(",")) == fields
+    assert len(csv_lines) == 1 + {"trials": 3, "studies": 1, "best": 1}[command]  # header + rows
+
+
+def test_a_terminal_gets_a_table_as_wide_as_itself(tmp_path):
+    wide_study(tmp_path)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 70, 0, 0))  # 24 rows, 70 columns
+    environment = {key: value for key, value in os.environ.items() if key not in ("HPO_STORAGE", "COLUMNS", "LINES")}
+    process = subprocess.Popen([HPO, "trials"], cwd=tmp_path, env={**environment, "TERM": "xterm"},
+                               stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's last writer has gone
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert process.wait(timeout=60) == 0, process.stderr.read()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output.decode()).replace("\r\n", "\n")  # without colours
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 70
+    shown = table_header(lines)
+    assert shown[:3] == ["number", "state", "value"] and len(shown) < 12
+    assert lines[-1] == f"{12 - len(shown)} columns left out; see -f csv, -f json or a wider terminal"

@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import HPO
-from hpo.narrow import default_output, narrow_range, next_name
+from hpo.narrow import NarrowError, default_output, narrow_range, narrow_study_file, next_name
 from hpo.spec import load_spec
 
 STUDY = """\
@@ -115,15 +115,13 @@ FIXED_RATES = [("learning_rate = { low = 1e-4, high = 1e-1, log = true }", "lear
 @pytest.mark.parametrize(
     "arguments, edits, fragments",
     [
-        (["--top", "0"], [], ["--top must be at least 1 (got 0)"]),
         (["--top", "9"], [], ["study 'tiny' has 8 completed trial(s); --top 9 needs at least 9"]),
-        (["--top", "2", "--margin", "0.5"], [], ["--margin must be a finite number of at least 1 (got 0.5)"]),
         (["--top", "2"], [("low = 1e-4, high = 1e-1", "low = 1e-3, high = 1e-1")],
          ["the study file does not match study 'tiny' (differs in parameters.learning_rate)"]),
         (["--top", "2"], FIXED_RATES, ["tiny.toml: no searched range has log = true; nothing to narrow"]),
         (["--top", "2", "--study-name", "other"], [], ["no study 'other'"]),
     ],
-    ids=["top-zero", "too-few-trials", "margin", "other-file", "no-log-range", "no-study"],
+    ids=["too-few-trials", "other-file", "no-log-range", "no-study"],  # --top 0, --margin 0.5: see test_cli
 )
 def test_bad_requests_are_one_error_line(tiny, tmp_path, arguments, edits, fragments):
     folder, _ = tiny
@@ -135,6 +133,14 @@ def test_bad_requests_are_one_error_line(tiny, tmp_path, arguments, edits, fragm
     result = hpo("narrow", "tiny.toml", "--storage", f"sqlite:///{folder / 'hpo.db'}", *arguments, cwd=tmp_path)
     assert_user_error(result, *fragments)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.toml"]  # nothing written
+
+
+def test_narrow_study_file_refuses_a_margin_below_one(tiny, tmp_path):
+    # `hpo narrow --margin 0.5` is a usage error of click (test_cli); library callers get this.
+    folder, study = tiny
+    with pytest.raises(NarrowError, match=r"^--margin must be a finite number of at least 1 \(got 0.5\)"):
+        narrow_study_file(folder / "tiny.toml", study, 2, margin=0.5, out=tmp_path / "fine.toml")
+    assert not (tmp_path / "fine.toml").exists()
 
 
 def test_narrow_range_with_known_numbers():
