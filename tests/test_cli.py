@@ -397,7 +397,6 @@ def test_usage_errors_are_one_line(tmp_path, arguments, message):
         (["run", "s.toml", "--jobs", "257"], "Invalid value for '--jobs' / '-j': 257 is not in the range 1<=x<=256."),
         (["run", "s.toml", "--blas-threads", "0"], "Invalid value for '--blas-threads': 0 is not in the range x>=1."),
         (["worker", "s.toml", "--blas-threads", "0"], "Invalid value for '--blas-threads': 0 is not in the range x>=1."),
-        (["worker", "s.toml", "--seed-offset", "-1"], "Invalid value for '--seed-offset': -1 is not in the range x>=0."),
         (["stale", "--trial", "-1"], "Invalid value for '--trial': -1 is not in the range x>=0."),
         (["stale", "--grace-period", "1"], "Invalid value for '--grace-period': 1 is not in the range 2<=x<=86400."),
         (["evaluate", "--trial", "-1"], "Invalid value for '--trial': -1 is not in the range x>=0."),

@@ -61,7 +61,7 @@ def test_narrowed_ranges_contain_the_top_trials_and_are_strictly_narrower(tiny):
     result = hpo("narrow", "tiny.toml", "--top", "3", cwd=folder)
     assert result.returncode == 0, result.stderr
     path = folder / "tiny-narrow-1.toml"
-    assert f"wrote tiny-narrow-1.toml (study tiny-narrow-1)" in result.stdout
+    assert "wrote tiny-narrow-1.toml (study tiny-narrow-1)" in result.stdout
     assert f"next: {HPO} run tiny-narrow-1.toml" in result.stdout  # the program as invoked: a command to paste
 
     old, new = load_spec(folder / "tiny.toml"), load_spec(path)
