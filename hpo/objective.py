@@ -96,7 +96,9 @@ class Objective:
 
     Notes
     -----
-    A trial whose loss turns NaN or infinite (a diverged trial) is ended as
+    A trial whose loss explodes (a diverged trial: a loss that is not finite or
+    exceeds 100 x max(first mini-batch loss, ln C), see
+    :func:`models.trainer.divergence_limit`) is ended as
     PRUNED with the user attribute ``diverged`` giving the reason: the study goes
     on, the trial never has a NaN value and is never the best, and the sampler
     still learns that the region is bad.  Learning curves (per-epoch training

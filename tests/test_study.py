@@ -1,6 +1,7 @@
 """End to end: a digits study in SQLite, the objective's contract, resumption."""
 
 import json
+import re
 import subprocess
 import textwrap
 
@@ -18,6 +19,7 @@ from hpo.spec import load_spec
 from hpo.storage import open_storage
 from hpo.study import count_finished, open_study
 from hpo.worker import run_worker
+from models.optimizers import SGD
 
 SMALL_DIGITS = """
 name = "digits_small"
@@ -150,8 +152,9 @@ def test_a_diverged_trial_is_pruned_and_the_study_goes_on(tmp_path):
     run_worker(study, storage, spec, prepare_data(spec.dataset))
     diverged, healthy = study.get_trials()
     assert diverged.state == TrialState.PRUNED and diverged.value is None
-    # W <- W - lr * weight_decay * W multiplies W by -999 per step: overflow within an epoch.
-    assert diverged.user_attrs["diverged"].startswith("loss became ")
+    # W <- W - lr * weight_decay * W multiplies W by -999 per step: the loss explodes at once.
+    assert diverged.user_attrs["diverged"].startswith("training loss ")
+    assert diverged.user_attrs["diverged"].endswith("; lower the learning rate")
     assert diverged.user_attrs["epochs_run"] == 0
     assert healthy.state == TrialState.COMPLETE and np.isfinite(healthy.value)
     assert study.best_trial.number == 1
@@ -167,3 +170,107 @@ def test_same_seed_same_trial_values(tmp_path):
         study.optimize(Objective(spec.model_copy(update={"parameters": spec.parameters.model_copy(update={"epochs": 2})}), data), n_trials=2)
         values.append([trial.value for trial in study.trials])
     assert values[0] == values[1]
+
+
+def run_in_process(tmp_path, study_file, *, enqueue=(), artifact_store=None):
+    (tmp_path / "s.toml").write_text(textwrap.dedent(study_file))
+    spec = load_spec(tmp_path / "s.toml")
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(spec, storage, spec.name)
+    for parameters in enqueue:
+        study.enqueue_trial(parameters)
+    run_worker(study, storage, spec, prepare_data(spec.dataset), artifact_store=artifact_store)
+    return study
+
+
+EXPLODED = re.compile(r"training loss (\S+) in epoch \d+, mini-batch \d+ exceeds the limit (\S+) "
+                      r"\(100 x max\(first mini-batch loss \S+, ln 10 = 2.303\)\); lower the learning rate")
+
+
+def test_learning_rates_of_10_to_1000_end_every_trial_as_diverged(tmp_path):
+    # Measured before the limit rule: all 8 trials COMPLETE at chance level (0.10, one 0.18) with
+    # first-epoch training losses of 2.6e3 to 2.0e8 that never became NaN.
+    study = run_in_process(tmp_path, """
+        name = "explode"
+        [budget]
+        trials = 8
+        [sampler]
+        type = "random"
+        seed = 0
+        [pruner]
+        type = "none"
+        [parameters]
+        learning_rate = { low = 10.0, high = 1000.0, log = true }
+        optimizer = { choices = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"] }
+        hidden_layers = 1
+        hidden_size = 32
+        batch_size = 64
+        epochs = 3
+    """)
+    trials = study.get_trials()
+    assert len(trials) == 8 and count_finished(study) == 8
+    for trial in trials:
+        assert trial.state == TrialState.PRUNED and trial.value is None, trial.params
+        match = EXPLODED.fullmatch(trial.user_attrs["diverged"])
+        assert match and float(match[1]) > float(match[2]), trial.user_attrs["diverged"]
+        assert "weights_artifact_id" not in trial.user_attrs
+    with pytest.raises(ValueError):
+        study.best_trial  # no completed trial, so no best
+
+
+class JumpingSGD(SGD):
+    """SGD whose learning rate jumps to ``then`` after ``after`` updates (a forced schedule)."""
+
+    def __init__(self, lr, *, after, then):
+        super().__init__(lr)
+        self.after, self.then, self.updates = after, then, 0
+
+    def update(self, params, grads):
+        self.updates += 1
+        if self.updates > self.after:
+            self.lr = self.then
+        super().update(params, grads)
+
+
+def test_a_trial_that_explodes_after_a_good_epoch_is_not_best(tmp_path, monkeypatch):
+    import hpo.objective
+
+    data = prepare_data(load_spec("studies/digits.toml").dataset)
+    per_epoch = -(-len(data.x_train) // 32)
+
+    def make_optimizer(name, learning_rate):
+        # learning rate 0.3 trains well for 3 epochs, then jumps to 300 (a finite explosion).
+        return JumpingSGD(learning_rate, after=3 * per_epoch if learning_rate == 0.3 else 10**9, then=300.0)
+
+    monkeypatch.setattr(hpo.objective, "make_optimizer", make_optimizer)
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
+    study = run_in_process(tmp_path, """
+        name = "late_explosion"
+        [budget]
+        trials = 2
+        [sampler]
+        type = "random"
+        seed = 0
+        [pruner]
+        type = "none"
+        [parameters]
+        learning_rate = { choices = [0.3, 0.05] }
+        optimizer = "sgd"
+        hidden_layers = 1
+        hidden_size = 64
+        batch_size = 32
+        epochs = 4
+        seed = 0
+        seed_per_trial = false
+    """, enqueue=[{"learning_rate": 0.3}, {"learning_rate": 0.05}], artifact_store=store)
+    exploded, healthy = study.get_trials()
+    # Measured: validation accuracy 0.872, 0.903, 0.951, then a training loss of 9.3e3 in epoch 4 (limit 233);
+    # the healthy trial ends at 0.875. Before the limit rule the first was COMPLETE with 0.951 and best.
+    assert max(exploded.intermediate_values.values()) > healthy.value
+    assert exploded.state == TrialState.PRUNED  # (Optuna gives a pruned trial its last reported value)
+    assert exploded.user_attrs["epochs_run"] == 3 and "weights_artifact_id" not in exploded.user_attrs
+    match = EXPLODED.fullmatch(exploded.user_attrs["diverged"])
+    assert match and "in epoch 4," in exploded.user_attrs["diverged"], exploded.user_attrs["diverged"]
+    assert healthy.state == TrialState.COMPLETE and healthy.value == pytest.approx(0.875, abs=0.01)
+    assert "weights_artifact_id" in healthy.user_attrs
+    assert study.best_trial.number == healthy.number
