@@ -47,6 +47,7 @@ from hpo.local_workers import WorkersFailed, run_local_workers
 from hpo.names import check_study_name, file_name, path_inside
 from hpo.narrow import DEFAULT_MARGIN, NarrowError, log_ranges, narrow_study_file
 from hpo.progress import Progress as _Progress
+from hpo.resources import TooLargeError, check_study_fits
 from hpo.report import FORMATS, trial_row, write_record, write_rows
 from hpo.spec import SpecError, StudySpec, Workers, load_spec
 from hpo.storage import HeartbeatSettings, StorageError, describe, open_storage, storage_url
@@ -131,6 +132,10 @@ def _prepare(
             raise _fail(f"{study_file}: dataset: {error}") from None
         except ValueError as error:  # the split's fields (train_images, validation_fraction)
             raise _fail(f"{study_file}: {error}") from None
+        try:
+            check_study_fits(spec, data)  # the smallest network the file allows must fit in memory
+        except TooLargeError as error:
+            raise _fail(f"{study_file}: parameters: {error}") from None
     url = storage_url(storage)
     name = study_name or spec.name
     try:

@@ -10,7 +10,9 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
-from hpo.objective import ATTRIBUTE_BEST_EPOCH, ATTRIBUTE_DIVERGED, ATTRIBUTE_EPOCHS_RUN, ATTRIBUTE_SEED
+from hpo.objective import (
+    ATTRIBUTE_BEST_EPOCH, ATTRIBUTE_DIVERGED, ATTRIBUTE_EPOCHS_RUN, ATTRIBUTE_SEED, ATTRIBUTE_TOO_LARGE,
+)
 
 FORMATS = ("table", "json", "csv")
 
@@ -35,6 +37,8 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         row[f"params_{name}"] = value
     if ATTRIBUTE_DIVERGED in trial.user_attrs:
         row["diverged"] = trial.user_attrs[ATTRIBUTE_DIVERGED]
+    if ATTRIBUTE_TOO_LARGE in trial.user_attrs:
+        row["too_large"] = trial.user_attrs[ATTRIBUTE_TOO_LARGE]
     return row
 
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy
 
-__all__ = ["DIVERGENCE_FACTOR", "EpochMetrics", "TrainingResult", "divergence_limit", "train"]
+__all__ = ["DIVERGENCE_FACTOR", "EVALUATION_CHUNK", "EpochMetrics", "TrainingResult", "divergence_limit", "train"]
 
-# Rows per forward pass when evaluating the validation set: bounds the memory
-# of the activations (rows x widest layer x 4 bytes) independently of its size.
-_EVALUATION_CHUNK = 4096
+EVALUATION_CHUNK = 4096
+"""Rows per test-mode forward pass when evaluating a set: bounds the memory of the
+activations (rows x widest layer x 4 bytes) independently of the set's size."""
 
 DIVERGENCE_FACTOR = 100.0
 """A loss above this many times the start loss (see :func:`divergence_limit`) has exploded."""
@@ -172,7 +172,7 @@ def _class_indices(t: numpy.ndarray) -> numpy.ndarray:
 
 
 def _evaluate(network: Any, x: numpy.ndarray, t: numpy.ndarray) -> tuple[float, float]:
-    """Test-mode loss and accuracy on (x, t), in chunks of ``_EVALUATION_CHUNK`` rows.
+    """Test-mode loss and accuracy on (x, t), in chunks of ``EVALUATION_CHUNK`` rows.
 
     The loss of a chunk is its mean cross-entropy plus the weight decay term,
     which is the same for every chunk, so the size-weighted mean of the chunk
@@ -181,9 +181,9 @@ def _evaluate(network: Any, x: numpy.ndarray, t: numpy.ndarray) -> tuple[float, 
     n = x.shape[0]
     loss_sum = 0.0
     correct = 0.0
-    for start in range(0, n, _EVALUATION_CHUNK):
-        xc = x[start : start + _EVALUATION_CHUNK]
-        tc = t[start : start + _EVALUATION_CHUNK]
+    for start in range(0, n, EVALUATION_CHUNK):
+        xc = x[start : start + EVALUATION_CHUNK]
+        tc = t[start : start + EVALUATION_CHUNK]
         rows = xc.shape[0]
         loss, accuracy = network.loss_and_accuracy(xc, tc)  # one forward pass for both
         loss_sum += float(loss) * rows

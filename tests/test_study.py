@@ -18,6 +18,7 @@ from hpo.objective import Objective, trial_seed
 from hpo.spec import load_spec
 from hpo.storage import open_storage
 from hpo.study import count_finished, open_study
+from hpo.summary import study_savings
 from hpo.worker import run_worker
 from models.optimizers import SGD
 
@@ -274,3 +275,78 @@ def test_a_trial_that_explodes_after_a_good_epoch_is_not_best(tmp_path, monkeypa
     assert healthy.state == TrialState.COMPLETE and healthy.value == pytest.approx(0.875, abs=0.01)
     assert "weights_artifact_id" in healthy.user_attrs
     assert study.best_trial.number == healthy.number
+
+
+SIZES = """
+    name = "sizes"
+    [budget]
+    trials = 8
+    [sampler]
+    type = "random"
+    seed = 0
+    [pruner]
+    type = "none"
+    [parameters]
+    learning_rate = 0.05
+    hidden_layers = 1
+    hidden_size = { low = 16, high = 256, step = 16 }
+    batch_size = 32
+    epochs = 2
+"""
+
+
+def test_sampled_networks_too_large_for_the_memory_are_pruned_and_the_budget_is_reached(tmp_path, monkeypatch):
+    import hpo.resources
+    from hpo.resources import trial_memory
+
+    data = prepare_data(load_spec("studies/digits.toml").dataset)
+    values = {**load_spec("studies/digits.toml").parameters.fixed(), "hidden_layers": 1, "hidden_size": 128,
+              "batch_size": 32, "optimizer": "sgd", "batch_norm": False, "dropout": 0.0, "weight_decay": 0.0,
+              "activation": "relu", "evaluate_train": False}
+    available = trial_memory(values, data)  # what 128 units need: more do not fit
+    monkeypatch.setattr(hpo.resources, "available_memory", lambda: available)
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
+    study = run_in_process(tmp_path, SIZES, artifact_store=store)
+    trials = study.get_trials()
+    assert len(trials) == 8 and count_finished(study) == 8  # too-large trials count against the budget
+    large = [trial for trial in trials if trial.params["hidden_size"] > 128]
+    fitting = [trial for trial in trials if trial.params["hidden_size"] <= 128]
+    assert large and fitting  # measured: 6 larger than 128 units, 2 not
+    for trial in large:
+        needed = trial_memory({**values, "hidden_size": trial.params["hidden_size"]}, data)
+        assert trial.state == TrialState.PRUNED and trial.value is None
+        assert trial.user_attrs["too_large"] == (
+            f"the network (1 hidden layer of {trial.params['hidden_size']} units, batch 32, sgd) needs "
+            f"{hpo.resources.format_bytes(needed)} to train; this machine has "
+            f"{hpo.resources.format_bytes(available)} available; lower hidden_layers, hidden_size or batch_size")
+        assert trial.user_attrs["epochs_run"] == 0 and "weights_artifact_id" not in trial.user_attrs
+    for trial in fitting:
+        assert trial.state == TrialState.COMPLETE and "too_large" not in trial.user_attrs
+    assert study.best_trial.params["hidden_size"] <= 128
+    savings = study_savings(study)  # a too-large trial planned nothing it did not run
+    assert (savings.trained, savings.planned) == (2 * len(fitting), 2 * len(fitting))
+
+
+def test_a_memory_error_while_training_ends_the_trial_as_too_large(tmp_path, monkeypatch):
+    import hpo.objective
+
+    real_train = hpo.objective.train
+
+    def train_until_out_of_memory(*arguments, callback, **keywords):
+        def report_then_fail(metrics):
+            callback(metrics)
+            if metrics.epoch == 1 and keywords["batch_size"] == 32:
+                raise MemoryError  # as NumPy raises it when an array cannot be allocated
+        return real_train(*arguments, callback=report_then_fail, **keywords)
+
+    monkeypatch.setattr(hpo.objective, "train", train_until_out_of_memory)
+    study = run_in_process(tmp_path, SIZES.replace("trials = 8", "trials = 2").replace(
+        "batch_size = 32", "batch_size = { choices = [32, 64] }"),
+        enqueue=[{"batch_size": 32}, {"batch_size": 64}])
+    failed, healthy = study.get_trials()
+    assert failed.state == TrialState.PRUNED and failed.user_attrs["epochs_run"] == 1
+    assert re.fullmatch(r"the network \(1 hidden layer of \d+ units, batch 32, sgd\) ran out of memory while "
+                        r"training \(estimated [0-9.]+ [kMG]B, [0-9.]+ [kMG]B available at its start\); lower "
+                        r"hidden_layers, hidden_size or batch_size", failed.user_attrs["too_large"]), \
+        failed.user_attrs["too_large"]
+    assert healthy.state == TrialState.COMPLETE and study.best_trial.number == healthy.number

@@ -255,7 +255,7 @@ def test_one_hot_labels_are_accepted():
 def test_validation_is_evaluated_in_chunks(monkeypatch):
     import models.trainer as trainer
 
-    monkeypatch.setattr(trainer, "_EVALUATION_CHUNK", 4)
+    monkeypatch.setattr(trainer, "EVALUATION_CHUNK", 4)
     x, t = indexed_data(10)
     network = RecordingNet()
     train(network, CountingOptimizer(), x, t, x, t, epochs=1, batch_size=10, rng=0)
