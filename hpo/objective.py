@@ -107,13 +107,15 @@ class Objective:
     with the user attribute ``too_large``: before the network is built, when
     :func:`hpo.resources.trial_memory` exceeds :func:`hpo.resources.available_memory`,
     or when training raises MemoryError all the same.  Both count against the
-    budget, so a space that is mostly too large still ends.  Learning curves (per-epoch training
-    loss/accuracy, validation loss/accuracy, and compute seconds of training plus
-    validation, plus test-mode training loss/accuracy ``train_eval_loss`` and
-    ``train_eval_accuracy`` with ``parameters.evaluate_train``) are stored as the
-    user attribute ``learning_curves``; the validation metric per epoch also as
-    intermediate values.  Trial *n* trains with :func:`trial_seed` of (seed, n), or
-    with ``seed`` itself when ``parameters.seed_per_trial`` is false.
+    budget, so a space that is mostly too large still ends.
+
+    Learning curves (per-epoch training loss/accuracy, validation loss/accuracy,
+    and compute seconds of training plus validation, plus test-mode training
+    loss/accuracy ``train_eval_loss`` and ``train_eval_accuracy`` with
+    ``parameters.evaluate_train``) are stored as the user attribute
+    ``learning_curves``; the validation metric per epoch also as intermediate
+    values.  Trial *n* trains with :func:`trial_seed` of (seed, n), or with
+    ``seed`` itself when ``parameters.seed_per_trial`` is false.
     """
 
     def __init__(self, spec: StudySpec, data: TuningData, *, after_epoch: Callable[[], None] | None = None,

@@ -60,7 +60,7 @@ def test_cgroup_v1_limit_and_no_limit(tmp_path):
     assert cgroup_available(tmp_path / "empty", tmp_path / "no-such-file") is None
 
 
-def test_available_memory_is_at_most_psutils(monkeypatch):
+def test_available_memory_is_lowered_to_what_the_cgroup_limit_leaves(monkeypatch):
     import hpo.resources
 
     assert 0 < available_memory()
