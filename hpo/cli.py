@@ -48,8 +48,10 @@ from hpo.evaluate import (
     select_trial,
 )
 from hpo.local_workers import WorkersFailed, run_local_workers
+from hpo.names import check_study_name, file_name, path_inside
 from hpo.narrow import DEFAULT_MARGIN, NarrowError, log_ranges, narrow_study_file
 from hpo.progress import Progress as _Progress
+from hpo.resources import TooLargeError, check_study_fits
 from hpo.report import FORMATS, trial_row, write_record, write_rows
 from hpo.spec import SpecError, StudySpec, Workers, load_spec
 from hpo.storage import HeartbeatSettings, StorageError, describe, is_read_only, open_storage, storage_url
@@ -136,6 +138,10 @@ def _prepare(
             raise _fail(f"{study_file}: dataset: {error}") from None
         except ValueError as error:  # the split's fields (train_images, validation_fraction)
             raise _fail(f"{study_file}: {error}") from None
+        try:
+            check_study_fits(spec, data)  # the smallest network the file allows must fit in memory
+        except TooLargeError as error:
+            raise _fail(f"{study_file}: parameters: {error}") from None
     url = storage_url(storage)
     name = study_name or spec.name
     try:
@@ -214,6 +220,18 @@ def _exit_interrupted(interrupted: interrupts.Interrupted, resume: str | None) -
 
 
 STUDY_NAME_HELP = "Study name [default: the file's name field]."
+
+
+def _new_study_name(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """Option callback: a name hpo will create or run a study under must obey hpo.names' rule."""
+    if value is None:
+        return None
+    try:
+        return check_study_name(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), context, parameter) from None
+
+
 BLAS_HELP = "BLAS threads per worker process (threadpoolctl)."
 ARTIFACT_DIR_HELP = ("Folder of the trials' weight artifacts [default: $HPO_ARTIFACT_DIR, else NAME-artifacts "
                      "beside a SQLite file NAME.db, else ./hpo-artifacts].")
@@ -232,7 +250,7 @@ def _artifact_store(url: str, explicit: str | None, *,
 @main.command()
 @click.argument("study_file")
 @click.option("--storage", help=STORAGE_HELP)
-@click.option("--study-name", help=STUDY_NAME_HELP)
+@click.option("--study-name", help=STUDY_NAME_HELP, callback=_new_study_name)
 @click.option("--jobs", "-j", type=click.IntRange(min=1, max=256), default=1, show_default=True,
               help="Local worker processes sharing the study.")
 @click.option("--blas-threads", type=click.IntRange(min=1), envvar="HPO_BLAS_THREADS",
@@ -279,7 +297,7 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
 @main.command()
 @click.argument("study_file")
 @click.option("--storage", help=STORAGE_HELP)
-@click.option("--study-name", help=STUDY_NAME_HELP)
+@click.option("--study-name", help=STUDY_NAME_HELP, callback=_new_study_name)
 def create(study_file: str, storage: str | None, study_name: str | None) -> None:
     """Create the study in STUDY_FILE (once; safe to repeat and to race with workers)."""
     spec, _, url, _, study = _prepare(study_file, storage, study_name, create=True, load_data=False)
@@ -290,7 +308,7 @@ def create(study_file: str, storage: str | None, study_name: str | None) -> None
 @main.command()
 @click.argument("study_file")
 @click.option("--storage", help=STORAGE_HELP)
-@click.option("--study-name", help=STUDY_NAME_HELP)
+@click.option("--study-name", help=STUDY_NAME_HELP, callback=_new_study_name)
 @click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
               envvar="HPO_BLAS_THREADS", help=BLAS_HELP)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
@@ -455,8 +473,7 @@ def evaluate(storage: str | None, study_name: str | None, trial_number: int | No
     study = _load_study(storage, study_name)
     try:
         trial = select_trial(study, trial_number)
-        directory = prepare_model_directory(
-            out_directory or Path("hpo-models") / f"{study.study_name}-trial-{trial.number}", overwrite=force)
+        directory = prepare_model_directory(out_directory or _default_model_directory(study, trial), overwrite=force)
         weights = None
         if stored_weights:
             weights = download_weights(trial, artifact_directory(storage_url(storage), artifact_dir))
@@ -483,6 +500,18 @@ def evaluate(storage: str | None, study_name: str | None, trial_number: int | No
     _print_evaluation(evaluation)
     click.echo(f"saved: {weights_path} and {card_path}; reloaded, they give the same "
                f"{len(evaluation.predictions)} test predictions")
+
+
+MODELS_DIRECTORY = Path("hpo-models")
+"""Parent of the default --out folder of `hpo evaluate`, in the current folder."""
+
+
+def _default_model_directory(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Path:
+    """``hpo-models/STUDY-trial-N``, inside hpo-models/ whatever the stored study's name holds."""
+    try:
+        return path_inside(MODELS_DIRECTORY, f"{file_name(study.study_name)}-trial-{trial.number}")
+    except ValueError as error:  # a symbolic link in hpo-models/ that leads elsewhere
+        raise _fail(f"{error}; give the model's folder with --out") from None
 
 
 def _print_evaluation(evaluation: Evaluation) -> None:
@@ -599,7 +628,8 @@ class FiniteFloatRange(click.FloatRange):
               help="Widen the top trials' span by this factor at each end, in log space (low / F, high * F).")
 @click.option("--out", help="New study file [default: next to STUDY_FILE, "
               "named like digits-narrow-1.toml].")
-@click.option("--name", "new_name", help="The new study's name [default: NAME-narrow-1, or N+1 after -narrow-N].")
+@click.option("--name", "new_name", callback=_new_study_name,
+              help="The new study's name [default: NAME-narrow-1, or N+1 after -narrow-N].")
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 def narrow(study_file: str, top: int, storage: str | None, study_name: str | None, margin: float,
            out: str | None, new_name: str | None, force: bool) -> None:

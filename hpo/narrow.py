@@ -35,6 +35,7 @@ import optuna
 import tomlkit
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.names import check_study_name
 from hpo.spec import FloatRange, IntRange, SpecError, StudySpec, load_spec
 from hpo.study import SPEC_ATTRIBUTE
 
@@ -212,7 +213,8 @@ def narrow_study_file(
     NarrowError
         The file has no searched log-scale range, does not match the study, the
         study has fewer than ``top`` completed trials, ``margin`` < 1, the new name
-        equals the old one, or ``out`` exists (without ``force``).
+        equals the old one or breaks the rule of :func:`hpo.names.check_study_name`,
+        or ``out`` exists (without ``force``).
     SpecError
         ``study_file`` is not a valid study file.
     OSError
@@ -231,6 +233,10 @@ def narrow_study_file(
     new_name = name or next_name(spec.name)
     if new_name == spec.name:
         raise NarrowError(f"the new study needs a name other than {spec.name!r}")
+    try:
+        check_study_name(new_name)  # the default adds "-narrow-N", which can make a name too long
+    except ValueError as error:
+        raise NarrowError(f"the new study's name: {error}; choose one with --name") from None
     path = Path(out) if out is not None else default_output(study_file)
     if path.exists() and not force:
         raise NarrowError(f"{path} exists; use --force to overwrite it or --out to write elsewhere")

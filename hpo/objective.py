@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
+from hpo import resources
 from hpo.artifacts import ATTRIBUTE_WEIGHTS_ARTIFACT, upload_weights
 from hpo.data import TuningData
 from hpo.spec import Choices, FloatRange, IntRange, StudySpec
@@ -33,6 +34,7 @@ ATTRIBUTE_EPOCHS_RUN = "epochs_run"
 ATTRIBUTE_BEST_EPOCH = "best_epoch"
 ATTRIBUTE_CURVES = "learning_curves"
 ATTRIBUTE_DIVERGED = "diverged"
+ATTRIBUTE_TOO_LARGE = "too_large"
 ATTRIBUTE_TRAIN_SECONDS = "train_seconds"
 
 
@@ -106,16 +108,24 @@ class Objective:
 
     Notes
     -----
-    A trial whose loss turns NaN or infinite (a diverged trial) is ended as
-    PRUNED with the user attribute ``diverged`` giving the reason: the study goes
-    on, the trial never has a NaN value and is never the best, and the sampler
-    still learns that the region is bad.  Learning curves (per-epoch training
-    loss/accuracy, validation loss/accuracy, and compute seconds of training plus
-    validation, plus test-mode training loss/accuracy ``train_eval_loss`` and
-    ``train_eval_accuracy`` with ``parameters.evaluate_train``) are stored as the
-    user attribute ``learning_curves``; the validation metric per epoch also as
-    intermediate values.  Trial *n* trains with :func:`trial_seed` of (seed, n), or
-    with ``seed`` itself when ``parameters.seed_per_trial`` is false.
+    A trial whose loss explodes (a diverged trial: a loss that is not finite or
+    exceeds 100 x max(first mini-batch loss, ln C), see
+    :func:`models.trainer.divergence_limit`) is ended as PRUNED with the user
+    attribute ``diverged`` giving the reason: the study goes on, the trial never
+    has a NaN value and is never the best, and the sampler still learns that the
+    region is bad.  A trial whose network cannot fit in memory ends the same way
+    with the user attribute ``too_large``: before the network is built, when
+    :func:`hpo.resources.trial_memory` exceeds :func:`hpo.resources.available_memory`,
+    or when training raises MemoryError all the same.  Both count against the
+    budget, so a space that is mostly too large still ends.
+
+    Learning curves (per-epoch training loss/accuracy, validation loss/accuracy,
+    and compute seconds of training plus validation, plus test-mode training
+    loss/accuracy ``train_eval_loss`` and ``train_eval_accuracy`` with
+    ``parameters.evaluate_train``) are stored as the user attribute
+    ``learning_curves``; the validation metric per epoch also as intermediate
+    values.  Trial *n* trains with :func:`trial_seed` of (seed, n), or with
+    ``seed`` itself when ``parameters.seed_per_trial`` is false.
     """
 
     def __init__(self, spec: StudySpec, data: TuningData, *, after_epoch: Callable[[], None] | None = None,
@@ -144,6 +154,33 @@ class Objective:
         seed = trial_seed(fixed["seed"], trial.number) if fixed["seed_per_trial"] else fixed["seed"]
         self._store(trial, {**self.user_attrs, ATTRIBUTE_SEED: seed})
         values = suggest_parameters(trial, self.spec)
+        # A network that cannot fit ends before it is built (resources: estimate and machine).
+        needed = resources.trial_memory(values, self.data, keep_best_weights=self.artifact_store is not None)
+        available = resources.available_memory()
+        described = f"the network ({resources.describe_network(values)})"
+        if needed > available:
+            self._too_large(trial, f"{described} needs {resources.format_bytes(needed)} to train; this machine has "
+                                   f"{resources.format_bytes(available)} available",
+                            untrained=_record([], self.spec.metric, 0.0))
+        try:
+            return self._train(trial, values, seed)
+        except MemoryError:
+            pass  # leaving the handler frees the network's arrays (the exception's frames) before storing
+        self._too_large(trial, f"{described} ran out of memory while training (estimated "
+                               f"{resources.format_bytes(needed)}, {resources.format_bytes(available)} available "
+                               "at its start)")
+
+    def _too_large(self, trial: optuna.Trial, reason: str, *, untrained: dict[str, Any] | None = None) -> NoReturn:
+        """End ``trial`` as PRUNED with the user attribute ``too_large`` (like ``diverged``).
+
+        ``untrained``: the attributes of a trial that trained no epoch (it was refused before).
+        """
+        reason = f"{reason}; {resources.LOWER}"
+        self._store(trial, {**(untrained or {}), ATTRIBUTE_TOO_LARGE: reason})
+        raise optuna.TrialPruned(f"too large: {reason}")
+
+    def _train(self, trial: optuna.Trial, values: dict[str, Any], seed: int) -> float:
+        """Build, train and report the network of ``values``; its best validation metric."""
         rng = np.random.default_rng(seed)
         network = build_network(values, self.data.n_features, self.data.n_classes, seed=rng)
         optimizer = make_optimizer(values["optimizer"], values["learning_rate"])  # a number or "default"

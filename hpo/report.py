@@ -18,7 +18,9 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
-from hpo.objective import ATTRIBUTE_BEST_EPOCH, ATTRIBUTE_DIVERGED, ATTRIBUTE_EPOCHS_RUN, ATTRIBUTE_SEED
+from hpo.objective import (
+    ATTRIBUTE_BEST_EPOCH, ATTRIBUTE_DIVERGED, ATTRIBUTE_EPOCHS_RUN, ATTRIBUTE_SEED, ATTRIBUTE_TOO_LARGE,
+)
 
 FORMATS = ("table", "json", "csv")
 # Columns a narrow table keeps first, in this order; then the parameters, then the rest.
@@ -47,6 +49,8 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         row[f"params_{name}"] = value
     if ATTRIBUTE_DIVERGED in trial.user_attrs:
         row["diverged"] = trial.user_attrs[ATTRIBUTE_DIVERGED]
+    if ATTRIBUTE_TOO_LARGE in trial.user_attrs:
+        row["too_large"] = trial.user_attrs[ATTRIBUTE_TOO_LARGE]
     return row
 
 

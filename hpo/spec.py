@@ -56,6 +56,7 @@ from pydantic import (
     model_validator,
 )
 
+from hpo.names import check_study_name
 from hpo.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from hpo.storage import HeartbeatSettings
 
@@ -335,9 +336,13 @@ class ComponentSpec(BaseModel):
 
 
 class StudySpec(_Strict):
-    """A whole study file. Build it with :func:`load_spec`."""
+    """A whole study file. Build it with :func:`load_spec`.
 
-    name: Annotated[str, Field(min_length=1, max_length=512)]
+    ``name`` is the study's name: ASCII letters, digits, '.', '_' and '-', starting
+    with a letter or digit, at most 128 characters (:func:`hpo.names.check_study_name`).
+    """
+
+    name: str
     direction: Literal["maximize", "minimize"] = "maximize"
     metric: Literal["validation_accuracy", "validation_loss"] = "validation_accuracy"
     budget: Budget
@@ -346,6 +351,11 @@ class StudySpec(_Strict):
     pruner: ComponentSpec = ComponentSpec(type="median")
     parameters: Parameters = Parameters()
     workers: Workers = Workers()
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        return check_study_name(name)  # it becomes folder and file names (hpo.names)
 
     @model_validator(mode="after")
     def _check(self) -> "StudySpec":

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.objective import ATTRIBUTE_DIVERGED, ATTRIBUTE_EPOCHS_RUN
+from hpo.objective import ATTRIBUTE_DIVERGED, ATTRIBUTE_EPOCHS_RUN, ATTRIBUTE_TOO_LARGE
 from hpo.study import ATTRIBUTE_NOT_RUN, FINISHED_STATES, SPEC_ATTRIBUTE
 
 
@@ -82,7 +82,8 @@ class PruningSavings:
         Sum of the ``epochs_run`` user attribute of the finished (complete and pruned) trials.
     planned : int
         Sum of their planned epochs (``epochs`` of the study file or of the trial's
-        parameters); a diverged trial counts its ``epochs_run``, since it stops without
+        parameters); a diverged trial, and one whose network was too large for the
+        memory (``too_large``), count their ``epochs_run``, since they stop without
         pruning too.
     """
 
@@ -124,7 +125,8 @@ def pruning_savings(trials: list[FrozenTrial], fixed_epochs: int | None) -> Prun
         if epochs is None:
             return None
         trained += run
-        planned += run if ATTRIBUTE_DIVERGED in trial.user_attrs else int(epochs)
+        stopped = ATTRIBUTE_DIVERGED in trial.user_attrs or ATTRIBUTE_TOO_LARGE in trial.user_attrs
+        planned += run if stopped else int(epochs)
     return PruningSavings(trained, planned)
 
 

@@ -7,7 +7,7 @@ example once in a fresh random order, updates the parameters after each
 mini-batch, then evaluates the network in test mode on the validation data and
 hands the epoch's :class:`EpochMetrics` to a callback, where a caller can
 record them or stop the run by raising (e.g. Optuna's ``TrialPruned``). A run
-whose loss becomes NaN or infinite is stopped and reported as diverged.
+whose loss explodes is stopped and reported as diverged (see :func:`divergence_limit`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,47 @@ from typing import Any
 
 import numpy
 
-__all__ = ["EpochMetrics", "TrainingResult", "train"]
+__all__ = ["DIVERGENCE_FACTOR", "EVALUATION_CHUNK", "EpochMetrics", "TrainingResult", "divergence_limit", "train"]
 
-# Rows per forward pass when evaluating the validation set: bounds the memory
-# of the activations (rows x widest layer x 4 bytes) independently of its size.
-_EVALUATION_CHUNK = 4096
+EVALUATION_CHUNK = 4096
+"""Rows per test-mode forward pass when evaluating a set: bounds the memory of the
+activations (rows x widest layer x 4 bytes) independently of the set's size."""
+
+DIVERGENCE_FACTOR = 100.0
+"""A loss above this many times the start loss (see :func:`divergence_limit`) has exploded."""
+
+
+def divergence_limit(first_loss: float, n_classes: int) -> float:
+    """The largest loss a run may reach before it counts as diverged.
+
+    ``DIVERGENCE_FACTOR * max(first_loss, ln C)``: 100 times the loss the run
+    started from, where the start is at least ``ln C``, the cross-entropy of a
+    uniform prediction over C classes (what a freshly initialized network
+    scores, about 2.30 for 10 classes).  A healthy run's loss falls below its
+    start; one that climbs a hundredfold has left any useful region (the losses
+    of 1e24 seen with learning rates of 10 to 1000, which never become NaN when
+    ReLU units die) and will not come back.
+
+    Parameters
+    ----------
+    first_loss : float
+        Loss of the run's first mini-batch (cross-entropy plus weight decay term), finite.
+    n_classes : int
+        Number of classes C >= 1.
+
+    Returns
+    -------
+    float
+        The limit, in the loss's units (nats per example).
+
+    Examples
+    --------
+    >>> round(divergence_limit(2.1, 10), 2)      # ln 10 = 2.303 is the larger
+    230.26
+    >>> divergence_limit(50.0, 10)                # a large start (std = 10 weights, say)
+    5000.0
+    """
+    return DIVERGENCE_FACTOR * max(first_loss, math.log(n_classes))
 
 
 @dataclass
@@ -79,10 +115,13 @@ class TrainingResult:
         One entry per completed epoch, in order. Only finite losses appear: an
         epoch cut short by divergence is not recorded.
     diverged : bool
-        True if a loss became NaN or infinite and training stopped early.
+        True if a loss exploded (not finite, or above :func:`divergence_limit`) and
+        training stopped early.
     message : str
         ``""`` when training ran all epochs; otherwise why it stopped, e.g.
-        ``"loss became nan in epoch 3, mini-batch 17; lower the learning rate"``.
+        ``"training loss became nan in epoch 3, mini-batch 17; lower the learning rate"``
+        or ``"training loss 5.7e+24 in epoch 3, mini-batch 17 exceeds the limit 230.259
+        (100 x max(first mini-batch loss 2.301, ln 10 = 2.303)); lower the learning rate"``.
     """
 
     history: list[EpochMetrics] = field(default_factory=list)
@@ -133,7 +172,7 @@ def _class_indices(t: numpy.ndarray) -> numpy.ndarray:
 
 
 def _evaluate(network: Any, x: numpy.ndarray, t: numpy.ndarray) -> tuple[float, float]:
-    """Test-mode loss and accuracy on (x, t), in chunks of ``_EVALUATION_CHUNK`` rows.
+    """Test-mode loss and accuracy on (x, t), in chunks of ``EVALUATION_CHUNK`` rows.
 
     The loss of a chunk is its mean cross-entropy plus the weight decay term,
     which is the same for every chunk, so the size-weighted mean of the chunk
@@ -142,9 +181,9 @@ def _evaluate(network: Any, x: numpy.ndarray, t: numpy.ndarray) -> tuple[float, 
     n = x.shape[0]
     loss_sum = 0.0
     correct = 0.0
-    for start in range(0, n, _EVALUATION_CHUNK):
-        xc = x[start : start + _EVALUATION_CHUNK]
-        tc = t[start : start + _EVALUATION_CHUNK]
+    for start in range(0, n, EVALUATION_CHUNK):
+        xc = x[start : start + EVALUATION_CHUNK]
+        tc = t[start : start + EVALUATION_CHUNK]
         rows = xc.shape[0]
         loss, accuracy = network.loss_and_accuracy(xc, tc)  # one forward pass for both
         loss_sum += float(loss) * rows
@@ -161,6 +200,22 @@ def _has_flat_vectors(network: Any) -> bool:
         return False
     return all(numpy.may_share_memory(network.params[name], params_vector)
                and numpy.may_share_memory(grads[name], grads_vector) for name in network.params)
+
+
+def _exploded(which: str, loss: float, first: tuple[float, int] | None, when: str) -> str:
+    """Why ``loss`` ends the run as diverged, or ``""`` if it does not.
+
+    ``first`` is (first mini-batch loss, number of classes) of :func:`divergence_limit`,
+    None before the first finite mini-batch loss.
+    """
+    if not math.isfinite(loss):
+        return f"{which} became {loss} {when}; lower the learning rate"
+    if first is not None and loss > (limit := divergence_limit(*first)):
+        first_loss, n_classes = first
+        return (f"{which} {loss:.6g} {when} exceeds the limit {limit:.6g} ({DIVERGENCE_FACTOR:g} x max(first "
+                f"mini-batch loss {first_loss:.4g}, ln {n_classes} = {math.log(n_classes):.4g})); "
+                "lower the learning rate")
+    return ""
 
 
 def train(
@@ -189,9 +244,13 @@ def train(
     6.1). After the epoch it evaluates the network in test mode on the whole
     validation set and calls ``callback(metrics)``.
 
-    Training stops early, with ``diverged=True`` and a message, as soon as a
-    mini-batch loss or the validation loss is NaN or infinite; the unfinished
-    epoch is neither recorded nor passed to the callback. An exception raised
+    Training stops early as diverged (``diverged=True`` and a message saying
+    which loss, its value, the limit and "lower the learning rate") as soon as
+    a mini-batch's training loss or the validation loss is not finite or exceeds
+    ``100 * max(first mini-batch loss, ln C)`` (:func:`divergence_limit`; C is
+    the number of classes, the width of the scores, and ln C the loss of a
+    uniform prediction); the unfinished epoch is neither recorded nor passed to
+    the callback, and the mini-batch's gradient is not applied. An exception raised
     by the callback propagates unchanged and ends training: that is how a
     caller stops a run (e.g. Optuna's ``TrialPruned``).
 
@@ -300,6 +359,7 @@ def train(
     # The inputs of each mini-batch are gathered by index into this one buffer.
     x_batch = numpy.empty((min(batch_size, n), x_train.shape[1]), dtype=x_train.dtype)
     result = TrainingResult()
+    first = None  # (first mini-batch loss, classes): they set the divergence limit
 
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
@@ -313,12 +373,11 @@ def train(
                 # mode="clip" lets take write straight into the buffer (the indices are valid).
                 xb = numpy.take(x_train, index, axis=0, out=x_batch[: len(index)], mode="clip")
                 loss, scores, grads = network.loss_and_gradient(xb, t_train[index])
-                if not math.isfinite(loss):
-                    result.diverged = True
-                    result.message = (
-                        f"loss became {loss} in epoch {epoch}, mini-batch {batch + 1}; "
-                        "lower the learning rate"
-                    )
+                if first is None and math.isfinite(loss):
+                    first = (loss, scores.shape[1])
+                problem = _exploded("training loss", loss, first, f"in epoch {epoch}, mini-batch {batch + 1}")
+                if problem:
+                    result.diverged, result.message = True, problem
                     return result
                 if update_params is None:
                     optimizer.update(network.params, grads)
@@ -330,11 +389,9 @@ def train(
                 before_batch()
             validation_loss, validation_accuracy = _evaluate(network, x_validation, t_validation)
             train_eval = _evaluate(network, x_train, t_train) if evaluate_train else (None, None)
-        if not math.isfinite(validation_loss):
-            result.diverged = True
-            result.message = (
-                f"validation loss became {validation_loss} after epoch {epoch}; lower the learning rate"
-            )
+        problem = _exploded("validation loss", validation_loss, first, f"after epoch {epoch}")
+        if problem:
+            result.diverged, result.message = True, problem
             return result
         train_accuracy = numpy.count_nonzero(predictions == train_classes[order]) / n
         metrics = EpochMetrics(

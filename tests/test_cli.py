@@ -21,6 +21,8 @@ from optuna.trial import TrialState
 
 from conftest import HPO
 from hpo import cli
+from hpo.spec import load_spec
+from hpo.study import SPEC_ATTRIBUTE
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = 'name = "x"\n[budget]\ntrials = 2\n[parameters]\nepochs = 1\n'
@@ -490,3 +492,67 @@ def test_a_terminal_gets_a_table_as_wide_as_itself(tmp_path):
     shown = table_header(lines)
     assert shown[:3] == ["number", "state", "value"] and len(shown) < 12
     assert lines[-1] == f"{12 - len(shown)} columns left out; see -f csv, -f json or a wider terminal"
+NAME_RULE = ("use ASCII letters, digits, '.', '_' and '-', starting with a letter or digit, "
+             "at most 128 characters")
+
+
+@pytest.mark.parametrize(
+    "command, option, name, shown",
+    [
+        ("run", "--study-name", "../../escape/x", "'../../escape/x'"),
+        ("create", "--study-name", "n" * 600, f"'{'n' * 40}'... (600 characters)"),
+        ("worker", "--study-name", "a b", "'a b'"),
+        ("narrow", "--name", "../x", "'../x'"),
+    ],
+)
+def test_options_that_name_a_new_study_are_checked(tmp_path, command, option, name, shown):
+    (tmp_path / "study.toml").write_text(VALID)
+    extra = ["--top", "1"] if command == "narrow" else []
+    result = hpo(command, "study.toml", *extra, option, name, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"Error: Invalid value for '{option}': {shown} is not a valid study name; "
+                                     f"{NAME_RULE} (see hpo {command} --help)")
+    assert result.stdout == ""
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["study.toml"]  # no database, no folder
+
+
+def hostile_study(folder, name):
+    """A study created directly with Optuna under ``name``, with hpo's stored study file and one completed trial."""
+    storage = f"sqlite:///{folder / 'hpo.db'}"
+    (folder / "study.toml").write_text(VALID)
+    spec = load_spec(folder / "study.toml")
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr(SPEC_ATTRIBUTE, spec.identity())
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"best_epoch": 1, "seed": 0, "epochs_run": 1}))
+    return storage
+
+
+def test_reading_commands_read_a_study_of_any_name_and_evaluate_writes_inside_hpo_models(tmp_path):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    name = "../../escape/x"
+    storage = hostile_study(work, name)
+    result = hpo("trials", "--storage", storage, "--study-name", name, "-f", "json", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert [(row["number"], row["value"]) for row in json.loads(result.stdout)] == [(0, 0.5)]
+    result = hpo("best", "--storage", storage, "--study-name", name, "-f", "json", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert (json.loads(result.stdout)["number"], json.loads(result.stdout)["value"]) == (0, 0.5)
+    result = hpo("evaluate", "--storage", storage, "--study-name", name, cwd=work)
+    assert result.returncode == 0, result.stderr
+    model = work / "hpo-models" / "_._.._escape_x-trial-0"
+    assert (model / "weights.npz").is_file() and (model / "model_card.json").is_file()
+    assert json.loads((model / "model_card.json").read_text())["study"] == name
+    assert not (tmp_path / "escape").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_evaluate_refuses_a_default_folder_that_a_link_leads_outside_hpo_models(tmp_path):
+    storage = hostile_study(tmp_path, "x")
+    (tmp_path / "hpo-models").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "hpo-models" / "x-trial-0").symlink_to(tmp_path / "elsewhere")
+    result = hpo("evaluate", "--storage", storage, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"Error: hpo-models/x-trial-0 leads outside hpo-models "
+                                     f"(to {tmp_path / 'elsewhere'}); give the model's folder with --out")
+    assert list((tmp_path / "elsewhere").iterdir()) == []

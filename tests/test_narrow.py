@@ -120,8 +120,12 @@ FIXED_RATES = [("learning_rate = { low = 1e-4, high = 1e-1, log = true }", "lear
          ["the study file does not match study 'tiny' (differs in parameters.learning_rate)"]),
         (["--top", "2"], FIXED_RATES, ["tiny.toml: no searched range has log = true; nothing to narrow"]),
         (["--top", "2", "--study-name", "other"], [], ["no study 'other'"]),
+        # A 125-character name is allowed; "-narrow-1" would make it 134, over the 128 of hpo.names.
+        (["--top", "2", "--study-name", "tiny"], [('name = "tiny"', f'name = "{"n" * 125}"')],
+         [f"the new study's name: '{'n' * 40}'... (134 characters) is not a valid study name; use ASCII letters, "
+          "digits, '.', '_' and '-', starting with a letter or digit, at most 128 characters; choose one with --name"]),
     ],
-    ids=["too-few-trials", "other-file", "no-log-range", "no-study"],  # --top 0, --margin 0.5: see test_cli
+    ids=["too-few-trials", "other-file", "no-log-range", "no-study", "long-default-name"],  # --top 0, --margin 0.5: test_cli
 )
 def test_bad_requests_are_one_error_line(tiny, tmp_path, arguments, edits, fragments):
     folder, _ = tiny

@@ -216,3 +216,35 @@ def test_grid_point_of_a_failed_trial_is_run_again(tmp_path):
         values.append(trial.suggest_categorical("batch_norm", [False, True]))
         study.tell(trial, 0.0)
     assert sorted(values) == [False, True] and lost in values
+
+
+RULE = ("use ASCII letters, digits, '.', '_' and '-', starting with a letter or digit, "
+        "at most 128 characters")
+
+
+@pytest.mark.parametrize("name", ["x", "digits_small", "Fashion.MNIST-2", "9lives", "n" * 128])
+def test_study_names_that_are_allowed(tmp_path, name):
+    path = tmp_path / "s.toml"
+    path.write_text(f'name = "{name}"\n[budget]\ntrials = 3\n')
+    assert load_spec(path).name == name
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("../../escape/x", "'../../escape/x'"),
+        ("a/b", "'a/b'"),
+        ("", "''"),
+        (".hidden", "'.hidden'"),
+        ("-rf", "'-rf'"),
+        ("a b", "'a b'"),
+        ("caf\u00e9", "'caf\u00e9'"),
+        ("tab\\there", "'tab\\there'"),               # TOML's escape: the name holds a tab, shown as \t
+        ("n" * 129, f"'{'n' * 40}'... (129 characters)"),
+        ("n" * 600, f"'{'n' * 40}'... (600 characters)"),
+    ],
+)
+def test_study_names_that_are_refused_name_file_field_value_and_rule(tmp_path, name, shown):
+    path = tmp_path / "s.toml"
+    path.write_text(f'name = "{name}"\n[budget]\ntrials = 3\n')
+    assert error_of(path) == f"{path}: name: {shown} is not a valid study name; {RULE}"

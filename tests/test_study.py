@@ -1,6 +1,7 @@
 """End to end: a digits study in SQLite, the objective's contract, resumption."""
 
 import json
+import re
 import subprocess
 import textwrap
 
@@ -17,7 +18,9 @@ from hpo.objective import Objective, trial_seed
 from hpo.spec import load_spec
 from hpo.storage import open_storage
 from hpo.study import count_finished, open_study
+from hpo.summary import study_savings
 from hpo.worker import run_worker
+from models.optimizers import SGD
 
 SMALL_DIGITS = """
 name = "digits_small"
@@ -150,8 +153,9 @@ def test_a_diverged_trial_is_pruned_and_the_study_goes_on(tmp_path):
     run_worker(study, storage, spec, prepare_data(spec.dataset))
     diverged, healthy = study.get_trials()
     assert diverged.state == TrialState.PRUNED and diverged.value is None
-    # W <- W - lr * weight_decay * W multiplies W by -999 per step: overflow within an epoch.
-    assert diverged.user_attrs["diverged"].startswith("loss became ")
+    # W <- W - lr * weight_decay * W multiplies W by -999 per step: the loss explodes at once.
+    assert diverged.user_attrs["diverged"].startswith("training loss ")
+    assert diverged.user_attrs["diverged"].endswith("; lower the learning rate")
     assert diverged.user_attrs["epochs_run"] == 0
     assert healthy.state == TrialState.COMPLETE and np.isfinite(healthy.value)
     assert study.best_trial.number == 1
@@ -167,3 +171,182 @@ def test_same_seed_same_trial_values(tmp_path):
         study.optimize(Objective(spec.model_copy(update={"parameters": spec.parameters.model_copy(update={"epochs": 2})}), data), n_trials=2)
         values.append([trial.value for trial in study.trials])
     assert values[0] == values[1]
+
+
+def run_in_process(tmp_path, study_file, *, enqueue=(), artifact_store=None):
+    (tmp_path / "s.toml").write_text(textwrap.dedent(study_file))
+    spec = load_spec(tmp_path / "s.toml")
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(spec, storage, spec.name)
+    for parameters in enqueue:
+        study.enqueue_trial(parameters)
+    run_worker(study, storage, spec, prepare_data(spec.dataset), artifact_store=artifact_store)
+    return study
+
+
+EXPLODED = re.compile(r"training loss (\S+) in epoch \d+, mini-batch \d+ exceeds the limit (\S+) "
+                      r"\(100 x max\(first mini-batch loss \S+, ln 10 = 2.303\)\); lower the learning rate")
+
+
+def test_learning_rates_of_10_to_1000_end_every_trial_as_diverged(tmp_path):
+    # Measured before the limit rule: all 8 trials COMPLETE at chance level (0.10, one 0.18) with
+    # first-epoch training losses of 2.6e3 to 2.0e8 that never became NaN.
+    study = run_in_process(tmp_path, """
+        name = "explode"
+        [budget]
+        trials = 8
+        [sampler]
+        type = "random"
+        seed = 0
+        [pruner]
+        type = "none"
+        [parameters]
+        learning_rate = { low = 10.0, high = 1000.0, log = true }
+        optimizer = { choices = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"] }
+        hidden_layers = 1
+        hidden_size = 32
+        batch_size = 64
+        epochs = 3
+    """)
+    trials = study.get_trials()
+    assert len(trials) == 8 and count_finished(study) == 8
+    for trial in trials:
+        assert trial.state == TrialState.PRUNED and trial.value is None, trial.params
+        match = EXPLODED.fullmatch(trial.user_attrs["diverged"])
+        assert match and float(match[1]) > float(match[2]), trial.user_attrs["diverged"]
+        assert "weights_artifact_id" not in trial.user_attrs
+    with pytest.raises(ValueError):
+        study.best_trial  # no completed trial, so no best
+
+
+class JumpingSGD(SGD):
+    """SGD whose learning rate jumps to ``then`` after ``after`` updates (a forced schedule)."""
+
+    def __init__(self, lr, *, after, then):
+        super().__init__(lr)
+        self.after, self.then, self.updates = after, then, 0
+
+    def update(self, params, grads):
+        self.updates += 1
+        if self.updates > self.after:
+            self.lr = self.then
+        super().update(params, grads)
+
+
+def test_a_trial_that_explodes_after_a_good_epoch_is_not_best(tmp_path, monkeypatch):
+    import hpo.objective
+
+    data = prepare_data(load_spec("studies/digits.toml").dataset)
+    per_epoch = -(-len(data.x_train) // 32)
+
+    def make_optimizer(name, learning_rate):
+        # learning rate 0.3 trains well for 3 epochs, then jumps to 300 (a finite explosion).
+        return JumpingSGD(learning_rate, after=3 * per_epoch if learning_rate == 0.3 else 10**9, then=300.0)
+
+    monkeypatch.setattr(hpo.objective, "make_optimizer", make_optimizer)
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
+    study = run_in_process(tmp_path, """
+        name = "late_explosion"
+        [budget]
+        trials = 2
+        [sampler]
+        type = "random"
+        seed = 0
+        [pruner]
+        type = "none"
+        [parameters]
+        learning_rate = { choices = [0.3, 0.05] }
+        optimizer = "sgd"
+        hidden_layers = 1
+        hidden_size = 64
+        batch_size = 32
+        epochs = 4
+        seed = 0
+        seed_per_trial = false
+    """, enqueue=[{"learning_rate": 0.3}, {"learning_rate": 0.05}], artifact_store=store)
+    exploded, healthy = study.get_trials()
+    # Measured: validation accuracy 0.872, 0.903, 0.951, then a training loss of 9.3e3 in epoch 4 (limit 233);
+    # the healthy trial ends at 0.875. Before the limit rule the first was COMPLETE with 0.951 and best.
+    assert max(exploded.intermediate_values.values()) > healthy.value
+    assert exploded.state == TrialState.PRUNED  # (Optuna gives a pruned trial its last reported value)
+    assert exploded.user_attrs["epochs_run"] == 3 and "weights_artifact_id" not in exploded.user_attrs
+    match = EXPLODED.fullmatch(exploded.user_attrs["diverged"])
+    assert match and "in epoch 4," in exploded.user_attrs["diverged"], exploded.user_attrs["diverged"]
+    assert healthy.state == TrialState.COMPLETE and healthy.value == pytest.approx(0.875, abs=0.01)
+    assert "weights_artifact_id" in healthy.user_attrs
+    assert study.best_trial.number == healthy.number
+
+
+SIZES = """
+    name = "sizes"
+    [budget]
+    trials = 8
+    [sampler]
+    type = "random"
+    seed = 0
+    [pruner]
+    type = "none"
+    [parameters]
+    learning_rate = 0.05
+    hidden_layers = 1
+    hidden_size = { low = 16, high = 256, step = 16 }
+    batch_size = 32
+    epochs = 2
+"""
+
+
+def test_sampled_networks_too_large_for_the_memory_are_pruned_and_the_budget_is_reached(tmp_path, monkeypatch):
+    import hpo.resources
+    from hpo.resources import trial_memory
+
+    data = prepare_data(load_spec("studies/digits.toml").dataset)
+    values = {**load_spec("studies/digits.toml").parameters.fixed(), "hidden_layers": 1, "hidden_size": 128,
+              "batch_size": 32, "optimizer": "sgd", "batch_norm": False, "dropout": 0.0, "weight_decay": 0.0,
+              "activation": "relu", "evaluate_train": False}
+    available = trial_memory(values, data)  # what 128 units need: more do not fit
+    monkeypatch.setattr(hpo.resources, "available_memory", lambda: available)
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
+    study = run_in_process(tmp_path, SIZES, artifact_store=store)
+    trials = study.get_trials()
+    assert len(trials) == 8 and count_finished(study) == 8  # too-large trials count against the budget
+    large = [trial for trial in trials if trial.params["hidden_size"] > 128]
+    fitting = [trial for trial in trials if trial.params["hidden_size"] <= 128]
+    assert large and fitting  # measured: 6 larger than 128 units, 2 not
+    for trial in large:
+        needed = trial_memory({**values, "hidden_size": trial.params["hidden_size"]}, data)
+        assert trial.state == TrialState.PRUNED and trial.value is None
+        assert trial.user_attrs["too_large"] == (
+            f"the network (1 hidden layer of {trial.params['hidden_size']} units, batch 32, sgd) needs "
+            f"{hpo.resources.format_bytes(needed)} to train; this machine has "
+            f"{hpo.resources.format_bytes(available)} available; lower hidden_layers, hidden_size or batch_size")
+        assert trial.user_attrs["epochs_run"] == 0 and "weights_artifact_id" not in trial.user_attrs
+    for trial in fitting:
+        assert trial.state == TrialState.COMPLETE and "too_large" not in trial.user_attrs
+    assert study.best_trial.params["hidden_size"] <= 128
+    savings = study_savings(study)  # a too-large trial planned nothing it did not run
+    assert (savings.trained, savings.planned) == (2 * len(fitting), 2 * len(fitting))
+
+
+def test_a_memory_error_while_training_ends_the_trial_as_too_large(tmp_path, monkeypatch):
+    import hpo.objective
+
+    real_train = hpo.objective.train
+
+    def train_until_out_of_memory(*arguments, callback, **keywords):
+        def report_then_fail(metrics):
+            callback(metrics)
+            if metrics.epoch == 1 and keywords["batch_size"] == 32:
+                raise MemoryError  # as NumPy raises it when an array cannot be allocated
+        return real_train(*arguments, callback=report_then_fail, **keywords)
+
+    monkeypatch.setattr(hpo.objective, "train", train_until_out_of_memory)
+    study = run_in_process(tmp_path, SIZES.replace("trials = 8", "trials = 2").replace(
+        "batch_size = 32", "batch_size = { choices = [32, 64] }"),
+        enqueue=[{"batch_size": 32}, {"batch_size": 64}])
+    failed, healthy = study.get_trials()
+    assert failed.state == TrialState.PRUNED and failed.user_attrs["epochs_run"] == 1
+    assert re.fullmatch(r"the network \(1 hidden layer of \d+ units, batch 32, sgd\) ran out of memory while "
+                        r"training \(estimated [0-9.]+ [kMG]B, [0-9.]+ [kMG]B available at its start\); lower "
+                        r"hidden_layers, hidden_size or batch_size", failed.user_attrs["too_large"]), \
+        failed.user_attrs["too_large"]
+    assert healthy.state == TrialState.COMPLETE and study.best_trial.number == healthy.number

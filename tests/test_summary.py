@@ -8,8 +8,9 @@ from hpo.study import SPEC_ATTRIBUTE
 from hpo.summary import pruning_savings, state_counts, study_rows, study_savings
 
 
-def trial(state, epochs_run, *, params=None, diverged=False):
-    attributes = {"epochs_run": epochs_run} | ({"diverged": "loss is nan"} if diverged else {})
+def trial(state, epochs_run, *, params=None, diverged=False, too_large=False):
+    attributes = ({"epochs_run": epochs_run} | ({"diverged": "loss is nan"} if diverged else {})
+                  | ({"too_large": "the network needs 9 GB"} if too_large else {}))
     params = params or {}
     return create_trial(
         state=state, value=0.5 if state == TrialState.COMPLETE else None, params=params,
@@ -68,3 +69,15 @@ def test_state_counts_and_study_rows():
         "direction": "minimize", "complete": 3, "pruned": 0, "best_value": 1.0, "best_trial": 1}
     assert rows[1]["direction"] == "maximize,minimize" and rows[1]["best_value"] is None
     assert rows[1]["datetime_start"] is None
+
+
+def test_a_too_large_trial_counts_like_a_diverged_one():
+    trials = [
+        trial(TrialState.COMPLETE, 30),
+        trial(TrialState.PRUNED, 0, too_large=True),   # refused before training: 0 of 0
+        trial(TrialState.PRUNED, 2, too_large=True),   # MemoryError in epoch 3: 2 of 2
+        trial(TrialState.PRUNED, 4),                   # pruned: 4 of 30
+    ]
+    savings = pruning_savings(trials, fixed_epochs=30)
+    assert (savings.trained, savings.planned) == (30 + 0 + 2 + 4, 30 + 0 + 2 + 30)
+    assert savings.saved_fraction == 1 - 36 / 62

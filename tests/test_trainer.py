@@ -13,7 +13,7 @@ import pytest
 from models.datasets import load_digits, train_validation_split
 from models.network import MultiLayerNet
 from models.optimizers import SGD, make_optimizer
-from models.trainer import EpochMetrics, TrainingResult, train
+from models.trainer import EpochMetrics, TrainingResult, divergence_limit, train
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +166,12 @@ def test_exception_in_callback_stops_training_and_propagates(digits_split):
 
 
 @pytest.mark.parametrize(
-    ("learning_rate", "batch_size", "epochs_run"),
-    [(1e6, 32, 0), (2.2, 256, 1)],  # measured: nan in epoch 1, mini-batch 3 / epoch 2, mini-batch 5
+    ("learning_rate", "batch_size", "where"),
+    # Measured: before the limit rule these became nan in epoch 1, mini-batch 3 / epoch 2, mini-batch 5.
+    [(1e6, 32, "epoch 1, mini-batch 2"), (2.2, 256, "epoch 1, mini-batch 5")],
 )
-def test_huge_learning_rate_diverges(digits_split, learning_rate, batch_size, epochs_run):
-    # With weight decay, SGD multiplies W by (1 - lr * lambda) each step: |.| > 1 blows up to inf.
+def test_huge_learning_rate_diverges(digits_split, learning_rate, batch_size, where):
+    # With weight decay, SGD multiplies W by (1 - lr * lambda) each step: |.| > 1 blows up.
     x, t, xv, tv = digits_split
     seen = []
     network = digits_network(weight_decay=1.0)
@@ -181,14 +182,14 @@ def test_huge_learning_rate_diverges(digits_split, learning_rate, batch_size, ep
             epochs=5, batch_size=batch_size, rng=0, callback=seen.append,
         )
     assert result.diverged
-    pattern = r"loss became (nan|inf) in epoch \d+, mini-batch \d+; lower the learning rate"
-    assert re.fullmatch(pattern, result.message)
-    assert result.epochs_run == epochs_run
-    assert seen == result.history
-    for metrics in result.history:
-        # The train_eval_* fields are None: the training set is not evaluated unless asked.
-        assert all(math.isfinite(value) for value in dataclasses.astuple(metrics) if value is not None)
-        assert metrics.train_eval_loss is None and metrics.train_eval_accuracy is None
+    # The first loss is large here (the weight decay term of lambda = 1 is about 137).
+    match = re.fullmatch(r"training loss (\S+) in (.+) exceeds the limit (\S+) \(100 x max\(first mini-batch "
+                         r"loss (\S+), ln 10 = 2.303\)\); lower the learning rate", result.message)
+    assert match, result.message
+    loss, limit, first_loss = float(match[1]), float(match[3]), float(match[4])
+    assert match[2] == where and loss > limit
+    assert limit == pytest.approx(100 * first_loss, rel=1e-3) and first_loss > 100
+    assert result.epochs_run == 0 and seen == result.history == []
 
 
 def test_same_seed_same_history(digits_split):
@@ -254,7 +255,7 @@ def test_one_hot_labels_are_accepted():
 def test_validation_is_evaluated_in_chunks(monkeypatch):
     import models.trainer as trainer
 
-    monkeypatch.setattr(trainer, "_EVALUATION_CHUNK", 4)
+    monkeypatch.setattr(trainer, "EVALUATION_CHUNK", 4)
     x, t = indexed_data(10)
     network = RecordingNet()
     train(network, CountingOptimizer(), x, t, x, t, epochs=1, batch_size=10, rng=0)
@@ -269,7 +270,7 @@ def test_nonfinite_batch_loss_stops_at_once(bad):
     seen = []
     result = train(network, optimizer, x, t, x, t, epochs=5, batch_size=4, rng=0, callback=seen.append)
     assert result.diverged
-    assert result.message == f"loss became {bad} in epoch 2, mini-batch 3; lower the learning rate"
+    assert result.message == f"training loss became {bad} in epoch 2, mini-batch 3; lower the learning rate"
     assert [m.epoch for m in result.history] == [1] and seen == result.history
     assert len(network.batches) == 6 and optimizer.updates == 5  # no update with the bad gradient
 
@@ -285,6 +286,52 @@ def test_nonfinite_validation_loss_is_divergence():
     assert result.message == "validation loss became inf after epoch 1; lower the learning rate"
     assert result.history == [] and seen == []
     assert result.best_validation_accuracy is None and result.best_epoch is None and result.epochs_run == 0
+
+
+def test_divergence_limit_known_answers():
+    assert divergence_limit(2.0, 10) == pytest.approx(100 * math.log(10))  # 230.2585: ln 10 is the larger
+    assert divergence_limit(5.0, 10) == 500.0
+    assert divergence_limit(0.5, 3) == pytest.approx(109.861229)           # 100 * ln 3
+    assert divergence_limit(0.0, 1) == 0.0                                  # one class: ln 1 = 0
+
+
+@pytest.mark.parametrize(
+    "first_loss, limit, limit_text, start_text",
+    [
+        (2.0, 200.0, "200", "2, ln 3 = 1.099"),               # the first loss sets the limit
+        (0.5, 100 * math.log(3), "109.861", "0.5, ln 3 = 1.099"),  # ln C sets it (C = 3: the scores' width)
+    ],
+)
+def test_a_training_loss_above_the_limit_is_divergence(first_loss, limit, limit_text, start_text):
+    x, t = indexed_data(12)  # 3 mini-batches of 4 per epoch
+    below = limit * (1 - 1e-6)
+    healthy = train(RecordingNet(losses=[first_loss, below, 1.0] * 3), CountingOptimizer(), x, t, x, t,
+                    epochs=3, batch_size=4, rng=0)
+    assert not healthy.diverged and healthy.message == "" and healthy.epochs_run == 3
+
+    above = limit * (1 + 1e-6)
+    optimizer = CountingOptimizer()
+    seen = []
+    result = train(RecordingNet(losses=[first_loss, 1.0, 1.0, 1.0, above, 1.0]), optimizer, x, t, x, t,
+                   epochs=3, batch_size=4, rng=0, callback=seen.append)
+    assert result.diverged
+    assert result.message == (f"training loss {above:.6g} in epoch 2, mini-batch 2 exceeds the limit {limit_text} "
+                              f"(100 x max(first mini-batch loss {start_text})); lower the learning rate")
+    assert [m.epoch for m in result.history] == [1] and seen == result.history
+    assert optimizer.updates == 4  # not with the exploded mini-batch's gradient
+
+
+def test_a_validation_loss_above_the_limit_is_divergence():
+    x, t = indexed_data(8)
+    losses = [2.0, 1.0] * 3  # first loss 2.0 > ln 3: limit 200
+    fine = train(RecordingNet(losses=losses, validation_loss=199.9), CountingOptimizer(), x, t, x, t,
+                 epochs=3, batch_size=4, rng=0)
+    assert not fine.diverged and fine.epochs_run == 3
+    result = train(RecordingNet(losses=losses, validation_loss=200.1), CountingOptimizer(), x, t, x, t,
+                   epochs=3, batch_size=4, rng=0)
+    assert result.diverged and result.history == []
+    assert result.message == ("validation loss 200.1 after epoch 1 exceeds the limit 200 (100 x max(first "
+                              "mini-batch loss 2, ln 3 = 1.099)); lower the learning rate")
 
 
 def test_training_result_properties():

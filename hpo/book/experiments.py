@@ -182,7 +182,7 @@ def curves_by(study: optuna.Study, spec: StudySpec) -> dict[Any, dict[str, Any]]
         ``validation_loss``, ``validation_accuracy``, ``seconds``, and with
         ``evaluate_train`` ``train_eval_loss``, ``train_eval_accuracy``: lists with one
         value per epoch, losses in nats, accuracies as fractions, seconds of wall
-        time).  A trial that diverged (its loss became NaN or infinite, see
+        time).  A trial that diverged (its loss exploded, see
         :class:`hpo.objective.Objective`) has the epochs before that, possibly none,
         and ``diverged``: the reason.  A grid point is the parameter's value when one
         parameter is searched, else the tuple of values in declaration order.  Points

@@ -1,0 +1,151 @@
+"""hpo.resources: the memory a machine gives, the smallest network of a study, the refusal of one too large."""
+
+import os
+import re
+import subprocess
+import textwrap
+
+import pytest
+
+from conftest import HPO
+from hpo.data import prepare_data
+from hpo.resources import (
+    TooLargeError,
+    available_memory,
+    cgroup_available,
+    check_study_fits,
+    format_bytes,
+    smallest_settings,
+    trial_memory,
+)
+from hpo.spec import load_spec
+
+
+def write(folder, relative, text):
+    path = folder / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_limit_minus_usage_without_inactive_file_cache_smallest_up_the_tree(tmp_path):
+    root = tmp_path / "cgroup"
+    write(tmp_path, "self-cgroup", "0::/user.slice/app\n")
+    write(root, "user.slice/app/memory.max", "2147483648\n")                    # 2 GiB
+    write(root, "user.slice/app/memory.current", "1073741824\n")                # 1 GiB used,
+    write(root, "user.slice/app/memory.stat", "anon 5\ninactive_file 268435456\nactive_file 7\n")  # 256 MiB cache
+    write(root, "user.slice/memory.max", "max\n")                               # no limit
+    write(root, "user.slice/memory.current", "5000000000\n")
+    membership = tmp_path / "self-cgroup"
+    assert cgroup_available(root, membership) == 2147483648 - (1073741824 - 268435456)
+    write(root, "memory.max", "1500000000\n")                                   # the parent's limit is tighter
+    write(root, "memory.current", "1400000000\n")
+    assert cgroup_available(root, membership) == 100_000_000
+    write(root, "memory.current", "1600000000\n")                               # over the limit: nothing left
+    assert cgroup_available(root, membership) == 0
+
+
+def test_cgroup_v1_limit_and_no_limit(tmp_path):
+    root = tmp_path / "cgroup"
+    write(tmp_path, "self-cgroup", "9:name=systemd:/\n4:memory:/process_api/17d8\n0::/\n")
+    write(root, "memory/process_api/17d8/memory.limit_in_bytes", "9223372036854771712\n")  # v1's "no limit"
+    write(root, "memory/process_api/17d8/memory.usage_in_bytes", "621092864\n")
+    membership = tmp_path / "self-cgroup"
+    assert cgroup_available(root, membership) is None
+    write(root, "memory/memory.limit_in_bytes", "4000000000\n")
+    write(root, "memory/memory.usage_in_bytes", "1000000000\n")
+    write(root, "memory/memory.stat", "cache 9\ntotal_inactive_file 500000000\n")
+    assert cgroup_available(root, membership) == 3_500_000_000
+    # Without /proc/self/cgroup (a container's own view, say) the groups at the root count.
+    assert cgroup_available(root, tmp_path / "no-such-file") == 3_500_000_000
+    assert cgroup_available(tmp_path / "empty", tmp_path / "no-such-file") is None
+
+
+def test_available_memory_is_lowered_to_what_the_cgroup_limit_leaves(monkeypatch):
+    import hpo.resources
+
+    assert 0 < available_memory()
+    monkeypatch.setattr(hpo.resources, "cgroup_available", lambda: 12345)
+    assert available_memory() == 12345
+
+
+def test_format_bytes():
+    assert [format_bytes(count) for count in (69_140_000_000, 512e6, 3_200, 12)] == [
+        "69.1 GB", "512.0 MB", "3.2 kB", "12 bytes"]
+
+
+SEARCHED = """
+name = "sizes"
+[budget]
+trials = 4
+[parameters]
+hidden_layers = { low = 2, high = 8 }
+hidden_size = { choices = [512, 64, 256] }
+batch_size = { low = 16, high = 256, step = 16 }
+optimizer = { choices = ["adam", "momentum", "sgd"] }
+batch_norm = { choices = [true, false] }
+dropout = { low = 0.0, high = 0.5 }
+weight_decay = { low = 1e-6, high = 1e-2, log = true }
+learning_rate = { choices = ["default", 0.1] }
+activation = "tanh"
+"""
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return prepare_data(load_spec("studies/digits.toml").dataset)
+
+
+def test_the_smallest_network_of_a_searched_space(tmp_path, digits):
+    (tmp_path / "s.toml").write_text(SEARCHED)
+    smallest = smallest_settings(load_spec(tmp_path / "s.toml").parameters, digits)
+    assert {name: smallest[name] for name in ("hidden_layers", "hidden_size", "batch_size", "optimizer",
+                                               "batch_norm", "dropout", "weight_decay", "activation")} == {
+        "hidden_layers": 2, "hidden_size": 64, "batch_size": 16, "optimizer": "sgd", "batch_norm": False,
+        "dropout": 0.0, "weight_decay": 1e-6, "activation": "tanh"}
+
+
+def test_check_study_fits_refuses_exactly_above_the_available_memory(tmp_path, digits):
+    (tmp_path / "s.toml").write_text(SEARCHED)
+    spec = load_spec(tmp_path / "s.toml")
+    needed = trial_memory(smallest_settings(spec.parameters, digits), digits)
+    check_study_fits(spec, digits, available=needed)  # fits exactly
+    with pytest.raises(TooLargeError) as caught:
+        check_study_fits(spec, digits, available=needed - 1)
+    assert str(caught.value) == (
+        f"the smallest network of this study (2 hidden layers of 64 units, batch 16, sgd) needs "
+        f"{format_bytes(needed)} to train; this machine has {format_bytes(needed - 1)} available; "
+        "lower hidden_layers, hidden_size or batch_size")
+
+
+HUGE = """
+name = "huge"
+[budget]
+trials = 2
+[parameters]
+hidden_layers = 64
+hidden_size = 16384
+optimizer = { choices = ["adam", "sgd"] }
+batch_norm = { choices = [true, false] }
+epochs = 1
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "worker"])
+def test_a_study_too_large_for_the_machine_is_refused_before_any_trial(tmp_path, digits, command):
+    (tmp_path / "study.toml").write_text(HUGE)
+    smallest = smallest_settings(load_spec(tmp_path / "study.toml").parameters, digits)
+    needed = trial_memory(smallest, digits)  # 272 GB: 17 billion parameters, 4 arrays of them (SGD)
+    if available_memory() > needed / 2:
+        pytest.skip(f"this machine has {format_bytes(available_memory())} available")
+    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
+    result = subprocess.run([HPO, command, "study.toml"], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip()
+    assert re.fullmatch(
+        r"Error: study\.toml: parameters: the smallest network of this study \(64 hidden layers of 16384 units, "
+        rf"batch 100, sgd\) needs {re.escape(format_bytes(needed))} to train; this machine has [0-9.]+ [kMG]B "
+        r"available; lower hidden_layers, hidden_size or batch_size", line), line
+    assert format_bytes(needed) == "272.1 GB"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["study.toml"]  # no database, no artifacts
