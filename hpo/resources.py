@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from hpo.data import TuningData
-from hpo.spec import Choices, FloatRange, IntRange, Parameters, StudySpec
+from hpo.spec import FloatRange, IntRange, Parameters, StudySpec
 from models.memory import training_memory
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
