@@ -213,9 +213,13 @@ _BLAS_LIMITS: list[threadpoolctl.threadpool_limits] = []
 
 
 def _exit_interrupted(interrupted: interrupts.Interrupted, resume: str | None) -> None:
-    """Exit with 130 (SIGINT) or 143 (SIGTERM); the worker has marked its trial FAIL (or logged why not)."""
+    """Exit with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP); the worker has marked its trial FAIL (or logged
+    why not)."""
     if resume is not None:
-        click.echo(f"\nInterrupted by {interrupted}: finished trials are stored; resume with: {resume}", err=True)
+        try:
+            click.echo(f"\nInterrupted by {interrupted}: finished trials are stored; resume with: {resume}", err=True)
+        except OSError:  # SIGHUP: the terminal or the parent that read our output is gone
+            pass
     sys.exit(interrupted.exit_code)
 
 
@@ -262,14 +266,18 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
         blas_threads: int | None, no_progress: bool, artifact_dir: str | None) -> None:
     """Create or resume the study in STUDY_FILE and run it until its trial budget."""
     interrupts.install()  # from here on a signal stops the run at a safe point (hpo.interrupts)
-    # With --jobs K the workers load the data; this process only watches.
-    spec, data, url, opened, study = _prepare(study_file, storage, study_name, create=True, load_data=jobs == 1)
+    # The data are loaded here with --jobs K too, so that a missing data set or a network too
+    # large for this machine is one error before the study is created, not one per worker.
+    spec, data, url, opened, study = _prepare(study_file, storage, study_name, create=True)
     name = study.study_name
     directory, artifact_store = _artifact_store(url, artifact_dir)
     click.echo(f"storage: {describe(url)}")
     click.echo(f"artifacts: {directory} (weights of completed trials)")
-    images = f"; {len(data.x_train)} training and {len(data.x_validation)} validation images" if data else ""
+    images = f"; {len(data.x_train)} training and {len(data.x_validation)} validation images"
     click.echo(f"study: {name} ({count_finished(study)} of {spec.budget.trials} trials finished{images})")
+    if jobs > 1:  # each worker loads its own copy; this process only watches
+        data = None
+        prepare_data.cache_clear()
     where = [*_storage_arguments(storage, url), "--study-name", name]
     _warn_oversubscription(jobs, blas_threads or (1 if jobs > 1 else _default_blas_threads()))
     started = time.perf_counter()

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from hpo.data import load_dataset
 from hpo.objective import ATTRIBUTE_BEST_EPOCH, ATTRIBUTE_SEED, build_network, trial_seed
@@ -207,6 +206,8 @@ def evaluate_trial(
 
 def _score(network: MultiLayerNet, dataset: Dataset, trial: optuna.trial.FrozenTrial, values: dict[str, Any],
            seed: int, dataset_spec: DatasetSpec, study_name: str, training: dict[str, Any]) -> Evaluation:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # two seconds to import
+
     predictions = predict(network, dataset.x_test)
     labels = dataset.t_test
     classes = np.arange(dataset.n_classes)

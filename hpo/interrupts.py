@@ -11,9 +11,14 @@ So the handler installed by :func:`install` only records the signal.  The
 worker loop and the trainer (between mini-batches) call :func:`check` at safe
 points; it raises :class:`Interrupted`, which the worker turns into a FAIL
 trial before the process exits with 128 + the signal number (130 for SIGINT,
-143 for SIGTERM).  A second signal ends the process at once, with the same
-status: a trial it leaves RUNNING is failed by any other worker once its
-heartbeat is older than the grace period.
+143 for SIGTERM, 129 for SIGHUP).  A second SIGINT or SIGTERM ends the process
+at once, with the same status: a trial it leaves RUNNING is failed by any other
+worker once its heartbeat is older than the grace period.
+
+SIGHUP (the terminal closed, or the parent `hpo run --jobs K` died: its workers
+get SIGHUP then, see :mod:`hpo.local_workers`) asks for the same orderly stop but
+never for an immediate one: the kernel may send a dying parent's signal several
+times, once for each of its threads.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 from types import FrameType
 
 # Signals that ask this process to stop; each exits with 128 + its number.
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Longest sleep between two looks at the flag in :func:`sleep`, in seconds.
 _SLICE_SECONDS = 0.05
 
@@ -39,9 +44,9 @@ class Interrupted(KeyboardInterrupt):
     Attributes
     ----------
     signal_number : int
-        ``signal.SIGINT`` or ``signal.SIGTERM``.
+        ``signal.SIGINT``, ``signal.SIGTERM`` or ``signal.SIGHUP``.
     exit_code : int
-        128 + ``signal_number``: 130 for SIGINT, 143 for SIGTERM (the shell's convention).
+        128 + ``signal_number``: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP (the shell's convention).
     """
 
     def __init__(self, signal_number: int) -> None:
@@ -52,6 +57,10 @@ class Interrupted(KeyboardInterrupt):
 
 def _record(signal_number: int, frame: FrameType | None) -> None:
     global _received
+    if signal_number == signal.SIGHUP:  # never the "second signal": see the module's notes
+        if _received is None:
+            _received = signal_number
+        return
     if _received is not None:
         # The second signal: the user does not want to wait for the safe point.
         os.write(2, f"\n{signal.Signals(signal_number).name} again: exiting now\n".encode())
@@ -60,7 +69,7 @@ def _record(signal_number: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """Record SIGINT and SIGTERM instead of raising (call from the main thread).
+    """Record SIGINT, SIGTERM and SIGHUP instead of raising or dying (call from the main thread).
 
     Raises
     ------
@@ -76,11 +85,12 @@ def uninstall() -> None:
     global _received
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     _received = None
 
 
 def requested() -> int | None:
-    """The signal received so far (``signal.SIGINT`` or ``signal.SIGTERM``), or None."""
+    """The signal received first (``signal.SIGINT``, ``signal.SIGTERM`` or ``signal.SIGHUP``), or None."""
     return _received
 
 

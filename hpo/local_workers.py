@@ -8,8 +8,10 @@ environment, never the command line, so a password does not show in `ps`.
 The workers run in a session of their own, so Ctrl-C in the terminal reaches
 this process only; it passes the signal on to each worker exactly once (a worker
 ends at once on a second signal, see :mod:`hpo.interrupts`).  On Linux each
-worker also gets SIGTERM when this process dies, even by SIGKILL
-(``prctl(PR_SET_PDEATHSIG)``), so no worker runs on alone.  Their output comes
+worker also gets SIGHUP when this process dies, even by SIGKILL
+(``prctl(PR_SET_PDEATHSIG)``), and stops as on Ctrl-C, so no worker runs on
+alone.  (SIGHUP, because the kernel sends the parent-death signal once per
+thread of the dying parent, and a repeated SIGHUP never means "exit at once".)  Their output comes
 through this process, line by line, so it never mixes with the progress bar.
 """
 
@@ -43,7 +45,7 @@ class WorkersFailed(RuntimeError):
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
-    """A function for ``Popen(preexec_fn=...)`` that makes the child get SIGTERM when this process dies.
+    """A function for ``Popen(preexec_fn=...)`` that makes the child get SIGHUP when this process dies.
 
     None where the kernel has no ``prctl(PR_SET_PDEATHSIG)`` (not Linux).
     """
@@ -53,9 +55,9 @@ def _parent_death_signal() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def set_in_child() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGHUP)
         if os.getppid() != parent:  # the parent died before prctl: nobody would signal this child
-            os._exit(143)
+            os._exit(129)
 
     return set_in_child
 

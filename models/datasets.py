@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy
-from sklearn.model_selection import StratifiedShuffleSplit, train_test_split
 
 __all__ = [
     "FASHION_MNIST_CLASS_NAMES",
@@ -241,6 +240,7 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         If ``test_fraction`` is not strictly between 0 and 1.
     """
     from sklearn.datasets import load_digits as sklearn_load_digits
+    from sklearn.model_selection import train_test_split
 
     _check_fraction("test_fraction", test_fraction)
     bunch = sklearn_load_digits()
@@ -549,6 +549,9 @@ def train_validation_split(
         raise ValueError(f"x: expected a 2-D array of shape (N, D), got shape {x.shape}")
     if t.shape != (x.shape[0],):
         raise ValueError(f"t: expected class indices of shape ({x.shape[0]},), got shape {t.shape}")
+    # scikit-learn takes two seconds to import: paid by the commands that split data, not by every `hpo`.
+    from sklearn.model_selection import StratifiedShuffleSplit
+
     splitter = StratifiedShuffleSplit(n_splits=1, test_size=float(validation_fraction), random_state=seed)
     train_index, validation_index = next(splitter.split(numpy.empty((t.shape[0], 0)), t))
     return (

@@ -127,9 +127,11 @@ def test_storage_errors_give_the_hint_that_fits_them(tmp_path, command):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "study.toml"]
 
 
-def test_missing_idx_directory_is_named(tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_missing_idx_directory_is_named(tmp_path, jobs):
+    # With --jobs 2 as well: one line from `hpo run` itself before any study exists, not one per worker.
     (tmp_path / "study.toml").write_text(VALID + '[dataset]\nname = "idx"\ndirectory = "no-data"\n')
-    result = hpo("run", "study.toml", cwd=tmp_path)
+    result = hpo("run", "study.toml", "--jobs", jobs, cwd=tmp_path)
     assert_user_error(result, "study.toml", "no-data", cwd=tmp_path)
 
 
@@ -445,7 +447,7 @@ def table_header(lines):
     return next(line for line in lines if line.startswith("┃")).strip("┃").replace("┃", " ").split()
 
 
-@pytest.mark.parametrize("command, width, fields", [("trials", 60, 12), ("studies", 60, 9), ("best", 40, 12)])
+@pytest.mark.parametrize("command, width, fields", [("trials", 60, 12), ("studies", 60, 10), ("best", 40, 12)])
 def test_tables_fit_columns_and_csv_stays_complete(tmp_path, command, width, fields):
     wide_study(tmp_path)
     whole = hpo(command, cwd=tmp_path).stdout.splitlines()  # a pipe without $COLUMNS: the whole table

@@ -1,9 +1,9 @@
-"""Fault injection on the real commands: SIGTERM and SIGINT at random moments, a second
-signal, SIGKILL of `hpo run --jobs`, two `hpo run` of one study at once.
+"""Fault injection on the real commands: SIGTERM, SIGINT and SIGHUP at random moments, a
+second signal, SIGKILL of `hpo run --jobs`, two `hpo run` of one study at once.
 
-Every test asserts what a user relies on: the worker exits with 143 (SIGTERM) or 130
-(SIGINT) within seconds, no trial of it is left RUNNING, and a following worker
-finishes the exact budget.  SQLite always; PostgreSQL too when HPO_TEST_POSTGRES_URL
+Every test asserts what a user relies on: the worker exits with 143 (SIGTERM), 130
+(SIGINT) or 129 (SIGHUP) within seconds, no trial of it is left RUNNING, and a following
+worker finishes the exact budget.  SQLite always; PostgreSQL too when HPO_TEST_POSTGRES_URL
 is set (CI sets it).
 """
 
@@ -122,7 +122,7 @@ def test_signals_at_random_moments_leave_no_trial_running(study_in, kind):
                           timeout=120).returncode == 0
     generator = random.Random(0)
     for index in range(rounds):
-        signal_number = (signal.SIGTERM, signal.SIGINT)[index % 2]
+        signal_number = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)[index % 3]
         worker = subprocess.Popen([HPO, "worker", str(study_file), "--no-progress"], env=environment(url),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         output = Output(worker)
@@ -158,6 +158,16 @@ def test_a_second_signal_ends_the_process_at_once(tmp_path):
     assert result.returncode == 143
     assert time.monotonic() - started < 20  # not the 30 s sleep
     assert "SIGTERM again: exiting now" in result.stderr
+
+
+def test_repeated_hangups_ask_for_an_orderly_stop_only(tmp_path):
+    # A dying parent's SIGHUP may come once per thread it had: never "exit at once".
+    program = ("import os, signal, sys\nfrom hpo import interrupts\ninterrupts.install()\n"
+               "for _ in range(3):\n    os.kill(os.getpid(), signal.SIGHUP)\n"
+               "try:\n    interrupts.check()\nexcept interrupts.Interrupted as stop:\n"
+               "    print('orderly', stop.exit_code)\n    sys.exit(stop.exit_code)\n")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (129, "orderly 129", "")
 
 
 def _alive(pid):
