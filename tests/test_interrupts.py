@@ -108,8 +108,8 @@ def storage_calls_of_a_whole_run(spec, data, tmp_path, monkeypatch):
     return counter.calls
 
 
-# SIGTERM at every storage call; SIGINT and SIGHUP, which take the same path, at every third and fifth.
-@pytest.mark.parametrize("signal_number, every", [(signal.SIGTERM, 1), (signal.SIGINT, 3), (signal.SIGHUP, 5)])
+# SIGTERM at every storage call; SIGINT and SIGHUP, which take the same path, at every fourth and seventh.
+@pytest.mark.parametrize("signal_number, every", [(signal.SIGTERM, 1), (signal.SIGINT, 4), (signal.SIGHUP, 7)])
 def test_a_signal_at_any_storage_call_leaves_no_trial_running(spec_and_data, tmp_path, monkeypatch, handlers,
                                                               signal_number, every):
     spec, data = spec_and_data

@@ -116,7 +116,7 @@ class Output:
 
 @pytest.mark.parametrize("kind", storages)
 def test_signals_at_random_moments_leave_no_trial_running(study_in, kind):
-    rounds = 8 if kind == "sqlite" else 5
+    rounds = 6 if kind == "sqlite" else 4
     study_file, name, url = study_in(kind, trials=10_000, epochs=2)
     assert subprocess.run([HPO, "create", str(study_file)], env=environment(url), capture_output=True,
                           timeout=120).returncode == 0
