@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy
 
+from models.validation import number, problem
+
 __all__ = [
     "FASHION_MNIST_CLASS_NAMES",
     "FASHION_MNIST_DIRECTORY",
@@ -200,14 +202,13 @@ class Dataset:
             If ``n`` is not an integer in ``1..len(t_train)``.
         """
         n_train = self.t_train.shape[0]
-        if isinstance(n, bool) or not isinstance(n, (int, numpy.integer)) or not 1 <= n <= n_train:
-            raise ValueError(f"n: expected an integer in 1..{n_train}, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= n_train:
+            raise problem("n", f"an integer in 1..{n_train}", n)
         return dataclasses.replace(self, x_train=self.x_train[:n], t_train=self.t_train[:n])
 
 
 def _check_fraction(argument: str, value: float) -> None:
-    if isinstance(value, bool) or not (isinstance(value, numbers.Real) and 0.0 < value < 1.0):
-        raise ValueError(f"{argument}: expected a fraction strictly between 0 and 1, got {value!r}")
+    number(argument, value, minimum=0.0, exclusive_minimum=True, maximum=1.0, exclusive_maximum=True)
 
 
 def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:

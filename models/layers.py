@@ -18,7 +18,11 @@ Conventions
   the layer.
 """
 
+from __future__ import annotations
+
 import numpy as np
+
+from models.validation import as_generator, fraction, number
 
 __all__ = [
     "Affine",
@@ -33,20 +37,20 @@ __all__ = [
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _check_float_array(name, array, ndim):
+def _check_float_array(name: str, array: object, ndim: int) -> None:
     """Raise ValueError unless ``array`` is a float32/float64 ndarray of ``ndim`` dims."""
     if not isinstance(array, np.ndarray) or array.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"{name} must be a float32 or float64 numpy.ndarray, got {type(array).__name__}"
+        raise ValueError(f"{name}: expected a float32 or float64 numpy.ndarray, got {type(array).__name__}"
                          f"{' of dtype ' + str(array.dtype) if isinstance(array, np.ndarray) else ''}")
     if array.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {array.shape}")
+        raise ValueError(f"{name}: expected {ndim} dimension(s), got shape {array.shape}")
 
 
-def _check_gradient_buffer(name, buffer, parameter):
+def _check_gradient_buffer(name: str, buffer: np.ndarray | None, parameter: np.ndarray) -> None:
     """Raise ValueError unless ``buffer`` is None or an array like ``parameter``."""
     if buffer is not None and (not isinstance(buffer, np.ndarray) or buffer.shape != parameter.shape
                                or buffer.dtype != parameter.dtype):
-        raise ValueError(f"{name} must be an array of shape {parameter.shape} and dtype {parameter.dtype}")
+        raise ValueError(f"{name}: expected an array of shape {parameter.shape} and dtype {parameter.dtype}")
 
 
 class Affine:
@@ -86,7 +90,8 @@ class Affine:
     (4, 2)
     """
 
-    def __init__(self, W, b, *, dW=None, db=None):
+    def __init__(self, W: np.ndarray, b: np.ndarray, *, dW: np.ndarray | None = None,
+                 db: np.ndarray | None = None) -> None:
         _check_float_array("W", W, 2)
         _check_float_array("b", b, 1)
         if b.shape[0] != W.shape[1] or b.dtype != W.dtype:
@@ -101,7 +106,7 @@ class Affine:
         self.db = db
         self._write_in_place = dW is not None and db is not None
 
-    def forward(self, x, train=True):
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         """Compute ``x @ W + b``.
 
         Parameters
@@ -120,7 +125,7 @@ class Affine:
         out += self.b
         return out
 
-    def backward(self, dout, *, input_grad=True):
+    def backward(self, dout: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
         """Backpropagate through the affine map; sets ``dW`` and ``db``.
 
         Parameters
@@ -152,10 +157,10 @@ class ReLU:
     Source: Deep Learning from Scratch, section 5.5.1.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.mask = None
 
-    def forward(self, x, train=True):
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         """Apply ``max(x, 0)`` elementwise.
 
         Parameters
@@ -171,7 +176,7 @@ class ReLU:
         self.mask = x > 0
         return np.maximum(x, 0)
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         """Pass the gradient where the input was positive, zero elsewhere.
 
         Parameters
@@ -193,10 +198,10 @@ class Sigmoid:
     section 5.5.2.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.out = None
 
-    def forward(self, x, train=True):
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         """Apply the sigmoid elementwise.
 
         Parameters
@@ -215,7 +220,7 @@ class Sigmoid:
         self.out = out
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         """Multiply by the derivative ``out * (1 - out)``.
 
         Parameters
@@ -239,10 +244,10 @@ class Tanh:
     suits tanh and sigmoid).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.out = None
 
-    def forward(self, x, train=True):
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         """Apply ``tanh`` elementwise.
 
         Parameters
@@ -258,7 +263,7 @@ class Tanh:
         self.out = np.tanh(x)
         return self.out
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         """Multiply by the derivative ``1 - out**2``.
 
         Parameters
@@ -317,22 +322,19 @@ class BatchNormalization:
         Gradients set by :meth:`backward`.
     """
 
-    def __init__(self, gamma, beta, momentum=0.9, eps=1e-5, *, dgamma=None, dbeta=None):
+    def __init__(self, gamma: np.ndarray, beta: np.ndarray, momentum: float = 0.9, eps: float = 1e-5, *,
+                 dgamma: np.ndarray | None = None, dbeta: np.ndarray | None = None) -> None:
         _check_float_array("gamma", gamma, 1)
         _check_float_array("beta", beta, 1)
         if beta.shape != gamma.shape or beta.dtype != gamma.dtype:
-            raise ValueError(f"beta must have shape {gamma.shape} and dtype {gamma.dtype} to match gamma, "
+            raise ValueError(f"beta: expected shape {gamma.shape} and dtype {gamma.dtype} to match gamma, "
                              f"got shape {beta.shape} and dtype {beta.dtype}")
         _check_gradient_buffer("dgamma", dgamma, gamma)
         _check_gradient_buffer("dbeta", dbeta, beta)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if not eps > 0.0:
-            raise ValueError(f"eps must be positive, got {eps!r}")
+        self.momentum = fraction("momentum", momentum)
+        self.eps = number("eps", eps, minimum=0.0, exclusive_minimum=True)
         self.gamma = gamma
         self.beta = beta
-        self.momentum = float(momentum)
-        self.eps = float(eps)
         self.running_mean = np.zeros_like(gamma)
         self.running_var = np.ones_like(gamma)
         self.xhat = None      # normalized input of the last training pass, (N, D)
@@ -341,7 +343,7 @@ class BatchNormalization:
         self.dbeta = dbeta
         self._write_in_place = dgamma is not None and dbeta is not None
 
-    def forward(self, x, train=True):
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         """Normalize, scale by ``gamma`` and shift by ``beta``.
 
         Parameters
@@ -378,7 +380,7 @@ class BatchNormalization:
         out += self.beta
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         """Backpropagate through scale/shift and the batch mean and variance.
 
         Uses the compact form (with ``dxhat = dout * gamma``)::
@@ -452,19 +454,13 @@ class Dropout:
     >>> layer.fixed_mask = True          # gradient check: same mask every pass
     """
 
-    def __init__(self, ratio, *, rng=None):
-        if not 0.0 <= ratio < 1.0:
-            raise ValueError(f"ratio must be in [0, 1), got {ratio!r}")
-        if rng is None:
-            rng = np.random.default_rng()
-        if not isinstance(rng, np.random.Generator):
-            raise ValueError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
-        self.ratio = float(ratio)
-        self.rng = rng
+    def __init__(self, ratio: float, *, rng: int | np.random.Generator | None = None) -> None:
+        self.ratio = fraction("ratio", ratio)
+        self.rng = as_generator("rng", rng)
         self.mask = None
         self.fixed_mask = False
 
-    def forward(self, x, train=True):
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         """Drop and rescale (training) or pass through (test).
 
         Parameters
@@ -493,7 +489,7 @@ class Dropout:
         out *= 1.0 / (1.0 - self.ratio)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         """Apply the same mask and scale as the last training forward pass.
 
         Parameters
@@ -529,11 +525,11 @@ class SoftmaxWithLoss:
         Class indices of the last forward pass.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.y = None
         self.t = None
 
-    def forward(self, x, t):
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
         """Return the mean cross-entropy of ``softmax(x)`` against ``t``.
 
         Parameters
@@ -559,7 +555,7 @@ class SoftmaxWithLoss:
         self.y, self.t = z, t
         return float(np.mean(np.log(sum_exp) - z_true))
 
-    def backward(self, dout=1.0):
+    def backward(self, dout: float = 1.0) -> np.ndarray:
         """Gradient of the loss with respect to the scores: ``(y - onehot(t)) / N * dout``.
 
         Parameters

@@ -5,11 +5,16 @@ After "Deep Learning from Scratch" (Koki Saitoh), chapter 6 and its
 normalization (6.3), weight decay and dropout (6.4).
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 import zipfile
+from collections.abc import Mapping, Sequence
+from os import PathLike
 
 import numpy as np
+import numpy.typing
 
 from models.layers import (
     Affine,
@@ -20,6 +25,7 @@ from models.layers import (
     SoftmaxWithLoss,
     Tanh,
 )
+from models.validation import as_generator, fraction, number, positive_int, problem
 
 __all__ = ["MultiLayerNet", "ACTIVATIONS", "WEIGHT_INITS", "save_weights", "load_weights"]
 
@@ -67,9 +73,10 @@ class MultiLayerNet:
     weight_decay : float, default 0.0
         L2 coefficient lambda >= 0: the loss gains 0.5 * lambda * sum(W**2) over
         the weight matrices (not biases, gamma or beta).
-    seed : int, numpy.random.Generator or None, default None
-        Source of all randomness (initial weights and dropout masks); an int or
-        None is passed to ``numpy.random.default_rng``, a Generator is used as is.
+    seed : int >= 0, numpy.random.Generator or None, default None
+        Source of all randomness (initial weights and dropout masks), by the one
+        seed rule of models/ (:func:`models.validation.as_generator`): an int seeds a
+        new Generator, a Generator is used as is, None is not reproducible.
     dtype : numpy float32 or float64, default numpy.float32
         Dtype of all parameters and computations; inputs are cast to it.
 
@@ -77,7 +84,7 @@ class MultiLayerNet:
     ------
     ValueError
         If an argument is outside its allowed values; the message names the
-        argument and what it allows.
+        argument and what it allows (``NAME: expected WHAT, got VALUE``).
 
     Attributes
     ----------
@@ -91,7 +98,7 @@ class MultiLayerNet:
         All parameters (gradients) as one flat vector; the arrays of ``params``
         (``grads``) are views into it. An optimizer given these two vectors
         updates every parameter in one pass (what :func:`models.trainer.train`
-        does), with the same result as updating them one by one.
+        does through :meth:`flat_vectors`), with the same result as updating them one by one.
     layers : dict of str to layer
         The layers in forward order (insertion order), named as above.
     last_layer : SoftmaxWithLoss
@@ -105,36 +112,32 @@ class MultiLayerNet:
     ((2, 10), True)
     """
 
-    def __init__(self, input_size, hidden_sizes, output_size, activation="relu",
-                 weight_init="he", batch_norm=False, dropout=0.0, weight_decay=0.0,
-                 seed=None, dtype=np.float32):
-        input_size = _positive_int("input_size", input_size)
-        output_size = _positive_int("output_size", output_size)
+    def __init__(self, input_size: int, hidden_sizes: Sequence[int], output_size: int, activation: str = "relu",
+                 weight_init: str | float = "he", batch_norm: bool = False, dropout: float = 0.0,
+                 weight_decay: float = 0.0, seed: int | np.random.Generator | None = None,
+                 dtype: type | np.dtype = np.float32) -> None:
+        input_size = positive_int("input_size", input_size)
+        output_size = positive_int("output_size", output_size)
         if isinstance(hidden_sizes, (str, bytes)) or not hasattr(hidden_sizes, "__iter__"):
-            raise ValueError(f"hidden_sizes must be a sequence of positive ints, got {hidden_sizes!r}")
-        hidden_sizes = [_positive_int("hidden_sizes", size) for size in hidden_sizes]
+            raise problem("hidden_sizes", "a sequence of integers >= 1", hidden_sizes)
+        hidden_sizes = [positive_int("hidden_sizes", size) for size in hidden_sizes]
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-        if isinstance(weight_init, str):
+            raise problem("activation", f"one of {', '.join(ACTIVATIONS)}", activation)
+        if isinstance(weight_init, str) or not _is_real(weight_init):
             if weight_init not in WEIGHT_INITS:
-                raise ValueError(f"weight_init must be 'he', 'xavier' or a positive number, got {weight_init!r}")
-        elif not _is_real(weight_init) or not (math.isfinite(weight_init) and weight_init > 0):
-            raise ValueError(f"weight_init must be 'he', 'xavier' or a positive number, got {weight_init!r}")
-        if not _is_real(dropout) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
-        if not _is_real(weight_decay) or not (math.isfinite(weight_decay) and weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+                raise problem("weight_init", "'he', 'xavier' or a finite number > 0", weight_init)
+        else:
+            weight_init = number("weight_init", weight_init, minimum=0.0, exclusive_minimum=True)
+        dropout = fraction("dropout", dropout)
+        weight_decay = number("weight_decay", weight_decay, minimum=0.0)
         try:
             resolved = np.dtype(dtype) if dtype is not None else None
         except TypeError:
             resolved = None
         if resolved is None or resolved not in _DTYPES:   # (a dtype compares equal to None)
-            raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}")
+            raise problem("dtype", "numpy.float32 or numpy.float64", dtype)
         dtype = resolved
-        try:
-            rng = np.random.default_rng(seed)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"seed must be an int, a numpy.random.Generator or None, got {seed!r}") from error
+        rng = as_generator("seed", seed)
 
         self.input_size = input_size
         self.hidden_sizes = hidden_sizes
@@ -154,7 +157,7 @@ class MultiLayerNet:
         self._build_layers()
         self.last_layer = SoftmaxWithLoss()
 
-    def _init_params(self):
+    def _init_params(self) -> None:
         """Draw Gaussian weights with the chosen standard deviation; zero biases.
 
         Every parameter (and its gradient) is a view of one flat vector,
@@ -189,7 +192,7 @@ class MultiLayerNet:
             if f"gamma{i}" in self.params:
                 self.params[f"gamma{i}"].fill(1.0)
 
-    def _build_layers(self):
+    def _build_layers(self) -> None:
         """Compose the layers in forward order, sharing the arrays in ``params``."""
         p, g = self.params, self.grads
         for i in range(1, len(self.hidden_sizes) + 1):
@@ -204,20 +207,40 @@ class MultiLayerNet:
         self.layers[f"Affine{out}"] = Affine(p[f"W{out}"], p[f"b{out}"], dW=g[f"W{out}"], db=g[f"b{out}"])
 
     @property
-    def n_affine(self):
+    def n_affine(self) -> int:
         """Number of Affine layers, L + 1."""
         return len(self.hidden_sizes) + 1
 
-    def _as_input(self, x):
+    def flat_vectors(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """All parameters and all gradients as two flat vectors, for one-pass optimizer updates.
+
+        Returns
+        -------
+        (params_vector, grads_vector) : two ndarrays of shape (P,), the network's dtype
+            When every array of :attr:`params` and :attr:`grads` is a view of them, so
+            that updating the vectors updates the layers; an optimizer's
+            ``update({"all": params_vector}, {"all": grads_vector})`` then equals
+            updating each array by name.
+        None
+            When they are not views any more (``copy.deepcopy`` of a network makes
+            every array separate): update :attr:`params` by name instead.
+        """
+        if self.grads.keys() != self.params.keys():
+            return None
+        shared = all(np.may_share_memory(self.params[name], self.params_vector)
+                     and np.may_share_memory(self.grads[name], self.grads_vector) for name in self.params)
+        return (self.params_vector, self.grads_vector) if shared else None
+
+    def _as_input(self, x: np.typing.ArrayLike) -> np.ndarray:
         """Return ``x`` as an array of the network's dtype (no copy if it already is)."""
         return np.asarray(x, dtype=self.dtype)
 
-    def _forward(self, x, train):
+    def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         for layer in self.layers.values():
             x = layer.forward(x, train)
         return x
 
-    def _weight_decay_term(self):
+    def _weight_decay_term(self) -> float:
         """0.5 * weight_decay * sum of squared weight matrices, as a float."""
         if self.weight_decay == 0.0:
             return 0.0
@@ -225,7 +248,7 @@ class MultiLayerNet:
                       for i in range(1, self.n_affine + 1))
         return 0.5 * self.weight_decay * squares
 
-    def predict(self, x, train=False):
+    def predict(self, x: np.typing.ArrayLike, train: bool = False) -> np.ndarray:
         """Scores (logits) of the output layer.
 
         Parameters
@@ -242,7 +265,7 @@ class MultiLayerNet:
         """
         return self._forward(self._as_input(x), train)
 
-    def loss(self, x, t, train=False):
+    def loss(self, x: np.typing.ArrayLike, t: np.ndarray, train: bool = False) -> float:
         """Mean cross-entropy plus ``0.5 * weight_decay * sum(W**2)``.
 
         Parameters
@@ -259,7 +282,7 @@ class MultiLayerNet:
         scores = self.predict(x, train)
         return self.last_layer.forward(scores, np.asarray(t)) + self._weight_decay_term()
 
-    def accuracy(self, x, t, batch_size=10000):
+    def accuracy(self, x: np.ndarray, t: np.ndarray, batch_size: int = 10000) -> float:
         """Fraction of correctly classified samples, in test mode.
 
         Parameters
@@ -283,14 +306,14 @@ class MultiLayerNet:
             t = t.argmax(axis=1)
         n = len(x)
         if n == 0 or len(t) != n:
-            raise ValueError(f"x and t must have the same positive number of rows, got {n} and {len(t)}")
+            raise problem("x, t", "the same positive number of rows", (n, len(t)))
         correct = 0
         for start in range(0, n, batch_size):
             scores = self.predict(x[start:start + batch_size], train=False)
             correct += int(np.count_nonzero(scores.argmax(axis=1) == t[start:start + batch_size]))
         return correct / n
 
-    def loss_and_accuracy(self, x, t):
+    def loss_and_accuracy(self, x: np.typing.ArrayLike, t: np.ndarray) -> tuple[float, float]:
         """:meth:`loss` and :meth:`accuracy` in test mode from one forward pass.
 
         Parameters
@@ -310,7 +333,7 @@ class MultiLayerNet:
         labels = t.argmax(axis=1) if t.ndim == 2 else t
         return loss, int(np.count_nonzero(scores.argmax(axis=1) == labels)) / len(labels)
 
-    def loss_and_gradient(self, x, t):
+    def loss_and_gradient(self, x: np.typing.ArrayLike, t: np.ndarray) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
         """One training-mode forward and backward pass.
 
         Parameters
@@ -349,7 +372,7 @@ class MultiLayerNet:
                 grads[f"gamma{i}"], grads[f"beta{i}"] = batch_norm.dgamma, batch_norm.dbeta
         return loss, scores, grads
 
-    def gradient(self, x, t):
+    def gradient(self, x: np.typing.ArrayLike, t: np.ndarray) -> dict[str, np.ndarray]:
         """Gradients of :meth:`loss` (training mode) by backpropagation.
 
         Parameters
@@ -365,7 +388,7 @@ class MultiLayerNet:
         """
         return self.loss_and_gradient(x, t)[2]
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of all parameters and batch-norm running statistics.
 
         Returns
@@ -382,7 +405,7 @@ class MultiLayerNet:
                 state[f"running_var{i}"] = batch_norm.running_var.copy()
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, np.typing.ArrayLike]) -> None:
         """Copy arrays from ``state`` into the network, in place.
 
         Parameters
@@ -413,7 +436,7 @@ class MultiLayerNet:
             np.copyto(target, value, casting="same_kind")
 
 
-def save_weights(network, path):
+def save_weights(network: MultiLayerNet, path: str | PathLike) -> None:
     """Write ``network.state_dict()`` to an uncompressed ``.npz`` file (no pickle).
 
     Parameters
@@ -430,7 +453,7 @@ def save_weights(network, path):
     np.savez(path, **network.state_dict())
 
 
-def load_weights(path):
+def load_weights(path: str | PathLike) -> dict[str, np.ndarray]:
     """Read a ``.npz`` file written by :func:`save_weights`, refusing pickled objects.
 
     Parameters
@@ -458,13 +481,6 @@ def load_weights(path):
         raise ValueError(f"{path}: damaged .npz archive ({error})") from None
 
 
-def _is_real(value):
+def _is_real(value: object) -> bool:
     """True for real numbers other than bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _positive_int(name, value):
-    """Return ``value`` as int after checking it is a positive integer (not bool)."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)

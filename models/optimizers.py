@@ -11,9 +11,13 @@ float32 parameter is never promoted to float64. Optimizers with decaying state
 entries to 0 every :data:`FLUSH_INTERVAL` updates (see there).
 """
 
-import math
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
+
+from models.validation import fraction, number, problem
 
 __all__ = [
     "SGD",
@@ -39,26 +43,15 @@ step.
 """
 
 
-def _flush_subnormals(arrays):
+def _flush_subnormals(arrays: Iterable[np.ndarray]) -> None:
     """Set the subnormal entries of each array to 0, in place."""
     for array in arrays:
         np.copyto(array, 0, where=np.abs(array) < np.finfo(array.dtype).tiny)
 
 
-def _positive(name, value):
+def _positive(name: str, value: float) -> float:
     """Return ``value`` as a float after checking it is finite and > 0."""
-    value = float(value)
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return value
-
-
-def _unit_interval(name, value):
-    """Return ``value`` as a float after checking it lies in [0, 1)."""
-    value = float(value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return value
+    return number(name, value, minimum=0.0, exclusive_minimum=True)
 
 
 class SGD:
@@ -84,10 +77,10 @@ class SGD:
     array([0.95, 2.1 ])
     """
 
-    def __init__(self, lr=0.01):
+    def __init__(self, lr: float = 0.01) -> None:
         self.lr = _positive("lr", lr)
 
-    def update(self, params, grads):
+    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """Take one step on every array in ``params``.
 
         Parameters
@@ -124,13 +117,13 @@ class Momentum:
         Velocity per parameter name, created at its first update.
     """
 
-    def __init__(self, lr=0.01, momentum=0.9):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         self.lr = _positive("lr", lr)
-        self.momentum = _unit_interval("momentum", momentum)
+        self.momentum = fraction("momentum", momentum)
         self.v = {}
         self.updates = 0
 
-    def update(self, params, grads):
+    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """Take one step on every array in ``params`` (see :meth:`SGD.update`)."""
         for key, param in params.items():
             v = self.v.get(key)
@@ -174,13 +167,13 @@ class Nesterov:
         Velocity per parameter name.
     """
 
-    def __init__(self, lr=0.01, momentum=0.9):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         self.lr = _positive("lr", lr)
-        self.momentum = _unit_interval("momentum", momentum)
+        self.momentum = fraction("momentum", momentum)
         self.v = {}
         self.updates = 0
 
-    def update(self, params, grads):
+    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """Take one step on every array in ``params`` (see :meth:`SGD.update`)."""
         a = self.momentum
         for key, param in params.items():
@@ -222,12 +215,12 @@ class AdaGrad:
         Sum of squared gradients per parameter name.
     """
 
-    def __init__(self, lr=0.01, eps=1e-7):
+    def __init__(self, lr: float = 0.01, eps: float = 1e-7) -> None:
         self.lr = _positive("lr", lr)
         self.eps = _positive("eps", eps)
         self.h = {}
 
-    def update(self, params, grads):
+    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """Take one step on every array in ``params`` (see :meth:`SGD.update`)."""
         for key, param in params.items():
             h = self.h.get(key)
@@ -266,14 +259,14 @@ class RMSprop:
         Moving average of squared gradients per parameter name.
     """
 
-    def __init__(self, lr=0.01, decay_rate=0.99, eps=1e-7):
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99, eps: float = 1e-7) -> None:
         self.lr = _positive("lr", lr)
-        self.decay_rate = _unit_interval("decay_rate", decay_rate)
+        self.decay_rate = fraction("decay_rate", decay_rate)
         self.eps = _positive("eps", eps)
         self.h = {}
         self.updates = 0
 
-    def update(self, params, grads):
+    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """Take one step on every array in ``params`` (see :meth:`SGD.update`)."""
         r = self.decay_rate
         for key, param in params.items():
@@ -330,16 +323,16 @@ class Adam:
         Number of updates so far per parameter name.
     """
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7) -> None:
         self.lr = _positive("lr", lr)
-        self.beta1 = _unit_interval("beta1", beta1)
-        self.beta2 = _unit_interval("beta2", beta2)
+        self.beta1 = fraction("beta1", beta1)
+        self.beta2 = fraction("beta2", beta2)
         self.eps = _positive("eps", eps)
         self.m, self.v, self.t = {}, {}, {}
         self._step = {}
         self.updates = 0
 
-    def update(self, params, grads):
+    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """Take one step on every array in ``params`` (see :meth:`SGD.update`)."""
         b1, b2 = self.beta1, self.beta2
         for key, param in params.items():
@@ -372,7 +365,7 @@ class Adam:
             _flush_subnormals([*self.m.values(), *self.v.values()])
 
 
-def _scaled_step(g, h, eps, lr, out):
+def _scaled_step(g: np.ndarray, h: np.ndarray, eps: float, lr: float, out: np.ndarray) -> np.ndarray:
     """Write ``lr * g / (sqrt(h) + eps)`` into ``out`` (shared by AdaGrad and RMSprop)."""
     np.sqrt(h, out=out)
     out += eps
@@ -381,7 +374,10 @@ def _scaled_step(g, h, eps, lr, out):
     return out
 
 
-OPTIMIZERS = {
+Optimizer = SGD | Momentum | Nesterov | AdaGrad | RMSprop | Adam
+"""Any optimizer of this module (for type hints)."""
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": SGD,
     "momentum": Momentum,
     "nesterov": Nesterov,
@@ -391,7 +387,7 @@ OPTIMIZERS = {
 }
 
 
-def make_optimizer(name: str, learning_rate: float | str = "default"):
+def make_optimizer(name: str, learning_rate: float | str = "default") -> Optimizer:
     """Build an optimizer by name with the given learning rate and default settings.
 
     Parameters
@@ -415,7 +411,7 @@ def make_optimizer(name: str, learning_rate: float | str = "default"):
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+        raise problem("optimizer", f"one of {', '.join(OPTIMIZERS)}", name)
     if isinstance(learning_rate, str) and learning_rate == "default":
         return OPTIMIZERS[key]()
     return OPTIMIZERS[key](lr=learning_rate)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy
 
+from models.validation import as_generator, positive_int
+
 __all__ = ["DIVERGENCE_FACTOR", "EVALUATION_CHUNK", "EpochMetrics", "TrainingResult", "divergence_limit", "train"]
 
 EVALUATION_CHUNK = 4096
@@ -148,11 +150,6 @@ class TrainingResult:
         return len(self.history)
 
 
-def _check_positive_int(argument: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < 1:
-        raise ValueError(f"{argument}: expected an integer >= 1, got {value!r}")
-
-
 def _check_data(x_name: str, x: Any, t_name: str, t: Any, n_features: int | None) -> None:
     if not isinstance(x, numpy.ndarray) or x.ndim != 2 or x.shape[0] == 0:
         shape = getattr(x, "shape", type(x).__name__)
@@ -191,17 +188,6 @@ def _evaluate(network: Any, x: numpy.ndarray, t: numpy.ndarray) -> tuple[float, 
     return loss_sum / n, correct / n
 
 
-def _has_flat_vectors(network: Any) -> bool:
-    """True if every parameter and gradient array of ``network`` is a view of its flat vectors."""
-    params_vector = getattr(network, "params_vector", None)
-    grads_vector = getattr(network, "grads_vector", None)
-    grads = getattr(network, "grads", None)
-    if params_vector is None or grads_vector is None or grads is None or grads.keys() != network.params.keys():
-        return False
-    return all(numpy.may_share_memory(network.params[name], params_vector)
-               and numpy.may_share_memory(grads[name], grads_vector) for name in network.params)
-
-
 def _exploded(which: str, loss: float, first: tuple[float, int] | None, when: str) -> str:
     """Why ``loss`` ends the run as diverged, or ``""`` if it does not.
 
@@ -228,7 +214,7 @@ def train(
     *,
     epochs: int,
     batch_size: int,
-    rng: numpy.random.Generator | int,
+    rng: numpy.random.Generator | int | None,
     callback: Callable[[EpochMetrics], None] | None = None,
     evaluate_train: bool = False,
     before_batch: Callable[[], None] | None = None,
@@ -240,7 +226,7 @@ def train(
     mini-batch included), so every example is used exactly once per epoch.
     For each mini-batch it calls ``network.loss_and_gradient(xb, tb)`` and
     then ``optimizer.update(network.params, grads)``, or one update of the
-    network's flat ``params_vector`` and ``grads_vector`` when it has them (book sections 4.5 and
+    network's two flat vectors when ``network.flat_vectors()`` returns them (book sections 4.5 and
     6.1). After the epoch it evaluates the network in test mode on the whole
     validation set and calls ``callback(metrics)``.
 
@@ -266,7 +252,8 @@ def train(
         Or any object with ``params`` (dict of arrays),
         ``loss_and_gradient(x, t)`` returning ``(loss, scores, grads)`` with
         ``scores`` the training-mode output of shape (batch, C),
-        and ``loss_and_accuracy(x, t)`` (test mode).
+        ``loss_and_accuracy(x, t)`` (test mode) and ``flat_vectors()`` (a pair of
+        flat parameter and gradient vectors, or None to be updated by name).
     optimizer : object
         Has ``update(params, grads)``, e.g. from
         ``models.optimizers.make_optimizer``.
@@ -283,9 +270,10 @@ def train(
     batch_size : int
         Examples per mini-batch, >= 1; larger than N means one mini-batch per
         epoch.
-    rng : numpy.random.Generator or int
-        Source of the shuffling; an int is a seed for
-        ``numpy.random.default_rng``. A Generator is advanced in place.
+    rng : numpy.random.Generator, int >= 0 or None
+        Source of the shuffling, by the one seed rule of models/
+        (:func:`models.validation.as_generator`): an int seeds a new Generator, a
+        Generator is advanced in place, None is not reproducible.
     callback : callable, optional
         Called as ``callback(metrics)`` with the :class:`EpochMetrics` of each
         completed epoch, in order. Its return value is ignored; an exception
@@ -312,9 +300,8 @@ def train(
     ValueError
         If ``epochs`` or ``batch_size`` is not an integer >= 1, an ``x`` is not
         a non-empty 2-D array, ``x_validation`` has a different number of
-        features than ``x_train``, or a ``t`` does not match its ``x``.
-    TypeError
-        If ``rng`` is neither a ``numpy.random.Generator`` nor an int.
+        features than ``x_train``, a ``t`` does not match its ``x``, or ``rng``
+        is not an int >= 0, a Generator or None.
     Exception
         Whatever ``callback`` or ``before_batch`` raises.
 
@@ -332,23 +319,17 @@ def train(
     >>> result.epochs_run
     2
     """
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("batch_size", batch_size)
+    epochs = positive_int("epochs", epochs)
+    batch_size = positive_int("batch_size", batch_size)
     _check_data("x_train", x_train, "t_train", t_train, None)
     _check_data("x_validation", x_validation, "t_validation", t_validation, x_train.shape[1])
-    if isinstance(rng, numpy.random.Generator):
-        generator = rng
-    elif isinstance(rng, (int, numpy.integer)) and not isinstance(rng, bool):
-        generator = numpy.random.default_rng(rng)
-    else:
-        raise TypeError(f"rng: expected a numpy.random.Generator or an int seed, got {type(rng).__name__}")
+    generator = as_generator("rng", rng)
 
     # A network that keeps its parameters and gradients in two flat vectors is
-    # updated in one pass over them instead of one small array at a time -- if its
-    # arrays still are views of those vectors (a deep copy or unpickling makes them
-    # separate arrays; such a network is updated array by array).
-    if _has_flat_vectors(network):
-        update_params, update_grads = {"all": network.params_vector}, {"all": network.grads_vector}
+    # updated in one pass over them instead of one small array at a time.
+    flat = network.flat_vectors()
+    if flat is not None:
+        update_params, update_grads = {"all": flat[0]}, {"all": flat[1]}
     else:
         update_params = update_grads = None
     n = x_train.shape[0]

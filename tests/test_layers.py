@@ -282,8 +282,12 @@ class TestDropout:
             Dropout(ratio)
 
     def test_bad_rng(self):
-        with pytest.raises(ValueError, match="rng"):
-            Dropout(0.5, rng=42)
+        with pytest.raises(ValueError, match="rng: expected an int >= 0, a numpy.random.Generator or None"):
+            Dropout(0.5, rng=np.random.RandomState(42))
+
+    def test_int_rng_is_a_seed(self):
+        x = np.ones((4, 5), dtype=np.float32)
+        assert np.array_equal(Dropout(0.5, rng=42).forward(x), Dropout(0.5, rng=np.random.default_rng(42)).forward(x))
 
 
 class TestSoftmaxWithLoss:
@@ -376,7 +380,7 @@ def test_affine_and_batch_norm_write_gradients_into_given_buffers(rng):
     np.testing.assert_array_equal(dbeta, plain.dbeta)
     np.testing.assert_allclose(dbeta, x[:, :3].sum(axis=0), rtol=1e-6)
 
-    with pytest.raises(ValueError, match=r"dW must be an array of shape \(4, 3\) and dtype float32"):
+    with pytest.raises(ValueError, match=r"dW: expected an array of shape \(4, 3\) and dtype float32"):
         Affine(W, b, dW=np.empty((3, 4), dtype=np.float32), db=db)
-    with pytest.raises(ValueError, match="dgamma must be an array of shape"):
+    with pytest.raises(ValueError, match="dgamma: expected an array of shape"):
         BatchNormalization(gamma, beta, dgamma=np.empty(3, dtype=np.float64), dbeta=dbeta)
