@@ -53,8 +53,8 @@ from hpo.narrow import DEFAULT_MARGIN, NarrowError, log_ranges, narrow_study_fil
 from hpo.progress import Progress as _Progress
 from hpo.resources import TooLargeError, check_study_fits
 from hpo.report import FORMATS, trial_row, write_record, write_rows
-from hpo.spec import SpecError, StudySpec, Workers, load_spec
-from hpo.storage import HeartbeatSettings, StorageError, describe, is_read_only, open_storage, storage_url
+from hpo.spec import HeartbeatSettings, SpecError, StudySpec, Workers, load_spec
+from hpo.storage import StorageError, describe, is_read_only, open_storage, storage_url
 from hpo.study import WORKERS_ATTRIBUTE, StudyMismatchError, count_finished, open_study
 from hpo.summary import state_counts, study_rows, study_savings
 from hpo.storage import ATTRIBUTE_WORKER

@@ -15,13 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpo.spec import DatasetSpec
-from models.datasets import (
-    Dataset,
-    load_digits,
-    load_fashion_mnist,
-    load_idx_directory,
-    train_validation_split,
-)
+from models.datasets import DATASETS, Dataset, train_validation_split
 
 
 @dataclass(frozen=True)
@@ -57,11 +51,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     models.datasets.DatasetError
         Missing or malformed IDX files; the message names the file.
     """
-    if spec.name == "digits":
-        return load_digits()
-    if spec.name == "fashion_mnist":
-        return load_fashion_mnist(spec.directory)
-    return load_idx_directory(spec.directory)
+    return DATASETS[spec.name].load(spec.directory)
 
 
 @functools.lru_cache(maxsize=2)

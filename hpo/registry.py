@@ -12,14 +12,11 @@ import importlib.util
 import inspect
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-
-if TYPE_CHECKING:
-    from hpo.spec import Parameters
 
 class GridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler for ask-and-tell workers.
@@ -186,7 +183,8 @@ def _construct(kind: str, name: str, cls: type, arguments: dict[str, Any], built
         raise ValueError(f"{kind}: optuna.{kind}s.{cls.__name__} refused the arguments: {error}") from None
 
 
-def build_sampler(name: str, arguments: dict[str, Any], parameters: "Parameters") -> optuna.samplers.BaseSampler:
+def build_sampler(name: str, arguments: dict[str, Any],
+                  searched: dict[str, dict[str, Any]]) -> optuna.samplers.BaseSampler:
     """Build the Optuna sampler ``name`` with ``arguments``.
 
     Parameters
@@ -195,8 +193,10 @@ def build_sampler(name: str, arguments: dict[str, Any], parameters: "Parameters"
         A key of :data:`SAMPLERS`.
     arguments : dict
         Keyword arguments of the Optuna class (``seed``, ``n_startup_trials``, ...).
-    parameters : Parameters
-        The study's parameters; the grid sampler's grid is their ``choices``.
+    searched : dict of str to dict
+        The study's searched parameters as plain data, name -> ``{"choices": [...]}`` or
+        ``{"low": .., "high": .., "log": .., "step": ..}``; the grid sampler's grid is
+        their ``choices``.
 
     Returns
     -------
@@ -221,8 +221,8 @@ def build_sampler(name: str, arguments: dict[str, Any], parameters: "Parameters"
         if "search_space" in arguments:
             raise ValueError("sampler.search_space: the grid is taken from the parameters' choices; remove it")
         grid = {}
-        for parameter, searched in parameters.searched().items():
-            choices = getattr(searched, "choices", None)
+        for parameter, search in searched.items():
+            choices = search.get("choices")
             if choices is None:
                 raise ValueError(
                     f"sampler.type = 'grid' needs every searched parameter as choices; "
@@ -236,8 +236,8 @@ def build_sampler(name: str, arguments: dict[str, Any], parameters: "Parameters"
         # Parallel workers: running trials count as bad guesses, so workers spread out.
         arguments.setdefault("constant_liar", True)
     if name == "bruteforce":
-        for parameter, searched in parameters.searched().items():
-            if getattr(searched, "log", False) or (hasattr(searched, "step") and searched.step is None):
+        for parameter, search in searched.items():
+            if search.get("log", False) or ("step" in search and search["step"] is None):
                 raise ValueError(
                     f"sampler.type = 'bruteforce' enumerates every value; parameters.{parameter} needs "
                     "choices or a range with a step (and no log scale)"

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import tomllib
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -58,7 +59,22 @@ from pydantic import (
 
 from hpo.names import check_study_name
 from hpo.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
-from hpo.storage import HeartbeatSettings
+from models.datasets import DATASETS
+from models.network import ACTIVATIONS, WEIGHT_INITS
+from models.optimizers import OPTIMIZERS
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    """Optuna trial heartbeats: ``interval_seconds`` between beats, stale after ``grace_period_seconds``.
+
+    ``max_retry``: how many times a trial that went stale is queued again (Optuna's
+    ``RetryFailedTrialCallback``).  All in seconds / counts, from ``[workers]``.
+    """
+
+    interval_seconds: int
+    grace_period_seconds: int
+    max_retry: int
 
 
 class SpecError(ValueError):
@@ -136,10 +152,12 @@ def _kind(value: Any) -> str:
     return "fixed"
 
 
-OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
-Activation = Literal["relu", "sigmoid", "tanh"]
+# The names come from models/ (its tables are the one place to add an optimizer, an activation,
+# an initialization or a data set); samplers and pruners from hpo.registry.
+OptimizerName = Literal[tuple(OPTIMIZERS)]
+Activation = Literal[tuple(ACTIVATIONS)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-WeightInit = Union[Literal["he", "xavier"], PositiveFloat]
+WeightInit = Union[Literal[tuple(WEIGHT_INITS)], PositiveFloat]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -284,7 +302,7 @@ class DatasetSpec(_Strict):
     out, stratified and shuffled with ``split_seed``; the test set is not touched.
     """
 
-    name: Literal["digits", "fashion_mnist", "idx"] = "digits"
+    name: Literal[tuple(DATASETS)] = "digits"
     directory: Annotated[Path, Field(strict=False)] | None = None
     train_images: PositiveInt | None = None
     validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
@@ -292,10 +310,10 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "DatasetSpec":
-        if self.name == "idx" and self.directory is None:
-            raise ValueError("name = 'idx' needs directory = '<folder with IDX files>'")
-        if self.name == "digits" and self.directory is not None:
-            raise ValueError("the bundled digits data set takes no directory")
+        if DATASETS[self.name].directory == "required" and self.directory is None:
+            raise ValueError(f"name = {self.name!r} needs directory = '<folder with IDX files>'")
+        if DATASETS[self.name].directory == "none" and self.directory is not None:
+            raise ValueError(f"the bundled {self.name} data set takes no directory")
         return self
 
 
@@ -392,7 +410,8 @@ class StudySpec(_Strict):
         With a seed, trial *n* samples with a seed derived from (seed, *n*), so no two
         trials repeat each other's samples (see :func:`hpo.registry.build_sampler`).
         """
-        return build_sampler(self.sampler.type, self.sampler.arguments(), self.parameters)
+        searched = {name: value.model_dump() for name, value in self.parameters.searched().items()}
+        return build_sampler(self.sampler.type, self.sampler.arguments(), searched)
 
     def heartbeat(self) -> HeartbeatSettings:
         """The heartbeat settings of :func:`hpo.storage.open_storage`."""

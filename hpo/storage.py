@@ -24,9 +24,8 @@ import time
 import urllib.parse
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
 import sqlalchemy
@@ -37,6 +36,9 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import URL, make_url
 
 from hpo import interrupts
+
+if TYPE_CHECKING:
+    from hpo.spec import HeartbeatSettings
 
 STORAGE_ENVIRONMENT_VARIABLE = "HPO_STORAGE"
 DEFAULT_SQLITE_FILE = "hpo.db"
@@ -60,15 +62,6 @@ STORAGE_SOURCES = f"--storage or ${STORAGE_ENVIRONMENT_VARIABLE}"
 URL_EXAMPLES = "sqlite:///hpo.db or postgresql+psycopg2://user@host:5432/database"
 READING_COMMANDS = "hpo trials, studies, best, plot, evaluate and dashboard"
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HeartbeatSettings:
-    """Optuna trial heartbeats: ``interval_seconds`` between beats, stale after ``grace_period_seconds``."""
-
-    interval_seconds: int
-    grace_period_seconds: int
-    max_retry: int
 
 
 class StorageError(RuntimeError):

@@ -25,15 +25,19 @@ import gzip
 import numbers
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy
 
 from models.validation import number, problem
 
 __all__ = [
+    "DATASETS",
     "FASHION_MNIST_CLASS_NAMES",
+    "DatasetSource",
     "FASHION_MNIST_DIRECTORY",
     "Dataset",
     "DatasetError",
@@ -497,6 +501,30 @@ def load_fashion_mnist(directory: str | os.PathLike[str] | None = None) -> Datas
         "directory that holds its four IDX files"
     )
     return _load_idx_directory(path, "fashion-mnist", FASHION_MNIST_CLASS_NAMES, how_to_get)
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """How a named data set is loaded: the entry of :data:`DATASETS`.
+
+    Attributes
+    ----------
+    load : callable
+        ``load(directory)`` -> :class:`Dataset`; ``directory`` is a path or None.
+    directory : {"none", "optional", "required"}
+        Whether a study file may or must name the directory of its files.
+    """
+
+    load: Callable[[Path | None], Dataset]
+    directory: Literal["none", "optional", "required"]
+
+
+DATASETS: dict[str, DatasetSource] = {
+    "digits": DatasetSource(lambda directory: load_digits(), "none"),
+    "fashion_mnist": DatasetSource(load_fashion_mnist, "optional"),
+    "idx": DatasetSource(load_idx_directory, "required"),
+}
+"""The data sets a study file can name (``[dataset] name``), the one table to add one to."""
 
 
 def train_validation_split(
