@@ -25,8 +25,8 @@ import click
 import numpy as np
 import optuna
 import threadpoolctl
-from sqlalchemy.engine import make_url
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from hpo import interrupts
 from hpo.artifacts import (
@@ -51,13 +51,19 @@ from hpo.local_workers import WorkersFailed, run_local_workers
 from hpo.names import check_study_name, file_name, path_inside
 from hpo.narrow import DEFAULT_MARGIN, NarrowError, log_ranges, narrow_study_file
 from hpo.progress import Progress as _Progress
-from hpo.resources import TooLargeError, check_study_fits
 from hpo.report import FORMATS, trial_row, write_record, write_rows
+from hpo.resources import TooLargeError, check_study_fits
 from hpo.spec import HeartbeatSettings, SpecError, StudySpec, Workers, load_spec
-from hpo.storage import StorageError, describe, is_read_only, open_storage, storage_url
+from hpo.storage import (
+    ATTRIBUTE_WORKER,
+    StorageError,
+    describe,
+    is_read_only,
+    open_storage,
+    storage_url,
+)
 from hpo.study import WORKERS_ATTRIBUTE, StudyMismatchError, count_finished, open_study
 from hpo.summary import state_counts, study_rows, study_savings
-from hpo.storage import ATTRIBUTE_WORKER
 from hpo.worker import fail_stale_trials, run_worker
 from models.datasets import DatasetError
 
@@ -599,7 +605,9 @@ def plot(storage: str | None, study_name: str | None, out_directory: str) -> Non
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display; before pyplot is imported
-    from hpo.plots import write_plots  # matplotlib: only this command pays for its import
+    from hpo.plots import (
+        write_plots,  # matplotlib: only this command pays for its import
+    )
 
     study = _load_study(storage, study_name)
     if Path(out_directory).exists() and not Path(out_directory).is_dir():
@@ -672,7 +680,9 @@ def narrow(study_file: str, top: int, storage: str | None, study_name: str | Non
 def book(out_directory: str, full: bool, storage: str | None, blas_threads: int, no_progress: bool) -> None:
     """Reproduce the book's chapter 6: run its studies (studies/book/) and write its figures to --out."""
     try:
-        from hpo.book.reproduce import reproduce  # matplotlib: only this command pays for its import
+        from hpo.book.reproduce import (
+            reproduce,  # matplotlib: only this command pays for its import
+        )
     except ImportError as error:
         raise _fail(f"hpo book needs {error.name}: pip install matplotlib") from None
     from hpo.book.experiments import STUDIES_DIRECTORY

@@ -18,6 +18,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+
 class GridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler for ask-and-tell workers.
 
