@@ -42,8 +42,8 @@ from pathlib import Path
 
 import optuna
 import threadpoolctl
-
 from common import checked_out, non_negative_int, positive_int
+
 from hpo.book.experiments import book_spec, run_study, search_summary
 
 

@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import checked_out, positive_int
 
 INPUT, HIDDEN, LAYERS, OUTPUT = 784, 100, 5, 10

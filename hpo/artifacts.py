@@ -32,16 +32,17 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from sqlalchemy.engine import make_url
 
+from hpo import record
+from hpo.errors import HpoError
 from models.network import MultiLayerNet, load_weights, save_weights
 
 ARTIFACT_DIR_ENVIRONMENT_VARIABLE = "HPO_ARTIFACT_DIR"
 # Folder for server databases when none is given, relative to the current folder.
 DEFAULT_SERVER_ARTIFACT_DIR = "hpo-artifacts"
 # Trial user attribute: the id of the trial's weights in the artifact store.
-ATTRIBUTE_WEIGHTS_ARTIFACT = "weights_artifact_id"
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(HpoError):
     """Stored weights that cannot be read; the message is one line."""
 
 
@@ -109,7 +110,7 @@ def upload_weights(network: MultiLayerNet, trial: optuna.Trial, artifact_store: 
     """Upload the network's weights as the trial's artifact ``trial-<N>-weights.npz``.
 
     The caller records the returned id (the objective stores it as the user attribute
-    :data:`ATTRIBUTE_WEIGHTS_ARTIFACT`); a write that fails with a database error may
+    :data:`record.WEIGHTS_ARTIFACT`); a write that fails with a database error may
     be repeated, it makes a new artifact.
 
     Parameters
@@ -146,7 +147,7 @@ def download_weights(trial: optuna.trial.FrozenTrial, directory: str | os.PathLi
     Parameters
     ----------
     trial : optuna.trial.FrozenTrial
-        A trial with the user attribute :data:`ATTRIBUTE_WEIGHTS_ARTIFACT`.
+        A trial with the user attribute :data:`record.WEIGHTS_ARTIFACT`.
     directory : str or path-like
         The study's artifact folder (see :func:`artifact_directory`).
 
@@ -162,7 +163,7 @@ def download_weights(trial: optuna.trial.FrozenTrial, directory: str | os.PathLi
         The trial stored no weights (not completed, or run before weights were
         stored), or the file is missing from ``directory`` or not a weights archive.
     """
-    artifact_id = trial.user_attrs.get(ATTRIBUTE_WEIGHTS_ARTIFACT)
+    artifact_id = trial.user_attrs.get(record.WEIGHTS_ARTIFACT)
     if not artifact_id:
         raise ArtifactError(
             f"trial {trial.number} has no stored weights (state {trial.state.name}; only completed trials store them)"

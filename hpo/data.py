@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpo.errors import HpoError
 from hpo.spec import DatasetSpec
-from models.datasets import DATASETS, Dataset, train_validation_split
+from models.datasets import DATASETS, Dataset, DatasetError, train_validation_split
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,23 @@ class TuningData:
         return self.x_train.shape[1]
 
 
+class DataError(HpoError):
+    """The data a study file names cannot be loaded or split; the message names the file or field."""
+
+
 def load_dataset(spec: DatasetSpec) -> Dataset:
     """Load the whole data set (training and test) that ``spec`` names.
 
     Raises
     ------
-    models.datasets.DatasetError
-        Missing or malformed IDX files; the message names the file.
+    DataError
+        Missing or malformed IDX files (models.datasets.DatasetError); the message
+        starts with ``dataset:`` and names the file.
     """
-    return DATASETS[spec.name].load(spec.directory)
+    try:
+        return DATASETS[spec.name].load(spec.directory)
+    except DatasetError as error:
+        raise DataError(f"dataset: {error}") from error
 
 
 @functools.lru_cache(maxsize=2)
@@ -63,10 +72,8 @@ def prepare_data(spec: DatasetSpec) -> TuningData:
 
     Raises
     ------
-    models.datasets.DatasetError
-        As :func:`load_dataset`.
-    ValueError
-        ``train_images`` exceeds the training set, or ``train_images`` /
+    DataError
+        As :func:`load_dataset`; or ``train_images`` exceeds the training set, or ``train_images`` /
         ``validation_fraction`` leave too few images of a class to split; the
         message names the field.
     """
@@ -74,7 +81,7 @@ def prepare_data(spec: DatasetSpec) -> TuningData:
     available = len(dataset.t_train)
     if spec.train_images is not None:
         if spec.train_images > available:
-            raise ValueError(
+            raise DataError(
                 f"dataset.train_images = {spec.train_images}: the {dataset.name} training set has "
                 f"{available} images; lower it"
             )
@@ -92,7 +99,7 @@ def _check_split(labels: np.ndarray, spec: DatasetSpec) -> None:
     present = np.flatnonzero(counts)
     if counts[present].min() < 2:
         rare = int(present[np.argmin(counts[present])])
-        raise ValueError(
+        raise DataError(
             f"dataset.train_images = {spec.train_images}: class {rare} has one training image; "
             "a stratified validation split needs two of every class, raise train_images"
         )
@@ -100,7 +107,7 @@ def _check_split(labels: np.ndarray, spec: DatasetSpec) -> None:
     n_validation = math.ceil(spec.validation_fraction * n)
     n_classes = len(present)
     if n_validation < n_classes or n - n_validation < n_classes:
-        raise ValueError(
+        raise DataError(
             f"dataset.validation_fraction = {spec.validation_fraction}: of {n} training images it holds out "
             f"{n_validation} and keeps {n - n_validation}, but each part needs one image of each of the "
             f"{n_classes} classes"

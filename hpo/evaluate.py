@@ -29,10 +29,11 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from hpo import record
 from hpo.data import load_dataset
-from hpo.objective import ATTRIBUTE_BEST_EPOCH, ATTRIBUTE_SEED, build_network, trial_seed
+from hpo.errors import HpoError
+from hpo.objective import build_network, trial_seed
 from hpo.spec import DatasetSpec, Parameters
-from hpo.study import SPEC_ATTRIBUTE
 from models.datasets import Dataset
 from models.network import MultiLayerNet, load_weights, save_weights
 from models.optimizers import make_optimizer
@@ -43,7 +44,7 @@ CARD_FILE = "model_card.json"
 CARD_FORMAT = 1
 
 
-class EvaluationError(ValueError):
+class EvaluationError(HpoError):
     """The trial cannot be evaluated (not completed, not an hpo study, no weights); one line."""
 
 
@@ -119,8 +120,8 @@ def trial_settings(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tupl
     EvaluationError
         The study was not created by hpo (no stored study file record).
     """
-    stored = study.user_attrs.get(SPEC_ATTRIBUTE)
-    if not isinstance(stored, dict):
+    stored = record.stored_study_file(study)
+    if stored is None:
         raise EvaluationError(f"study {study.study_name!r} was not created by hpo; it cannot be evaluated")
     # JSON mode: the stored record went through JSON (paths are strings there).
     dataset = DatasetSpec.model_validate_json(json.dumps(stored["dataset"]))
@@ -165,14 +166,14 @@ def evaluate_trial(
     EvaluationError
         The study was not created by hpo, or the stored weights do not fit the
         trial's network.
-    models.datasets.DatasetError
+    hpo.data.DataError
         The data set's files are missing or malformed.
     """
     dataset_spec, values = trial_settings(study, trial)
     dataset = load_dataset(dataset_spec)
     if dataset_spec.train_images is not None:
         dataset = dataset.take_train(dataset_spec.train_images)
-    seed = trial.user_attrs.get(ATTRIBUTE_SEED, trial_seed(values["seed"], trial.number))
+    seed = trial.user_attrs.get(record.SEED, trial_seed(values["seed"], trial.number))
     rng = np.random.default_rng(seed)
     network = build_network(values, dataset.x_train.shape[1], dataset.n_classes, seed=rng)
     training: dict[str, Any]
@@ -182,9 +183,9 @@ def evaluate_trial(
         except ValueError as error:
             raise EvaluationError(f"trial {trial.number}: stored weights do not fit its network: {error}") from None
         training = {"mode": "stored weights of the trial (its best epoch on the training split)",
-                    "epochs": trial.user_attrs.get(ATTRIBUTE_BEST_EPOCH), "train_images": None}
+                    "epochs": trial.user_attrs.get(record.BEST_EPOCH), "train_images": None}
     else:
-        epochs = int(trial.user_attrs.get(ATTRIBUTE_BEST_EPOCH, values["epochs"]))
+        epochs = int(trial.user_attrs.get(record.BEST_EPOCH, values["epochs"]))
         result = train(
             network, make_optimizer(values["optimizer"], values["learning_rate"]),
             dataset.x_train, dataset.t_train, dataset.x_test, dataset.t_test,
@@ -206,7 +207,10 @@ def evaluate_trial(
 
 def _score(network: MultiLayerNet, dataset: Dataset, trial: optuna.trial.FrozenTrial, values: dict[str, Any],
            seed: int, dataset_spec: DatasetSpec, study_name: str, training: dict[str, Any]) -> Evaluation:
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # two seconds to import
+    from sklearn.metrics import (  # two seconds to import
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
 
     predictions = predict(network, dataset.x_test)
     labels = dataset.t_test
@@ -309,6 +313,29 @@ def save_model(directory: str | Path, network: MultiLayerNet, evaluation: Evalua
     card = {**evaluation.card, "weights_file": WEIGHTS_FILE, "weights_sha256": _sha256(weights_path)}
     card_path = directory / CARD_FILE
     card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return weights_path, card_path
+
+
+def save_checked_model(directory: str | Path, network: MultiLayerNet, evaluation: Evaluation) -> tuple[Path, Path]:
+    """:func:`save_model`, then load it back and check that it predicts exactly what was tested.
+
+    Returns
+    -------
+    weights_path, card_path : Path
+
+    Raises
+    ------
+    EvaluationError
+        The folder cannot be written, or the saved model does not reproduce the
+        tested predictions (all ``evaluation.predictions``, bit for bit).
+    """
+    try:
+        weights_path, card_path = save_model(directory, network, evaluation)
+    except OSError as error:
+        raise EvaluationError(f"cannot save the model in {directory}: {error.strerror or error}") from None
+    reloaded, _ = load_model(directory)
+    if not np.array_equal(predict(reloaded, evaluation.inputs), evaluation.predictions):
+        raise EvaluationError(f"the model saved in {directory} does not reproduce the tested predictions")
     return weights_path, card_path
 
 

@@ -1,4 +1,4 @@
-"""`hpo run --jobs K`: K local worker processes (`hpo worker`) sharing one study.
+"""`hpo run --jobs K`: K local worker processes sharing one study (``python -m hpo.local_workers``).
 
 Each worker is a process of its own (NumPy training holds the GIL between BLAS
 calls, so threads would not run in parallel), with one BLAS thread by default
@@ -29,18 +29,27 @@ from collections.abc import Callable
 from typing import IO
 
 import optuna
+import threadpoolctl
 from tqdm import tqdm
 
 from hpo import interrupts
-from hpo.artifacts import ARTIFACT_DIR_ENVIRONMENT_VARIABLE
-from hpo.progress import Progress
+from hpo.artifacts import (
+    ARTIFACT_DIR_ENVIRONMENT_VARIABLE,
+    artifact_directory,
+    open_artifact_store,
+)
+from hpo.errors import HpoError
+from hpo.progress import Progress, configure_logging
+from hpo.spec import load_spec
 from hpo.storage import STORAGE_ENVIRONMENT_VARIABLE, TRANSIENT_ERRORS
+from hpo.study import prepare_study
+from hpo.worker import run_study
 
 # prctl option: the signal a process gets when its parent dies (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
 
 
-class WorkersFailed(RuntimeError):
+class WorkersFailed(HpoError):
     """A worker process exited with an error; the message lists the exit codes."""
 
 
@@ -69,6 +78,32 @@ def _relay(stream: IO[str], target: IO[str]) -> None:
     stream.close()
 
 
+def worker_process(study_file: str, study_name: str, blas_threads: int) -> int:
+    """One worker of :func:`run_local_workers`, in its own process; returns its exit status.
+
+    What ``hpo worker STUDY_FILE --study-name NAME --no-progress`` does, without its
+    hints (the parent prints one for all): the storage URL comes from ``$HPO_STORAGE``
+    and the artifact folder from ``$HPO_ARTIFACT_DIR``, both set by the parent.
+    Exit status 0 when the budget is met or the time is up, 1 with one ``Error:``
+    line for a user error, 128 + N after signal N.
+    """
+    interrupts.install()
+    configure_logging()
+    threadpoolctl.threadpool_limits(limits=blas_threads, user_api="blas")
+    try:
+        url = os.environ[STORAGE_ENVIRONMENT_VARIABLE]
+        prepared = prepare_study(load_spec(study_file), url, study_name, create=False, source=study_file)
+        store = open_artifact_store(artifact_directory(url, os.environ.get(ARTIFACT_DIR_ENVIRONMENT_VARIABLE)))
+        result = run_study(prepared, progress=False, artifact_store=store)
+    except interrupts.Interrupted as interrupted:
+        return interrupted.exit_code
+    except HpoError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
+    print(f"worker done: {result.trials_started} trials started; {result.reason}", flush=True)
+    return 0
+
+
 def run_local_workers(
     study_file: str,
     storage_url: str,
@@ -81,7 +116,7 @@ def run_local_workers(
     progress: bool = True,
     artifact_dir: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Start ``jobs`` processes of ``hpo worker`` and wait for them, showing study progress.
+    """Start ``jobs`` worker processes (:func:`worker_process`) and wait for them, showing study progress.
 
     ``artifact_dir`` reaches the workers as ``$HPO_ARTIFACT_DIR``.  A signal recorded
     by :func:`hpo.interrupts.install` (Ctrl-C, SIGTERM) is passed on to every worker
@@ -98,8 +133,7 @@ def run_local_workers(
     environment = {**os.environ, STORAGE_ENVIRONMENT_VARIABLE: storage_url}
     if artifact_dir is not None:
         environment[ARTIFACT_DIR_ENVIRONMENT_VARIABLE] = str(artifact_dir)
-    command = [sys.executable, "-m", "hpo.cli", "worker", study_file, "--study-name", study_name,
-               "--blas-threads", str(blas_threads), "--no-progress", "--no-resume-hint"]
+    command = [sys.executable, "-m", "hpo.local_workers", study_file, study_name, str(blas_threads)]
     preexec = _parent_death_signal()
     workers = [
         subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -135,3 +169,7 @@ def run_local_workers(
     codes = [worker.returncode for worker in workers]
     if any(codes):
         raise WorkersFailed(f"{sum(1 for code in codes if code)} of {jobs} workers failed (exit codes {codes})")
+
+
+if __name__ == "__main__":
+    sys.exit(worker_process(sys.argv[1], sys.argv[2], int(sys.argv[3])))

@@ -29,21 +29,21 @@ import tempfile
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
-from typing import Any
 
 import optuna
 import tomlkit
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo import record
+from hpo.errors import HpoError
 from hpo.names import check_study_name
 from hpo.spec import FloatRange, IntRange, SpecError, StudySpec, load_spec
-from hpo.study import SPEC_ATTRIBUTE
 
 DEFAULT_MARGIN = 2.0
 _NARROWED = re.compile(r"^(?P<base>.*)-narrow-(?P<round>\d+)$")
 
 
-class NarrowError(ValueError):
+class NarrowError(HpoError):
     """The study file or study cannot be narrowed; the message is one line."""
 
 
@@ -104,22 +104,14 @@ def check_matches(spec: StudySpec, study: optuna.Study) -> None:
     NarrowError
         The study was not created by hpo, or the file differs (the fields are named).
     """
-    stored = study.user_attrs.get(SPEC_ATTRIBUTE)
+    stored = record.stored_study_file(study)
     if stored is None:
         raise NarrowError(f"study {study.study_name!r} was not created by hpo (no study file record)")
-    identity = spec.identity()
-    differing = [f"{section}.{key}" if isinstance(identity.get(section), dict) else section
-                 for section in sorted(set(stored) | set(identity))
-                 for key in _differing_keys(stored.get(section), identity.get(section))]
+    # The resume check's comparison, named to the study file's field ("parameters.learning_rate").
+    differing = sorted({".".join(path.split(".")[:2]) for path, _, _ in record.differences(stored, spec.identity())})
     if differing:
         raise NarrowError(f"the study file does not match study {study.study_name!r} "
                           f"(differs in {', '.join(differing)}); give the file the study was run from")
-
-
-def _differing_keys(stored: Any, current: Any) -> list[str]:
-    if isinstance(stored, dict) and isinstance(current, dict):
-        return [key for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
-    return [""] if stored != current else []
 
 
 def top_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:

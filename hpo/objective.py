@@ -19,23 +19,14 @@ import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from hpo import resources
-from hpo.artifacts import ATTRIBUTE_WEIGHTS_ARTIFACT, upload_weights
+from hpo import record, resources
+from hpo.artifacts import upload_weights
 from hpo.data import TuningData
+from hpo.retrying import RetryingStorage
 from hpo.spec import Choices, FloatRange, IntRange, StudySpec
-from hpo.storage import HeartbeatStorage, with_retries
 from models.network import MultiLayerNet
 from models.optimizers import make_optimizer
 from models.trainer import EpochMetrics, train
-
-# Trial user attributes written by the objective (read by `hpo trials` and `hpo best`).
-ATTRIBUTE_SEED = "seed"
-ATTRIBUTE_EPOCHS_RUN = "epochs_run"
-ATTRIBUTE_BEST_EPOCH = "best_epoch"
-ATTRIBUTE_CURVES = "learning_curves"
-ATTRIBUTE_DIVERGED = "diverged"
-ATTRIBUTE_TOO_LARGE = "too_large"
-ATTRIBUTE_TRAIN_SECONDS = "train_seconds"
 
 
 def suggest_parameters(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -46,12 +37,11 @@ def suggest_parameters(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     """
     values = spec.parameters.fixed()
     for name, searched in spec.parameters.searched().items():
-        values[name] = with_retries(lambda: _suggest(trial, name, searched), what="sampling a parameter")
+        values[name] = _suggest(trial, name, searched)
     return values
 
 
 def _suggest(trial: optuna.Trial, name: str, searched: Choices | IntRange | FloatRange) -> Any:
-    # Asking again after a failed write is safe: Optuna returns the value already stored.
     if isinstance(searched, Choices):
         return trial.suggest_categorical(name, searched.choices)
     if isinstance(searched, IntRange):
@@ -95,9 +85,11 @@ class Objective:
         Called with no argument before every mini-batch (see
         :func:`models.trainer.train`); what it raises ends the trial (the worker
         stops there when a signal asked it to, :func:`hpo.interrupts.check`).
-    storage : hpo.storage.HeartbeatStorage, optional
+    storage : hpo.retrying.RetryingStorage, optional
         The study's storage: a trial's user attributes are then written in two
-        transactions (at its start, at its end) instead of one each.
+        transactions (at its start, at its end) instead of one each.  (Retries of
+        storage calls through a database outage are the storage's: see
+        :mod:`hpo.retrying`.)
     user_attrs : dict, optional
         User attributes stored on every trial at its start, with its seed (the
         worker stores its ``worker`` id).
@@ -130,7 +122,7 @@ class Objective:
 
     def __init__(self, spec: StudySpec, data: TuningData, *, after_epoch: Callable[[], None] | None = None,
                  artifact_store: FileSystemArtifactStore | None = None,
-                 before_batch: Callable[[], None] | None = None, storage: HeartbeatStorage | None = None,
+                 before_batch: Callable[[], None] | None = None, storage: RetryingStorage | None = None,
                  user_attrs: dict[str, Any] | None = None) -> None:
         self.spec = spec
         self.data = data
@@ -144,15 +136,15 @@ class Objective:
         """Write user attributes of the running trial: in one transaction when the storage allows it."""
         if self.storage is not None:
             # Optuna has no public accessor for a trial's storage id; its own heartbeat thread uses this one.
-            with_retries(lambda: self.storage.set_trial_user_attrs(trial._trial_id, attributes), what="storing a trial")
+            self.storage.set_trial_user_attrs(trial._trial_id, attributes)
             return
         for key, value in attributes.items():
-            with_retries(lambda: trial.set_user_attr(key, value), what="storing a trial")
+            trial.set_user_attr(key, value)
 
     def __call__(self, trial: optuna.Trial) -> float:
         fixed = self.spec.parameters.fixed()  # the seed is never searched
         seed = trial_seed(fixed["seed"], trial.number) if fixed["seed_per_trial"] else fixed["seed"]
-        self._store(trial, {**self.user_attrs, ATTRIBUTE_SEED: seed})
+        self._store(trial, {**self.user_attrs, record.SEED: seed})
         values = suggest_parameters(trial, self.spec)
         # A network that cannot fit ends before it is built (resources: estimate and machine).
         needed = resources.trial_memory(values, self.data, keep_best_weights=self.artifact_store is not None)
@@ -176,7 +168,7 @@ class Objective:
         ``untrained``: the attributes of a trial that trained no epoch (it was refused before).
         """
         reason = f"{reason}; {resources.LOWER}"
-        self._store(trial, {**(untrained or {}), ATTRIBUTE_TOO_LARGE: reason})
+        self._store(trial, {**(untrained or {}), record.TOO_LARGE: reason})
         raise optuna.TrialPruned(f"too large: {reason}")
 
     def _train(self, trial: optuna.Trial, values: dict[str, Any], seed: int) -> float:
@@ -192,11 +184,11 @@ class Objective:
             history.append(metrics)
             if self.artifact_store is not None and _is_new_best(history, metric):
                 best_state.update(network.state_dict())
-            with_retries(lambda: trial.report(getattr(metrics, metric), metrics.epoch), what="reporting an epoch")
+            trial.report(getattr(metrics, metric), metrics.epoch)
             if self.after_epoch is not None:
                 self.after_epoch()
             last_epoch = metrics.epoch == values["epochs"]  # a finished run is complete, not pruned
-            if not last_epoch and with_retries(trial.should_prune, what="asking the pruner"):
+            if not last_epoch and trial.should_prune():
                 raise optuna.TrialPruned(
                     f"pruned after epoch {metrics.epoch} with {metric} {getattr(metrics, metric):.4f}"
                 )
@@ -223,12 +215,11 @@ class Objective:
             raise
         attributes = _record(history, metric, time.perf_counter() - started)
         if result.diverged:
-            self._store(trial, {**attributes, ATTRIBUTE_DIVERGED: result.message})
+            self._store(trial, {**attributes, record.DIVERGED: result.message})
             raise optuna.TrialPruned(f"diverged: {result.message}")
         if self.artifact_store is not None and best_state:
             network.load_state_dict(best_state)
-            attributes[ATTRIBUTE_WEIGHTS_ARTIFACT] = with_retries(
-                lambda: upload_weights(network, trial, self.artifact_store), what="storing the trial's weights")
+            attributes[record.WEIGHTS_ARTIFACT] = upload_weights(network, trial, self.artifact_store)
         self._store(trial, attributes)
         return _best(history, metric)
 
@@ -249,18 +240,18 @@ def _is_new_best(history: list[EpochMetrics], metric: str) -> bool:
 def _record(history: list[EpochMetrics], metric: str, seconds: float) -> dict[str, Any]:
     """The user attributes of a trial's training: seconds, epochs, best epoch, learning curves (rounded, to keep
     the study database small)."""
-    attributes: dict[str, Any] = {ATTRIBUTE_TRAIN_SECONDS: round(seconds, 3), ATTRIBUTE_EPOCHS_RUN: len(history)}
+    attributes: dict[str, Any] = {record.TRAIN_SECONDS: round(seconds, 3), record.EPOCHS_RUN: len(history)}
     if history:
         scores = [getattr(metrics, metric) for metrics in history]
         best_index = int(np.argmax(scores) if metric == "validation_accuracy" else np.argmin(scores))
-        attributes[ATTRIBUTE_BEST_EPOCH] = history[best_index].epoch
-        attributes[ATTRIBUTE_CURVES] = {
+        attributes[record.BEST_EPOCH] = history[best_index].epoch
+        attributes[record.LEARNING_CURVES] = {
             name: [_round(getattr(metrics, name)) for metrics in history]
             for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "seconds")
         }
         if history[0].train_eval_accuracy is not None:  # parameters.evaluate_train
             for name in ("train_eval_loss", "train_eval_accuracy"):
-                attributes[ATTRIBUTE_CURVES][name] = [_round(getattr(metrics, name)) for metrics in history]
+                attributes[record.LEARNING_CURVES][name] = [_round(getattr(metrics, name)) for metrics in history]
     return attributes
 
 

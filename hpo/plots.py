@@ -41,8 +41,8 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.objective import ATTRIBUTE_CURVES
-from hpo.study import SPEC_ATTRIBUTE
+from hpo import record
+from hpo.errors import HpoError
 
 # Pixel size of every PNG: FIGURE_SIZES inches (the grid: grid_size) at DPI dots per inch.
 DPI = 100
@@ -57,7 +57,7 @@ GRID_COLUMNS = 5
 METRIC_LABELS = {"validation_accuracy": "validation accuracy", "validation_loss": "validation loss"}
 
 
-class PlotUnavailable(ValueError):
+class PlotUnavailable(HpoError):
     """The study cannot give this figure; the message says why, in one line."""
 
 
@@ -72,7 +72,7 @@ class PlotResult:
 # ----------------------------------------------------------------- helpers
 def _metric_label(study: optuna.Study) -> str:
     """'validation accuracy' or 'validation loss', from the study file stored with the study."""
-    metric = study.user_attrs.get(SPEC_ATTRIBUTE, {}).get("metric", "validation_accuracy")
+    metric = record.stored_metric(study)
     return METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
@@ -337,7 +337,7 @@ def learning_rate_weight_decay_map(study: optuna.Study) -> Figure:
 
 def _searched_box(study: optuna.Study) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """(learning rate low, high), (weight decay low, high) of the stored study file, if both are ranges."""
-    parameters = study.user_attrs.get(SPEC_ATTRIBUTE, {}).get("parameters", {})
+    parameters = record.stored_parameters(study)
     ranges = [parameters.get(name) for name in ("learning_rate", "weight_decay")]
     if all(isinstance(item, dict) and "low" in item and "high" in item for item in ranges):
         return tuple((float(item["low"]), float(item["high"])) for item in ranges)  # type: ignore[return-value]
@@ -378,7 +378,7 @@ def top_learning_curves(study: optuna.Study, *, top: int = TOP_TRIALS) -> Figure
         No completed trial, or several objectives.
     """
     best = ranked(study)[:top]
-    fixed = study.user_attrs.get(SPEC_ATTRIBUTE, {}).get("parameters", {})
+    fixed = record.stored_parameters(study)
     columns = GRID_COLUMNS
     rows = math.ceil(len(best) / columns)
     figure = Figure(figsize=grid_size(rows), dpi=DPI, layout="constrained")
@@ -388,7 +388,7 @@ def top_learning_curves(study: optuna.Study, *, top: int = TOP_TRIALS) -> Figure
             axes.remove()
             continue
         trial = best[index]
-        curves = trial.user_attrs.get(ATTRIBUTE_CURVES) or {}
+        curves = trial.user_attrs.get(record.LEARNING_CURVES) or {}
         validation = curves.get("validation_accuracy") or []
         training = curves.get("train_accuracy") or []
         epochs = range(1, max(len(validation), len(training)) + 1)

@@ -1,4 +1,4 @@
-"""A progress bar over a study's trial budget (tqdm), fed by finished trials."""
+"""What a running study shows: a progress bar over its trial budget (tqdm), and log lines that never mix with it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,19 @@ from hpo.study import count_finished
 
 # Loggers whose lines go above the bar while it is shown, never into it.
 _LOGGERS = ("hpo", "optuna")
+
+
+def configure_logging() -> None:
+    """Trial results of this package on stderr, in Optuna's format; Optuna's own notes only from warnings up.
+
+    Optuna's notes ("Using an existing study", ...) repeat what hpo logs per trial.
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(levelname).1s %(asctime)s] %(message)s"))
+    logger = logging.getLogger("hpo")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class Progress:

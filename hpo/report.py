@@ -18,9 +18,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
-from hpo.objective import (
-    ATTRIBUTE_BEST_EPOCH, ATTRIBUTE_DIVERGED, ATTRIBUTE_EPOCHS_RUN, ATTRIBUTE_SEED, ATTRIBUTE_TOO_LARGE,
-)
+from hpo import record
 
 FORMATS = ("table", "json", "csv")
 # Columns a narrow table keeps first, in this order; then the parameters, then the rest.
@@ -41,16 +39,16 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "value": trial.values[0] if trial.values and len(trial.values) == 1 else trial.values,
         "datetime_start": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None,
         "duration_seconds": round(duration, 3) if duration is not None else None,
-        "epochs_run": trial.user_attrs.get(ATTRIBUTE_EPOCHS_RUN),
-        "best_epoch": trial.user_attrs.get(ATTRIBUTE_BEST_EPOCH),
-        "seed": trial.user_attrs.get(ATTRIBUTE_SEED),
+        "epochs_run": trial.user_attrs.get(record.EPOCHS_RUN),
+        "best_epoch": trial.user_attrs.get(record.BEST_EPOCH),
+        "seed": trial.user_attrs.get(record.SEED),
     }
     for name, value in trial.params.items():
         row[f"params_{name}"] = value
-    if ATTRIBUTE_DIVERGED in trial.user_attrs:
-        row["diverged"] = trial.user_attrs[ATTRIBUTE_DIVERGED]
-    if ATTRIBUTE_TOO_LARGE in trial.user_attrs:
-        row["too_large"] = trial.user_attrs[ATTRIBUTE_TOO_LARGE]
+    if record.DIVERGED in trial.user_attrs:
+        row["diverged"] = trial.user_attrs[record.DIVERGED]
+    if record.TOO_LARGE in trial.user_attrs:
+        row["too_large"] = trial.user_attrs[record.TOO_LARGE]
     return row
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from hpo.data import TuningData
+from hpo.errors import HpoError
 from hpo.spec import FloatRange, IntRange, Parameters, StudySpec
 from models.memory import training_memory
 
@@ -34,7 +35,7 @@ _CATEGORIES = ("optimizer", "activation", "batch_norm")
 _SIZES = ("hidden_layers", "hidden_size", "batch_size", "dropout", "weight_decay")
 
 
-class TooLargeError(ValueError):
+class TooLargeError(HpoError):
     """The smallest network of a study cannot be trained in the memory available; one line."""
 
 

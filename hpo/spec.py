@@ -57,6 +57,7 @@ from pydantic import (
     model_validator,
 )
 
+from hpo.errors import HpoError
 from hpo.names import check_study_name
 from hpo.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from models.datasets import DATASETS
@@ -77,7 +78,7 @@ class HeartbeatSettings:
     max_retry: int
 
 
-class SpecError(ValueError):
+class SpecError(HpoError):
     """A study file that cannot be used; the message is one line per problem."""
 
 

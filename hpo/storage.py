@@ -23,9 +23,8 @@ import sqlite3
 import time
 import urllib.parse
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy
@@ -35,7 +34,8 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import URL, make_url
 
-from hpo import interrupts
+from hpo import record
+from hpo.errors import HpoError
 
 if TYPE_CHECKING:
     from hpo.spec import HeartbeatSettings
@@ -52,10 +52,7 @@ CREATE_ATTEMPTS = 5
 APPLICATION_NAME = "hpo"
 # Seconds a PostgreSQL connection attempt may take (a host that drops packets).
 CONNECT_TIMEOUT_SECONDS = 10
-# Trial user attribute: "host:pid" of the worker that runs the trial.
-ATTRIBUTE_WORKER = "worker"
 
-T = TypeVar("T")
 SERVER_HINT = "; check the URL's host, port, user and database, and that the server is running"
 # Where a storage URL may have come from (see storage_url).
 STORAGE_SOURCES = f"--storage or ${STORAGE_ENVIRONMENT_VARIABLE}"
@@ -64,7 +61,7 @@ READING_COMMANDS = "hpo trials, studies, best, plot, evaluate and dashboard"
 _logger = logging.getLogger(__name__)
 
 
-class StorageError(RuntimeError):
+class StorageError(HpoError):
     """A storage URL that cannot be used; the message is one line."""
 
 
@@ -185,7 +182,7 @@ class RetryStaleTrial:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._retry(study, trial)
         failures = len(trial.system_attrs.get("retry_history", [])) + 1  # this one included
-        worker = trial.user_attrs.get(ATTRIBUTE_WORKER, "a worker that never recorded itself")
+        worker = trial.user_attrs.get(record.WORKER, "a worker that never recorded itself")
         age = (datetime.datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
         queued = (f"queued again with the same parameters (retry {failures} of {self._max_retry})"
                   if failures <= self._max_retry else f"not queued again: retried {self._max_retry} times already")
@@ -397,31 +394,3 @@ TRANSIENT_ERRORS = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
 )
-
-
-def with_retries(call: Callable[[], T], *, patience_seconds: float = 120.0, what: str = "storage call",
-                 interruptible: bool = True) -> T:
-    """Run ``call()``, waiting out a database that is briefly unreachable.
-
-    Retries on :data:`TRANSIENT_ERRORS` with a backoff of 0.5 s doubling to 8 s,
-    for at most ``patience_seconds`` seconds; then the last error is raised.
-
-    Raises
-    ------
-    hpo.interrupts.Interrupted
-        With ``interruptible``, a signal that arrives while waiting to retry.
-    """
-    deadline = time.monotonic() + patience_seconds
-    delay = 0.5
-    while True:
-        try:
-            return call()
-        except TRANSIENT_ERRORS as error:
-            if time.monotonic() + delay > deadline:
-                raise
-            _logger.warning(f"{what} failed ({type(error).__name__}); retrying in {delay:.1f} s")
-            if interruptible:
-                interrupts.sleep(delay)
-            else:
-                time.sleep(delay)
-            delay = min(delay * 2, 8.0)

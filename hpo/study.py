@@ -8,24 +8,20 @@ with the stored ones.  Budget, sampler and pruner may change between runs.
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from dataclasses import dataclass
 
 import optuna
-from optuna.trial import TrialState
 
+from hpo import record
+from hpo.data import DataError, TuningData, prepare_data
+from hpo.errors import HpoError
+from hpo.resources import TooLargeError, check_study_fits
+from hpo.retrying import RetryingStorage
 from hpo.spec import StudySpec
-
-SPEC_ATTRIBUTE = "hpo_spec"
-WORKERS_ATTRIBUTE = "hpo_workers"
-# States that count against the trial budget (Optuna's MaxTrialsCallback states).
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-# Trial user attribute of a FAIL trial that found the budget claimed by other
-# workers' trials and never trained (see hpo.worker).
-ATTRIBUTE_NOT_RUN = "not_run"
+from hpo.storage import describe, open_storage
 
 
-class StudyMismatchError(ValueError):
+class StudyMismatchError(HpoError):
     """The study file disagrees with the stored study; the message shows both values."""
 
 
@@ -68,7 +64,7 @@ def open_study(
         load_if_exists=True,
     )
     identity = spec.identity()
-    stored = study.user_attrs.get(SPEC_ATTRIBUTE)
+    stored = record.stored_study_file(study)
     if stored is None and study.get_trials(deepcopy=False):
         raise StudyMismatchError(
             f"study {study_name!r} was not created by hpo (it has trials but no study file record); "
@@ -81,9 +77,9 @@ def open_study(
                 f"study {study_name!r}: stored direction(s) {stored_directions}, "
                 f"study file says direction = {spec.direction!r}; use another --study-name"
             )
-        study.set_user_attr(SPEC_ATTRIBUTE, identity)  # racing creators write the same value
+        study.set_user_attr(record.STUDY_FILE, identity)  # racing creators write the same value
     else:
-        differences = list(_differences(stored, identity))
+        differences = list(record.differences(stored, identity))
         if differences:
             raise StudyMismatchError(
                 f"study {study_name!r} was created from a different study file: "
@@ -91,18 +87,73 @@ def open_study(
                 + ". Use another --study-name, or restore the file."
             )
     # Read by `hpo stale` for the grace period; not part of the identity (it may change).
-    study.set_user_attr(WORKERS_ATTRIBUTE, spec.workers.model_dump())
+    study.set_user_attr(record.WORKER_SETTINGS, spec.workers.model_dump())
     return study
-
-
-def _differences(stored: Any, current: Any, path: str = "") -> Any:
-    if isinstance(stored, dict) and isinstance(current, dict):
-        for key in sorted(set(stored) | set(current)):
-            yield from _differences(stored.get(key), current.get(key), f"{path}.{key}" if path else key)
-    elif stored != current:
-        yield path, json.dumps(stored), json.dumps(current)
 
 
 def count_finished(study: optuna.Study) -> int:
     """Trials that count against the budget: complete and pruned."""
-    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    return len(study.get_trials(deepcopy=False, states=record.FINISHED_STATES))
+
+
+@dataclass
+class PreparedStudy:
+    """A study ready to run: its file, its data (None if not loaded), storage URL, storage and study."""
+
+    spec: StudySpec
+    data: TuningData | None
+    url: str
+    storage: RetryingStorage
+    study: optuna.Study
+
+
+def prepare_study(spec: StudySpec, url: str, study_name: str | None = None, *, create: bool = True,
+                  load_data: bool = True, source: str | None = None) -> PreparedStudy:
+    """Load the data, check that the study fits in memory, open the storage and create or load the study.
+
+    What every way of running a study does first (``hpo run``, ``create``, ``worker``,
+    the workers of ``hpo run --jobs``, ``hpo book``): bad input fails here, as one
+    line, before the database is touched.  The data are loaded once per process
+    (:func:`hpo.data.prepare_data`).
+
+    Parameters
+    ----------
+    spec : StudySpec
+    url : str
+        SQLAlchemy URL of the study database.
+    study_name : str, optional
+        Default: the file's ``name``.
+    create : bool
+        False: the database and the study must exist already (``hpo worker``).
+    load_data : bool
+        False: skip the data and the memory check (``hpo create``).
+    source : str, optional
+        The study file's path, put in front of data and memory errors.
+
+    Raises
+    ------
+    hpo.data.DataError, hpo.resources.TooLargeError
+        The data cannot be loaded or split, or the smallest network of the study
+        cannot be trained in the memory available.
+    hpo.storage.StorageError
+        The storage cannot be opened (or, without ``create``, does not exist).  Once
+        open, calls to it wait out a database outage (:class:`hpo.retrying.RetryingStorage`).
+    StudyMismatchError
+        The stored study was made from another file, or (without ``create``) does not exist.
+    """
+    prefix = f"{source}: " if source else ""
+    data = None
+    if load_data:
+        try:
+            data = prepare_data(spec.dataset)
+            check_study_fits(spec, data)  # the smallest network the file allows must fit in memory
+        except DataError as error:
+            raise DataError(f"{prefix}{error}") from None
+        except TooLargeError as error:
+            raise TooLargeError(f"{prefix}parameters: {error}") from None
+    name = study_name or spec.name
+    # A worker joins an existing study: it creates no database and no tables.
+    storage = RetryingStorage(open_storage(url, must_exist=not create, heartbeat=spec.heartbeat()))
+    if not create and name not in optuna.get_all_study_names(storage):
+        raise StudyMismatchError(f"no study {name!r} in {describe(url)}; create it first with `hpo create`")
+    return PreparedStudy(spec, data, url, storage, open_study(spec, storage, name, create=create))

@@ -12,8 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.objective import ATTRIBUTE_DIVERGED, ATTRIBUTE_EPOCHS_RUN, ATTRIBUTE_TOO_LARGE
-from hpo.study import ATTRIBUTE_NOT_RUN, FINISHED_STATES, SPEC_ATTRIBUTE
+from hpo import record
 
 
 def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
@@ -27,7 +26,7 @@ def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
              TrialState.RUNNING: "running"}
     counts = {"complete": 0, "pruned": 0, "failed": 0, "not_run": 0, "running": 0}
     for trial in trials:
-        if trial.state == TrialState.FAIL and ATTRIBUTE_NOT_RUN in trial.user_attrs:
+        if trial.state == TrialState.FAIL and record.NOT_RUN in trial.user_attrs:
             counts["not_run"] += 1
         elif trial.state in names:
             counts[names[trial.state]] += 1
@@ -116,21 +115,21 @@ def pruning_savings(trials: list[FrozenTrial], fixed_epochs: int | None) -> Prun
         no ``epochs`` parameter), or there is no finished trial.
     """
     trained = planned = 0
-    finished = [trial for trial in trials if trial.state in FINISHED_STATES]
+    finished = [trial for trial in trials if trial.state in record.FINISHED_STATES]
     if not finished:
         return None
     for trial in finished:
-        run = int(trial.user_attrs.get(ATTRIBUTE_EPOCHS_RUN, 0))
+        run = int(trial.user_attrs.get(record.EPOCHS_RUN, 0))
         epochs = trial.params.get("epochs", fixed_epochs)
         if epochs is None:
             return None
         trained += run
-        stopped = ATTRIBUTE_DIVERGED in trial.user_attrs or ATTRIBUTE_TOO_LARGE in trial.user_attrs
+        stopped = record.DIVERGED in trial.user_attrs or record.TOO_LARGE in trial.user_attrs
         planned += run if stopped else int(epochs)
     return PruningSavings(trained, planned)
 
 
 def study_savings(study: optuna.Study) -> PruningSavings | None:
     """:func:`pruning_savings` of a study, with the fixed epochs of its stored study file."""
-    fixed = study.user_attrs.get(SPEC_ATTRIBUTE, {}).get("parameters", {}).get("epochs")
+    fixed = record.stored_parameters(study).get("epochs")
     return pruning_savings(study.get_trials(deepcopy=False), fixed if isinstance(fixed, int) else None)

@@ -12,7 +12,8 @@ share one study in one database.  Each worker:
   interval (between trials, and after an epoch), fails trials of dead workers
   (see :class:`hpo.storage.HeartbeatStorage`); they are queued again with the
   same parameters (:class:`hpo.storage.RetryStaleTrial`);
-- waits out a database that is briefly away (restart, failover) instead of dying;
+- waits out a database that is briefly away (restart, failover) instead of dying:
+  every storage call is retried by the storage (:class:`hpo.retrying.RetryingStorage`);
 - goes on when told that its trial was already failed by another worker;
 - stops at a safe point when a signal asks it to (:mod:`hpo.interrupts`): the
   trial it owns is marked FAIL first, at whatever moment of the loop the signal
@@ -29,19 +30,22 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-from hpo import interrupts
+from hpo import interrupts, record
 from hpo.data import TuningData
+from hpo.errors import HpoError
 from hpo.objective import Objective
+from hpo.progress import Progress
+from hpo.retrying import DEFAULT_PATIENCE_SECONDS, RetryingStorage
 from hpo.spec import StudySpec
-from hpo.storage import ATTRIBUTE_WORKER, TRANSIENT_ERRORS, HeartbeatStorage, with_retries
-from hpo.study import ATTRIBUTE_NOT_RUN, FINISHED_STATES
+from hpo.storage import TRANSIENT_ERRORS
+from hpo.study import PreparedStudy
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 # Seconds between looks at the study while other workers finish the last trials.
@@ -69,7 +73,7 @@ class Heartbeat:
     tried again at the next beat instead of ending the thread.
     """
 
-    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int) -> None:
+    def __init__(self, storage: RetryingStorage, trial_id: int) -> None:
         self._storage = storage
         self._trial_id = trial_id
         self._interval = storage.get_heartbeat_interval()
@@ -79,7 +83,8 @@ class Heartbeat:
     def _beat(self) -> None:
         while True:
             try:
-                self._storage.record_heartbeat(self._trial_id)
+                with self._storage.patience(0):  # no waiting here: the next beat is the retry
+                    self._storage.record_heartbeat(self._trial_id)
             except TRANSIENT_ERRORS as error:
                 _logger.warning(f"heartbeat of trial id {self._trial_id} not recorded ({type(error).__name__})")
             if self._stop.wait(self._interval):
@@ -96,11 +101,58 @@ class Heartbeat:
             self._thread.join()
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail the study's stale trials now and queue their retries (see :class:`hpo.storage.HeartbeatStorage`)."""
+def _running(study: optuna.Study) -> dict[int, optuna.trial.FrozenTrial]:
+    return {trial.number: trial for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail the study's stale trials now and queue their retries (see :class:`hpo.storage.HeartbeatStorage`).
+
+    Returns
+    -------
+    list of int
+        The numbers of the trials that were RUNNING before and are not any more
+        (failed here, or finished by their workers meanwhile), ascending.
+    """
+    before = set(_running(study))
+    _fail_stale(study)
+    return sorted(before - set(_running(study)))
+
+
+def _fail_stale(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def fail_trials(study: optuna.Study, numbers: Iterable[int]) -> list[int]:
+    """Mark the RUNNING trials ``numbers`` of ``study`` FAIL by hand, heartbeat or not (``hpo stale --trial``).
+
+    The worker that ran such a trial finds it finished when it reports or tells, logs
+    that, and goes on with the next trial.
+
+    Returns
+    -------
+    list of int
+        The numbers failed, in the order given.
+
+    Raises
+    ------
+    hpo.errors.HpoError
+        A number that is not a trial of the study, or a trial that is not RUNNING
+        (the trials before it in ``numbers`` are failed already).
+    """
+    failed = []
+    made = len(study.get_trials(deepcopy=False))
+    for number in numbers:
+        running = _running(study)
+        if not 0 <= number < made:
+            raise HpoError(f"no trial {number} in study {study.study_name!r} (trials 0 to {made - 1}); nothing failed")
+        if number not in running:
+            raise HpoError(f"trial {number} of study {study.study_name!r} is not RUNNING; nothing failed")
+        study.tell(number, state=TrialState.FAIL)  # Optuna's public way to finish a trial by its number
+        failed.append(number)
+    return failed
 
 
 class StaleCheck:
@@ -118,7 +170,7 @@ class StaleCheck:
     def __call__(self) -> None:
         now = time.monotonic()
         if now - self._last >= self._interval:
-            with_retries(lambda: fail_stale_trials(self._study), what="checking for stale trials")
+            _fail_stale(self._study)  # the storage waits out an outage (hpo.retrying)
             self._last = now
 
 
@@ -131,13 +183,13 @@ def _counts(study: optuna.Study) -> dict[TrialState, int]:
 
 def _claimed_before(study: optuna.Study, number: int) -> int:
     """Finished or running trials numbered before ``number``."""
-    states = (*FINISHED_STATES, TrialState.RUNNING)
+    states = (*record.FINISHED_STATES, TrialState.RUNNING)
     return sum(1 for trial in study.get_trials(deepcopy=False, states=states) if trial.number < number)
 
 
 def run_worker(
     study: optuna.Study,
-    storage: HeartbeatStorage,
+    storage: RetryingStorage,
     spec: StudySpec,
     data: TuningData,
     *,
@@ -151,8 +203,10 @@ def run_worker(
     ----------
     study : optuna.Study
         Opened with the study file's sampler and pruner.
-    storage : HeartbeatStorage
-        The study's storage (with heartbeats, see :func:`hpo.storage.open_storage`).
+    storage : RetryingStorage or HeartbeatStorage
+        The study's storage (with heartbeats and retries, see :func:`hpo.study.prepare_study`);
+        a storage without retries is wrapped in a :class:`hpo.retrying.RetryingStorage`
+        and the study opened again on it.
     spec : StudySpec
     data : TuningData
         Loaded once for this process.
@@ -173,10 +227,15 @@ def run_worker(
         A signal recorded by :func:`hpo.interrupts.install` (SIGINT, SIGTERM): the
         trial this worker owned, if any, is marked FAIL first.
     """
+    if not isinstance(storage, RetryingStorage):
+        # Every storage call of the loop must wait out an outage: run on the study through the wrapper.
+        storage = RetryingStorage(storage)
+        study = optuna.load_study(study_name=study.study_name, storage=storage, sampler=study.sampler,
+                                  pruner=study.pruner)
     budget = spec.budget.trials
     stale_check = StaleCheck(study, storage.get_heartbeat_interval() or POLL_SECONDS)
     objective = Objective(spec, data, after_epoch=stale_check, artifact_store=artifact_store,
-                          before_batch=interrupts.check, storage=storage, user_attrs={ATTRIBUTE_WORKER: WORKER_ID})
+                          before_batch=interrupts.check, storage=storage, user_attrs={record.WORKER: WORKER_ID})
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     result = WorkerResult()
     waiting_logged = False
@@ -186,7 +245,7 @@ def run_worker(
             result.reason = f"timeout of {timeout_seconds:g} s reached"
             return result
         stale_check()
-        counts = with_retries(lambda: _counts(study), what="reading the study")
+        counts = _counts(study)
         finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
         if finished >= budget:
             result.reason = f"budget of {budget} finished trials reached"
@@ -203,7 +262,7 @@ def run_worker(
         waiting_logged = False
         # From here to the end of _run_trial this worker owns a RUNNING trial. A signal
         # cannot strike in between: it is only recorded, and acted on inside _run_trial.
-        trial = with_retries(lambda: _ask(study), what="starting a trial")
+        trial = _ask(study)
         result.trials_started += 1
         _run_trial(study, storage, trial, objective, budget)
         if on_trial_end is not None:
@@ -223,11 +282,11 @@ def _ask(study: optuna.Study) -> optuna.Trial:
         return study.ask()
 
 
-def _fail(study: optuna.Study, trial: optuna.Trial, why: str) -> None:
-    """Mark ``trial`` FAIL after an interruption or a bug, trying for a few seconds only."""
+def _fail(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, why: str) -> None:
+    """Mark ``trial`` FAIL after an interruption or a bug, trying for a few seconds only (no signal cuts them short)."""
     try:
-        with_retries(lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
-                     what="storing a failed trial", patience_seconds=FAIL_PATIENCE_SECONDS, interruptible=False)
+        with storage.patience(FAIL_PATIENCE_SECONDS):
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     except TRANSIENT_ERRORS as error:
         _logger.warning(f"Trial {trial.number} ({why}) could not be marked FAIL: the database is unreachable "
                         f"({type(error).__name__}); other workers fail it once its heartbeat is stale")
@@ -235,27 +294,26 @@ def _fail(study: optuna.Study, trial: optuna.Trial, why: str) -> None:
     _logger.warning(f"Trial {trial.number} failed: {why}")
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, *,
+def _tell(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, value: float | None = None, *,
           state: TrialState | None = None) -> optuna.trial.FrozenTrial:
     """``study.tell`` with retries that a signal does not cut short: the trial must not stay RUNNING."""
-    return with_retries(lambda: study.tell(trial, value, state=state, skip_if_finished=True),
-                        what="storing a finished trial", interruptible=False)
+    with storage.patience(DEFAULT_PATIENCE_SECONDS):
+        return study.tell(trial, value, state=state, skip_if_finished=True)
 
 
-def _run_trial(study: optuna.Study, storage: HeartbeatStorage, trial: optuna.Trial, objective: Objective,
+def _run_trial(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, objective: Objective,
                budget: int) -> None:
     try:
-        if with_retries(lambda: _claimed_before(study, trial.number), what="reading the study") >= budget:
+        if _claimed_before(study, trial.number) >= budget:
             # Other workers claimed the last slots of the budget at the same moment.
-            with_retries(lambda: trial.set_user_attr(ATTRIBUTE_NOT_RUN, "the budget was claimed by other "
-                                                     "workers' trials"), what="storing a trial")
-            _tell(study, trial, state=TrialState.FAIL)
+            trial.set_user_attr(record.NOT_RUN, "the budget was claimed by other workers' trials")
+            _tell(study, storage, trial, state=TrialState.FAIL)
             return
         # Optuna has no public accessor for a trial's storage id; its own heartbeat thread uses this one.
         with Heartbeat(storage, trial._trial_id):
             value = objective(trial)  # stores this worker's id on the trial first
     except optuna.TrialPruned as pruned:
-        _tell(study, trial, state=TrialState.PRUNED)
+        _tell(study, storage, trial, state=TrialState.PRUNED)
         _logger.info(f"Trial {trial.number} pruned. {pruned}")
         return
     except optuna.exceptions.UpdateFinishedTrialError:
@@ -267,21 +325,40 @@ def _run_trial(study: optuna.Study, storage: HeartbeatStorage, trial: optuna.Tri
     except TRANSIENT_ERRORS as error:
         # The database went away in a call without retries (a suggestion, say): this
         # trial is lost, the worker is not.
-        _fail(study, trial, f"the database was unreachable ({type(error).__name__})")
+        _fail(study, storage, trial, f"the database was unreachable ({type(error).__name__})")
         return
     except interrupts.Interrupted as interrupted:
-        _fail(study, trial, f"interrupted by {interrupted}")
+        _fail(study, storage, trial, f"interrupted by {interrupted}")
         raise
     except BaseException as error:
         # A bug: the trial is FAIL at once, then the error goes on.
-        _fail(study, trial, repr(error))
+        _fail(study, storage, trial, repr(error))
         raise
-    frozen = _tell(study, trial, value)
+    frozen = _tell(study, storage, trial, value)
     if frozen.state != TrialState.COMPLETE:
         _logger.warning(f"Trial {trial.number} was already marked {frozen.state.name} elsewhere")
         return
-    best = with_retries(lambda: study.best_trial, what="reading the best trial")
+    best = study.best_trial
     _logger.info(
         f"Trial {trial.number} finished with value: {value:.6g} and parameters: {trial.params}. "
         f"Best is trial {best.number} with value: {best.value:.6g}."
     )
+
+
+def run_study(prepared: PreparedStudy, *, progress: bool = False,
+              artifact_store: FileSystemArtifactStore | None = None) -> WorkerResult:
+    """:func:`run_worker` on a study of :func:`hpo.study.prepare_study`, with a progress bar.
+
+    The budget and ``timeout_seconds`` are the study file's.  ``progress`` shows
+    the study's finished trials (all workers') as a bar on a terminal.
+
+    Raises
+    ------
+    hpo.interrupts.Interrupted
+        As :func:`run_worker`.
+    """
+    spec = prepared.spec
+    with Progress(prepared.study, spec.budget.trials, enabled=progress) as bar:
+        return run_worker(prepared.study, prepared.storage, spec, prepared.data,
+                          timeout_seconds=spec.budget.timeout_seconds, on_trial_end=bar.update,
+                          artifact_store=artifact_store)

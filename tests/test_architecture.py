@@ -163,3 +163,10 @@ def test_every_accepted_name_builds(tmp_path):
     for name, source in DATASETS.items():
         directory = '\ndirectory = "/nowhere"' if source.directory == "required" else ""
         assert _study(tmp_path, dataset=f'name = "{name}"{directory}').dataset.name == name
+
+
+def test_reading_results_loads_no_network_code():
+    code = ("import sys, hpo.report, hpo.summary, hpo.plots, hpo.record; "
+            "print(sorted(m for m in sys.modules if m.startswith('models') or m == 'hpo.objective'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -12,10 +12,21 @@ import numpy as np
 import optuna
 import pytest
 import threadpoolctl
-
 from conftest import HPO
-from hpo.book.activations import BOOK_CONFIGURATIONS, book_activations, layer_activations
-from hpo.book.experiments import BOOK_STUDIES, book_spec, curves_by, run_study, search_summary, with_overrides
+
+from hpo.book.activations import (
+    BOOK_CONFIGURATIONS,
+    book_activations,
+    layer_activations,
+)
+from hpo.book.experiments import (
+    BOOK_STUDIES,
+    book_spec,
+    curves_by,
+    run_study,
+    search_summary,
+    with_overrides,
+)
 from hpo.book.findings import (
     activation_findings,
     batch_norm_wins,

@@ -17,12 +17,11 @@ from pathlib import Path
 import click
 import optuna
 import pytest
+from conftest import HPO
 from optuna.trial import TrialState
 
-from conftest import HPO
-from hpo import cli
+from hpo import cli, record
 from hpo.spec import load_spec
-from hpo.study import SPEC_ATTRIBUTE
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = 'name = "x"\n[budget]\ntrials = 2\n[parameters]\nepochs = 1\n'
@@ -524,7 +523,7 @@ def hostile_study(folder, name):
     (folder / "study.toml").write_text(VALID)
     spec = load_spec(folder / "study.toml")
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr(SPEC_ATTRIBUTE, spec.identity())
+    study.set_user_attr(record.STUDY_FILE, spec.identity())
     study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"best_epoch": 1, "seed": 0, "epochs_run": 1}))
     return storage
 

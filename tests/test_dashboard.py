@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from conftest import HPO
 from optuna.trial import TrialState
 
-from conftest import HPO
 from hpo.artifacts import download_weights
 from hpo.data import prepare_data
 from hpo.objective import build_network

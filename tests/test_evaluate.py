@@ -7,11 +7,17 @@ import subprocess
 import numpy as np
 import optuna
 import pytest
+from conftest import HPO
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from conftest import HPO
-from hpo.evaluate import EvaluationError, evaluate_trial, load_model, predict, select_trial
+from hpo.evaluate import (
+    EvaluationError,
+    evaluate_trial,
+    load_model,
+    predict,
+    select_trial,
+)
 from models.datasets import load_digits
 
 STUDY = """

@@ -17,11 +17,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo import interrupts
+from hpo import interrupts, record
 from hpo.data import prepare_data
 from hpo.spec import load_spec
 from hpo.storage import HeartbeatStorage, open_storage
-from hpo.study import FINISHED_STATES, open_study
+from hpo.study import open_study
 from hpo.worker import run_worker
 
 STUDY = """
@@ -134,13 +134,17 @@ def test_a_signal_at_any_storage_call_leaves_no_trial_running(spec_and_data, tmp
         assert TrialState.RUNNING not in states, (target, injector.sent_in, states)
         # A following worker finishes the exact budget.
         run_worker(study, storage, spec, data)
-        assert len(study.get_trials(states=FINISHED_STATES)) == spec.budget.trials, moments[target]
+        assert len(study.get_trials(states=record.FINISHED_STATES)) == spec.budget.trials, moments[target]
     # The signal reached the worker inside a trial's ask-to-heartbeat window and mid-trial.
     sent_in = [name for name, outcome in moments.values() if outcome == "interrupted"]
     if every == 1:
         assert {"_create_new_trial", "_set_trial_param", "set_trial_intermediate_value",
                 "set_trial_state_values"} <= set(sent_in)
-    assert sum(outcome == "interrupted" for _, outcome in moments.values()) >= len(moments) - 3
+    # Only the last calls of a run (after its last safe point) may let it finish.  The count of a
+    # whole run varies by a few calls with timing (stale checks are throttled by the clock), so
+    # targets beyond the calls a run made are not counted.
+    reached = [outcome for name, outcome in moments.values() if name is not None]
+    assert sum(outcome == "interrupted" for outcome in reached) >= len(reached) - 3, moments
 
 
 def test_a_signal_before_any_mini_batch_fails_the_trial_at_once(spec_and_data, tmp_path, handlers, monkeypatch):
@@ -209,5 +213,5 @@ def test_a_trial_that_never_beat_is_stale_after_the_grace_period(spec_and_data, 
     run_worker(study, storage, spec, data)  # fails it, queues its retry, and meets the budget
     trials = study.get_trials()
     assert trials[silent.number].state == TrialState.FAIL
-    assert len([t for t in trials if t.state in FINISHED_STATES]) == spec.budget.trials
+    assert len([t for t in trials if t.state in record.FINISHED_STATES]) == spec.budget.trials
     assert any(t.system_attrs.get("failed_trial") == silent.number for t in trials)

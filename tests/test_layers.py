@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import numerical_gradient, relative_error
 
 from models.layers import (
@@ -16,7 +15,6 @@ from models.layers import (
     SoftmaxWithLoss,
     Tanh,
 )
-
 
 
 @pytest.fixture

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import HPO
 from optuna.trial import TrialState
 
-from conftest import HPO
-from hpo.narrow import NarrowError, default_output, narrow_range, narrow_study_file, next_name
+from hpo.narrow import (
+    NarrowError,
+    default_output,
+    narrow_range,
+    narrow_study_file,
+    next_name,
+)
 from hpo.spec import load_spec
 
 STUDY = """\

@@ -5,13 +5,11 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import numerical_gradient, relative_error
 
 from models.layers import Affine, BatchNormalization, Dropout, ReLU, Sigmoid, Tanh
 from models.network import MultiLayerNet
 from models.optimizers import SGD, Adam
-
 
 
 def freeze_dropout(net):

@@ -7,12 +7,11 @@ import matplotlib.image
 import numpy as np
 import optuna
 import pytest
+from conftest import HPO
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from conftest import HPO
-from hpo import plots
-from hpo.objective import ATTRIBUTE_CURVES
+from hpo import plots, record
 
 STUDY = """\
 # A tiny digits study for the plot tests: 8 trials of 4 epochs.
@@ -73,7 +72,7 @@ def fake_study(values: list[float], *, params=("learning_rate", "weight_decay"),
     for number, value in enumerate(values):
         study.add_trial(create_trial(
             value=value, params={name: 10.0 ** -(1 + number % 5) for name in params}, distributions=distributions,
-            user_attrs={ATTRIBUTE_CURVES: curves(5, value)}, intermediate_values={1: value / 2, 2: value},
+            user_attrs={record.LEARNING_CURVES: curves(5, value)}, intermediate_values={1: value / 2, 2: value},
         ))
     for _ in range(pruned):
         study.add_trial(create_trial(state=TrialState.PRUNED, params={name: 1e-3 for name in params},
@@ -147,7 +146,7 @@ def test_the_grid_has_one_panel_per_completed_trial_when_fewer_than_twenty(tiny)
 def test_a_minimizing_study_ranks_small_values_first():
     study = optuna.create_study(direction="minimize")
     for value in (0.3, 0.1, 0.2):
-        study.add_trial(create_trial(value=value, user_attrs={ATTRIBUTE_CURVES: curves(2, 0.5)}))
+        study.add_trial(create_trial(value=value, user_attrs={record.LEARNING_CURVES: curves(2, 0.5)}))
     assert [trial.value for trial in plots.ranked(study)] == [0.1, 0.2, 0.3]
 
 

@@ -5,8 +5,8 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import HPO
+
 from hpo.data import prepare_data
 from hpo.resources import (
     TooLargeError,

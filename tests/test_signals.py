@@ -20,9 +20,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-
 from conftest import HPO
+from optuna.trial import TrialState
 
 POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES_URL")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

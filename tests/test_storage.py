@@ -20,8 +20,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from conftest import HPO
+
 from hpo.storage import open_storage
 
 STUDY = """

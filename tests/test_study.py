@@ -9,7 +9,6 @@ import textwrap
 import numpy as np
 import optuna
 import pytest
-
 from conftest import HPO, OPTUNA
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState

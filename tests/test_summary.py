@@ -4,7 +4,7 @@ import optuna
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpo.study import SPEC_ATTRIBUTE
+from hpo import record
 from hpo.summary import pruning_savings, state_counts, study_rows, study_savings
 
 
@@ -43,7 +43,7 @@ def test_no_finished_trial_or_unknown_epochs_give_no_savings():
 
 def test_study_savings_reads_the_fixed_epochs_of_the_stored_study_file():
     study = optuna.create_study(direction="maximize")
-    study.set_user_attr(SPEC_ATTRIBUTE, {"parameters": {"epochs": 8}})
+    study.set_user_attr(record.STUDY_FILE, {"parameters": {"epochs": 8}})
     for state, run in ((TrialState.COMPLETE, 8), (TrialState.PRUNED, 2), (TrialState.PRUNED, 2)):
         study.add_trial(trial(state, run))
     savings = study_savings(study)

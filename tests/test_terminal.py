@@ -14,9 +14,9 @@ import time
 
 import optuna
 import pytest
-
-import hpo.cli
 from conftest import HPO
+
+import hpo.cli.common
 
 STUDY = """
 name = "terminal"
@@ -107,15 +107,15 @@ def test_printed_commands_are_the_program_as_invoked_and_quoted(monkeypatch, tmp
     # Not on PATH: the path as typed, quoted for the shell.
     monkeypatch.setattr(sys, "argv", [str(program), "run"])
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    command = hpo.cli._command("run", "studies/my study.toml", "--study-name", "x")
+    command = hpo.cli.common.command_line("run", "studies/my study.toml", "--study-name", "x")
     assert shlex.split(command) == [str(program), "run", "studies/my study.toml", "--study-name", "x"]
     assert command == f"'{program}' run 'studies/my study.toml' --study-name x"
     # On PATH (an activated environment): the short name.
     monkeypatch.setenv("PATH", f"{folder}:/usr/bin")
-    assert hpo.cli._command("trials") == "hpo trials"
+    assert hpo.cli.common.command_line("trials") == "hpo trials"
     # python -m hpo.cli
     monkeypatch.setattr(sys, "argv", [hpo.cli.__file__, "run"])
-    assert hpo.cli._command("trials") == f"{shlex.quote(sys.executable)} -m hpo.cli trials"
+    assert hpo.cli.common.command_line("trials") == f"{shlex.quote(sys.executable)} -m hpo.cli trials"
 
 
 def test_the_resume_hint_of_a_file_with_a_space_can_be_pasted(tmp_path):
@@ -142,8 +142,8 @@ def test_the_resume_hint_of_a_file_with_a_space_can_be_pasted(tmp_path):
 @pytest.mark.parametrize("jobs, threads, cores, warned", [(64, 1, 2, True), (2, 1, 2, False), (1, 4, 2, True),
                                                           (2, 2, 4, False), (3, 2, 4, True)])
 def test_more_threads_than_cores_is_warned(monkeypatch, capsys, jobs, threads, cores, warned):
-    monkeypatch.setattr(hpo.cli, "_available_cores", lambda: cores)
-    hpo.cli._warn_oversubscription(jobs, threads)
+    monkeypatch.setattr(hpo.cli.common, "available_cores", lambda: cores)
+    hpo.cli.common.warn_oversubscription(jobs, threads)
     err = capsys.readouterr().err
     if warned:
         assert err == (f"warning: {jobs} job(s) x {threads} BLAS thread(s) = {jobs * threads} threads on {cores} "

@@ -22,9 +22,8 @@ import optuna
 import pytest
 import sqlalchemy
 import yaml
-from optuna.trial import TrialState
-
 from conftest import BIN
+from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES_URL")

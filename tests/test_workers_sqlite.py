@@ -5,9 +5,8 @@ import sqlite3
 import subprocess
 
 import optuna
-from optuna.trial import TrialState
-
 from conftest import HPO
+from optuna.trial import TrialState
 
 
 def test_four_local_workers_on_sqlite_meet_the_budget_without_lock_errors(tmp_path):

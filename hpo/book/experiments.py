@@ -27,13 +27,10 @@ import optuna
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
+from hpo import record, worker
 from hpo.data import prepare_data
-from hpo.objective import ATTRIBUTE_CURVES, ATTRIBUTE_DIVERGED
-from hpo.progress import Progress
 from hpo.spec import Choices, SpecError, StudySpec, format_errors, load_spec
-from hpo.storage import open_storage
-from hpo.study import open_study
-from hpo.worker import run_worker
+from hpo.study import prepare_study
 
 __all__ = [
     "BOOK_STUDIES", "STUDIES_DIRECTORY", "BookStudy", "SearchSummary", "book_spec", "curves_by",
@@ -153,17 +150,13 @@ def run_study(spec: StudySpec, storage_url: str, *, progress: bool = False) -> o
 
     Raises
     ------
-    hpo.storage.StorageError, hpo.study.StudyMismatchError
-        Unusable storage, or a stored study of this name made from another file.
-    models.datasets.DatasetError, ValueError
-        Missing data files, or dataset sizes that cannot be split.
+    hpo.errors.HpoError
+        As :func:`hpo.study.prepare_study`: missing data files or sizes that cannot
+        be split, unusable storage, or a stored study of this name made from another file.
     """
-    data = prepare_data(spec.dataset)
-    storage = open_storage(storage_url, heartbeat=spec.heartbeat())
-    study = open_study(spec, storage, spec.name)
-    with Progress(study, spec.budget.trials, enabled=progress) as bar:
-        run_worker(study, storage, spec, data, on_trial_end=bar.update)
-    return study
+    prepared = prepare_study(spec, storage_url)
+    worker.run_study(prepared, progress=progress)
+    return prepared.study
 
 
 def curves_by(study: optuna.Study, spec: StudySpec) -> dict[Any, dict[str, Any]]:
@@ -196,9 +189,9 @@ def curves_by(study: optuna.Study, spec: StudySpec) -> dict[Any, dict[str, Any]]
         wanted = dict(zip(searched, point))
         for trial in finished:
             if all(_same(trial.params.get(name), value) for name, value in wanted.items()):
-                curves = dict(trial.user_attrs.get(ATTRIBUTE_CURVES) or dict.fromkeys(_CURVE_NAMES, []))
-                if ATTRIBUTE_DIVERGED in trial.user_attrs:
-                    curves["diverged"] = trial.user_attrs[ATTRIBUTE_DIVERGED]
+                curves = dict(trial.user_attrs.get(record.LEARNING_CURVES) or dict.fromkeys(_CURVE_NAMES, []))
+                if record.DIVERGED in trial.user_attrs:
+                    curves["diverged"] = trial.user_attrs[record.DIVERGED]
                 result[point[0] if len(point) == 1 else point] = curves
                 break
     return result

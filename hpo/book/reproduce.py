@@ -85,7 +85,7 @@ def reproduce(out: str | Path, *, storage_url: str, full: bool = False, studies:
     Raises
     ------
     hpo.spec.SpecError, hpo.storage.StorageError, hpo.study.StudyMismatchError,
-    models.datasets.DatasetError, ValueError
+    hpo.data.DataError, ValueError
         Bad study files, storage or data (see :func:`hpo.book.experiments.run_study`).
     """
     out = Path(out)

@@ -1,0 +1,95 @@
+"""``hpo evaluate``: the one command that reads the test set."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import optuna
+
+from hpo.artifacts import artifact_directory, download_weights
+from hpo.cli.app import main
+from hpo.cli.common import (
+    artifact_dir_option,
+    format_option,
+    load_study,
+    storage_option,
+    study_name_option,
+)
+from hpo.errors import HpoError
+from hpo.evaluate import (
+    Evaluation,
+    evaluate_trial,
+    prepare_model_directory,
+    save_checked_model,
+    select_trial,
+)
+from hpo.names import file_name, path_inside
+from hpo.report import write_rows
+from hpo.storage import storage_url
+
+MODELS_DIRECTORY = Path("hpo-models")
+"""Parent of the default --out folder of `hpo evaluate`, in the current folder."""
+
+
+@main.command()
+@storage_option
+@study_name_option()
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Trial to evaluate [default: the best].")
+@click.option("--out", "out_directory",
+              help="Folder for weights.npz and model_card.json [default: ./hpo-models/STUDY-trial-N].")
+@click.option("--stored-weights", is_flag=True,
+              help="Test the weights the trial stored (its best epoch) instead of retraining.")
+@artifact_dir_option("Folder of the stored weights [default: beside a SQLite database, else ./hpo-artifacts].")
+@click.option("--force", is_flag=True, help="Replace a model already saved in the --out folder.")
+@format_option(("table", "json"), help="table: report for people; json: the model card.")
+def evaluate(storage: str | None, study_name: str | None, trial_number: int | None, out_directory: str | None,
+             stored_weights: bool, artifact_dir: str | None, force: bool, output_format: str) -> None:
+    """Retrain the best (or --trial N) completed trial on training + validation data and test it.
+
+    The network is rebuilt with the trial's parameters and seed and trained for the
+    epochs at which the trial did best (or, with --stored-weights, the trial's own
+    weights are loaded); it prints the test accuracy, a per-class table and the
+    confusion matrix, and saves the weights with a JSON model card.
+    """
+    study = load_study(storage, study_name)
+    trial = select_trial(study, trial_number)
+    directory = prepare_model_directory(out_directory or _default_model_directory(study, trial), overwrite=force)
+    weights = None
+    if stored_weights:
+        weights = download_weights(trial, artifact_directory(storage_url(storage), artifact_dir))
+    if output_format == "table":
+        how = "its stored weights" if stored_weights else "retraining on training + validation data"
+        click.echo(f"evaluating trial {trial.number} of study {study.study_name} "
+                   f"(validation accuracy {trial.value:.4f}): {how}")
+    network, evaluation = evaluate_trial(study, trial, stored_weights=weights)
+    weights_path, card_path = save_checked_model(directory, network, evaluation)
+    if output_format == "json":
+        click.echo(card_path.read_text(encoding="utf-8"), nl=False)
+        return
+    _print_evaluation(evaluation)
+    click.echo(f"saved: {weights_path} and {card_path}; reloaded, they give the same "
+               f"{len(evaluation.predictions)} test predictions")
+
+
+def _default_model_directory(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Path:
+    """``hpo-models/STUDY-trial-N``, inside hpo-models/ whatever the stored study's name holds."""
+    try:
+        return path_inside(MODELS_DIRECTORY, f"{file_name(study.study_name)}-trial-{trial.number}")
+    except ValueError as error:  # a symbolic link in hpo-models/ that leads elsewhere
+        raise HpoError(f"{error}; give the model's folder with --out") from None
+
+
+def _print_evaluation(evaluation: Evaluation) -> None:
+    card = evaluation.card
+    training = card["training"]
+    images = f" on {training['train_images']} images" if training["train_images"] else ""
+    click.echo(f"{training['mode']}: {training['epochs']} epochs{images}")
+    click.echo(f"test accuracy: {evaluation.test_accuracy:.4f} on {card['test_images']} test images")
+    write_rows(evaluation.per_class, "table", sys.stdout, title="per class (test set)", complete_with="-f json")
+    names = [str(k) for k in range(len(evaluation.class_names))]
+    rows = [{"true \\ predicted": name if name == str(k) else f"{k} {name}", **dict(zip(names, map(int, row)))}
+            for k, (name, row) in enumerate(zip(evaluation.class_names, evaluation.confusion))]
+    write_rows(rows, "table", sys.stdout, title="confusion matrix (rows: true class, columns: predicted)",
+               complete_with="-f json")

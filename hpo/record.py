@@ -1,0 +1,96 @@
+"""The trial record: every attribute hpo stores on a study and on its trials, in one place.
+
+Optuna keeps, per study and per trial, a JSON-able dict of user attributes.  hpo writes:
+
+On the study (by :func:`hpo.study.open_study`)
+
+``STUDY_FILE`` = ``"hpo_spec"``
+    The study file's identity (direction, metric, dataset, parameters; see
+    :meth:`hpo.spec.StudySpec.identity`), written when the study is created.  Resuming,
+    narrowing, evaluating, plotting and summarizing read the study's settings from it.
+``WORKER_SETTINGS`` = ``"hpo_workers"``
+    The study file's ``[workers]`` section (heartbeat interval, grace period, retries),
+    rewritten by every run; ``hpo stale`` reads its grace period.
+
+On each trial (by :class:`hpo.objective.Objective` and :mod:`hpo.worker`)
+
+``WORKER`` (``"worker"``), ``SEED`` (``"seed"``, of the weights and mini-batches),
+``EPOCHS_RUN``, ``BEST_EPOCH`` (1-based), ``LEARNING_CURVES`` (per-epoch lists),
+``TRAIN_SECONDS`` (seconds of training), ``WEIGHTS_ARTIFACT`` (the Optuna artifact id of
+the best epoch's weights), and, on a trial that ended early, ``DIVERGED`` or
+``TOO_LARGE`` (the reason, PRUNED) or ``NOT_RUN`` (FAIL: the budget was met first).
+
+This module imports neither NumPy nor models/: reports, plots and summaries read the
+record without loading the network code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+__all__ = [
+    "BEST_EPOCH", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "LEARNING_CURVES", "NOT_RUN", "SEED",
+    "STUDY_FILE", "TOO_LARGE", "TRAIN_SECONDS", "WEIGHTS_ARTIFACT", "WORKER", "WORKER_SETTINGS",
+    "differences", "stored_metric", "stored_parameters", "stored_study_file", "stored_worker_settings",
+]
+
+# ------------------------------------------------------------------ study attributes
+STUDY_FILE = "hpo_spec"
+WORKER_SETTINGS = "hpo_workers"
+
+# ------------------------------------------------------------------ trial attributes
+WORKER = "worker"
+SEED = "seed"
+EPOCHS_RUN = "epochs_run"
+BEST_EPOCH = "best_epoch"
+LEARNING_CURVES = "learning_curves"
+TRAIN_SECONDS = "train_seconds"
+WEIGHTS_ARTIFACT = "weights_artifact_id"
+DIVERGED = "diverged"
+TOO_LARGE = "too_large"
+NOT_RUN = "not_run"
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+"""States that count against the trial budget (those of Optuna's ``MaxTrialsCallback``)."""
+
+
+def stored_study_file(study: optuna.Study) -> dict[str, Any] | None:
+    """The study file's identity stored on ``study``, or None for a study hpo did not create."""
+    stored = study.user_attrs.get(STUDY_FILE)
+    return stored if isinstance(stored, dict) else None
+
+
+def stored_metric(study: optuna.Study) -> str:
+    """``"validation_accuracy"`` or ``"validation_loss"``; the former for a study hpo did not create."""
+    return (stored_study_file(study) or {}).get("metric", "validation_accuracy")
+
+
+def stored_parameters(study: optuna.Study) -> dict[str, Any]:
+    """The stored ``[parameters]`` table: name -> fixed value, or a dict of a range or choices."""
+    return (stored_study_file(study) or {}).get("parameters", {})
+
+
+def stored_worker_settings(study: optuna.Study) -> dict[str, Any]:
+    """The stored ``[workers]`` table ({} if none was stored)."""
+    stored = study.user_attrs.get(WORKER_SETTINGS)
+    return stored if isinstance(stored, dict) else {}
+
+
+def differences(stored: Any, current: Any, path: str = "") -> Iterator[tuple[str, str, str]]:
+    """Where a study file's identity differs from the stored one: (dotted path, stored JSON, file JSON).
+
+    Examples
+    --------
+    >>> list(differences({"parameters": {"epochs": 5}}, {"parameters": {"epochs": 6}}))
+    [('parameters.epochs', '5', '6')]
+    """
+    if isinstance(stored, dict) and isinstance(current, dict):
+        for key in sorted(set(stored) | set(current)):
+            yield from differences(stored.get(key), current.get(key), f"{path}.{key}" if path else key)
+    elif stored != current:
+        yield path, json.dumps(stored), json.dumps(current)
