@@ -166,12 +166,51 @@ def test_a_diverged_trial_is_pruned_and_the_study_goes_on(tmp_path):
 def test_same_seed_same_trial_values(tmp_path):
     spec = load_spec("studies/digits.toml")
     data = prepare_data(spec.dataset)
-    values = []
-    for run in range(2):
+
+    def run(seed):
+        parameters = spec.parameters.model_copy(update={"epochs": 2, "seed": seed})
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
-        study.optimize(Objective(spec.model_copy(update={"parameters": spec.parameters.model_copy(update={"epochs": 2})}), data), n_trials=2)
-        values.append([trial.value for trial in study.trials])
-    assert values[0] == values[1]
+        study.optimize(Objective(spec.model_copy(update={"parameters": parameters}), data), n_trials=2)
+        return [trial.params for trial in study.trials], [trial.value for trial in study.trials]
+
+    first, again, other = run(0), run(0), run(1)
+    assert again == first
+    # Another training seed: the same sampled parameters, other initial weights and mini-batches, other values.
+    assert other[0] == first[0] and all(a != b for a, b in zip(other[1], first[1]))
+
+
+def test_no_trial_starts_after_the_timeout(tmp_path):
+    (tmp_path / "study.toml").write_text(textwrap.dedent("""
+        name = "timed"
+        [budget]
+        trials = 40
+        timeout_seconds = 2.0
+        [sampler]
+        type = "random"
+        seed = 0
+        [pruner]
+        type = "none"
+        [parameters]
+        learning_rate = { low = 1e-3, high = 1e-1, log = true }
+        hidden_layers = 1
+        hidden_size = 64
+        batch_size = 32
+        epochs = 4
+    """))
+    url = f"sqlite:///{tmp_path / 'timed.db'}"
+    result = subprocess.run([HPO, "run", "study.toml", "--storage", url, "--no-progress"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "stopped: timeout of 2 s reached" in result.stdout
+    trials = optuna.load_study(study_name="timed", storage=url).get_trials()
+    # Without the timeout the 40 trials of ~0.2 s each would run for 8 s or more.
+    assert 1 <= len(trials) < 40
+    first = min(trial.datetime_start for trial in trials)
+    # The worker looks at the clock, then reads the study and creates the trial: 0.5 s for that.
+    late = [trial.number for trial in trials if (trial.datetime_start - first).total_seconds() > 2.0 + 0.5]
+    assert late == []
+    # The trial running at the timeout finishes: none is left RUNNING or failed.
+    assert all(trial.state == TrialState.COMPLETE for trial in trials)
 
 
 def run_in_process(tmp_path, study_file, *, enqueue=(), artifact_store=None):
