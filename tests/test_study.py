@@ -199,7 +199,7 @@ def test_no_trial_starts_after_the_timeout(tmp_path):
     """))
     url = f"sqlite:///{tmp_path / 'timed.db'}"
     result = subprocess.run([HPO, "run", "study.toml", "--storage", url, "--no-progress"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                            check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "stopped: timeout of 2 s reached" in result.stdout
     trials = optuna.load_study(study_name="timed", storage=url).get_trials()
