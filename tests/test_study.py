@@ -1,5 +1,6 @@
 """End to end: a digits study in SQLite, the objective's contract, resumption."""
 
+import itertools
 import json
 import math
 import re
@@ -206,7 +207,7 @@ def test_no_trial_starts_after_the_timeout(tmp_path):
     # Without the timeout the 40 trials of ~0.2 s each would run for 8 s or more.
     assert 1 <= len(trials) < 40
     first = trials[0].datetime_start  # the clock started a little before: the deadline is at most first + 2 s
-    for previous, trial in zip(trials, trials[1:]):
+    for previous, trial in itertools.pairwise(trials):
         # One worker: it looks at the clock between two trials, so a trial starts after the one before it
         # ended, and only if that was before the deadline.
         assert previous.datetime_complete <= trial.datetime_start
