@@ -1,5 +1,6 @@
 """`hpo evaluate`: retrain a completed trial, test it once, save a model that reloads to the same predictions."""
 
+import copy
 import json
 import os
 import subprocess
@@ -113,6 +114,11 @@ def test_retraining_is_reproducible(finished):
     for name, array in first.state_dict().items():
         np.testing.assert_array_equal(array, second.state_dict()[name])
     np.testing.assert_array_equal(first_result.predictions, second_result.predictions)
+    # The trial's seed is what fixes it: another seed retrains to other weights.
+    reseeded = copy.deepcopy(trial)
+    reseeded.user_attrs = {**trial.user_attrs, "seed": trial.user_attrs["seed"] + 1}
+    other, _ = evaluate_trial(study, reseeded)
+    assert not np.array_equal(other.params["W1"], first.params["W1"])
 
 
 def test_evaluate_a_named_trial_and_refuse_unfinished_ones(finished):

@@ -272,7 +272,9 @@ class TestDropout:
         x = np.ones((10, 10))
         a = Dropout(0.5, rng=np.random.default_rng(7)).forward(x)
         b = Dropout(0.5, rng=np.random.default_rng(7)).forward(x)
+        c = Dropout(0.5, rng=np.random.default_rng(8)).forward(x)
         np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)  # another seed, another mask
 
     @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, float("nan")])
     def test_bad_ratio(self, ratio):

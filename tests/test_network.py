@@ -173,6 +173,10 @@ def test_same_seed_same_network_and_masks():
         np.testing.assert_array_equal(a.params[name], b.params[name])
     assert not np.array_equal(a.params["W1"], c.params["W1"])
     np.testing.assert_array_equal(a.predict(x, train=True), b.predict(x, train=True))   # same dropout masks
+    # Another seed draws other masks too: given the parameters of seed 7, c's first pass drops other units.
+    fresh = MultiLayerNet(6, [5, 4], 3, batch_norm=True, dropout=0.5, seed=7)
+    c.load_state_dict(fresh.state_dict())
+    assert not np.array_equal(fresh.predict(x, train=True), c.predict(x, train=True))
 
 
 def test_generator_seed_and_no_global_state():
@@ -181,6 +185,8 @@ def test_generator_seed_and_no_global_state():
     from_int = MultiLayerNet(6, [5], 3, dropout=0.5, seed=9)
     from_generator = MultiLayerNet(6, [5], 3, dropout=0.5, seed=np.random.default_rng(9))
     np.testing.assert_array_equal(from_int.params["W1"], from_generator.params["W1"])
+    assert not np.array_equal(MultiLayerNet(6, [5], 3, seed=np.random.default_rng(10)).params["W1"],
+                              from_int.params["W1"])
     x, _ = data(n=4, dtype=np.float32)
     from_int.predict(x, train=True)
     MultiLayerNet(6, [5], 3, dropout=0.5, seed=None).predict(x, train=True)

@@ -1,5 +1,6 @@
 """End to end: a digits study in SQLite, the objective's contract, resumption."""
 
+import itertools
 import json
 import math
 import re
@@ -165,12 +166,53 @@ def test_a_diverged_trial_is_pruned_and_the_study_goes_on(tmp_path):
 def test_same_seed_same_trial_values(tmp_path):
     spec = load_spec("studies/digits.toml")
     data = prepare_data(spec.dataset)
-    values = []
-    for run in range(2):
+
+    def run(seed):
+        parameters = spec.parameters.model_copy(update={"epochs": 2, "seed": seed})
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
-        study.optimize(Objective(spec.model_copy(update={"parameters": spec.parameters.model_copy(update={"epochs": 2})}), data), n_trials=2)
-        values.append([trial.value for trial in study.trials])
-    assert values[0] == values[1]
+        study.optimize(Objective(spec.model_copy(update={"parameters": parameters}), data), n_trials=2)
+        return [trial.params for trial in study.trials], [trial.value for trial in study.trials]
+
+    first, again, other = run(0), run(0), run(1)
+    assert again == first
+    # Another training seed: the same sampled parameters, other initial weights and mini-batches, other values.
+    assert other[0] == first[0] and all(a != b for a, b in zip(other[1], first[1]))
+
+
+def test_no_trial_starts_after_the_timeout(tmp_path):
+    (tmp_path / "study.toml").write_text(textwrap.dedent("""
+        name = "timed"
+        [budget]
+        trials = 40
+        timeout_seconds = 2.0
+        [sampler]
+        type = "random"
+        seed = 0
+        [pruner]
+        type = "none"
+        [parameters]
+        learning_rate = { low = 1e-3, high = 1e-1, log = true }
+        hidden_layers = 1
+        hidden_size = 64
+        batch_size = 32
+        epochs = 4
+    """))
+    url = f"sqlite:///{tmp_path / 'timed.db'}"
+    result = subprocess.run([HPO, "run", "study.toml", "--storage", url, "--no-progress"],
+                            check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "stopped: timeout of 2 s reached" in result.stdout
+    trials = optuna.load_study(study_name="timed", storage=url).get_trials()
+    # Without the timeout the 40 trials of ~0.2 s each would run for 8 s or more.
+    assert 1 <= len(trials) < 40
+    first = trials[0].datetime_start  # the clock started a little before: the deadline is at most first + 2 s
+    for previous, trial in itertools.pairwise(trials):
+        # One worker: it looks at the clock between two trials, so a trial starts after the one before it
+        # ended, and only if that was before the deadline.
+        assert previous.datetime_complete <= trial.datetime_start
+        assert (previous.datetime_complete - first).total_seconds() < 2.0, (trial.number, first, previous)
+    # The trial running at the timeout finishes: none is left RUNNING or failed.
+    assert all(trial.state == TrialState.COMPLETE for trial in trials)
 
 
 def run_in_process(tmp_path, study_file, *, enqueue=(), artifact_store=None):
@@ -274,14 +316,18 @@ def test_a_trial_that_explodes_after_a_good_epoch_is_not_best(tmp_path, monkeypa
     exploded, healthy = study.get_trials()
     # Measured: validation accuracy 0.872, 0.903, 0.951, then a training loss of 9.3e3 in epoch 4 (limit 233);
     # the healthy trial ends at 0.875. Before the limit rule the first was COMPLETE with 0.951 and best.
-    assert max(exploded.intermediate_values.values()) > healthy.value
+    # The first learned well for 3 epochs, better than the healthy trial ever does: that is the point.
+    assert sorted(exploded.intermediate_values) == [1, 2, 3]
+    assert max(exploded.intermediate_values.values()) > max(healthy.intermediate_values.values())
     assert exploded.state == TrialState.PRUNED  # (Optuna gives a pruned trial its last reported value)
     assert exploded.user_attrs["epochs_run"] == 3 and "weights_artifact_id" not in exploded.user_attrs
+    # The learning rate jumps with the first update of epoch 4, so the loss explodes in epoch 4.
     match = EXPLODED.fullmatch(exploded.user_attrs["diverged"])
     assert match and "in epoch 4," in exploded.user_attrs["diverged"], exploded.user_attrs["diverged"]
-    assert healthy.state == TrialState.COMPLETE and healthy.value == pytest.approx(0.875, abs=0.01)
+    assert healthy.state == TrialState.COMPLETE and healthy.user_attrs["epochs_run"] == 4
+    assert healthy.value == max(healthy.intermediate_values.values())
     assert "weights_artifact_id" in healthy.user_attrs
-    assert study.best_trial.number == healthy.number
+    assert study.best_trial.number == healthy.number and study.best_value == healthy.value
 
 
 SIZES = """

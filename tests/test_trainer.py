@@ -168,20 +168,28 @@ def test_exception_in_callback_stops_training_and_propagates(digits_split):
     assert optimizer.updates == 2 * math.ceil(x.shape[0] / 100)
 
 
-@pytest.mark.parametrize(
-    ("learning_rate", "batch_size", "where"),
-    # Measured: before the limit rule these became nan in epoch 1, mini-batch 3 / epoch 2, mini-batch 5.
-    [(1e6, 32, "epoch 1, mini-batch 2"), (2.2, 256, "epoch 1, mini-batch 5")],
-)
-def test_huge_learning_rate_diverges(digits_split, learning_rate, batch_size, where):
-    # With weight decay, SGD multiplies W by (1 - lr * lambda) each step: |.| > 1 blows up.
+@pytest.mark.parametrize(("learning_rate", "batch_size"), [(1e6, 32), (20.0, 256)])
+def test_huge_learning_rate_diverges_at_the_second_mini_batch(digits_split, learning_rate, batch_size):
+    # With weight decay lambda = 1, the first SGD step makes each weight matrix W' = (1 - lr) W - lr g
+    # (g: the gradient of the cross-entropy alone), so ||W'|| >= (lr - 1) ||W|| - lr ||g||. The loss of
+    # mini-batch 2 is at least its weight decay term 0.5 * sum ||W'||^2 (the cross-entropy is >= 0): when
+    # that bound exceeds 100 x the first mini-batch's loss, mini-batch 2 diverges (mini-batch 1 cannot:
+    # the limit is 100 x its own loss).
     x, t, xv, tv = digits_split
+    first = np.random.default_rng(0).permutation(len(x))[:batch_size]  # what train(rng=0) draws first
+    first_loss, _, grads = digits_network(weight_decay=1.0).loss_and_gradient(x[first], t[first])
+    bound = 0.0
+    for name in ("W1", "W2", "W3"):
+        weights = digits_network(weight_decay=1.0).params[name].astype(np.float64)
+        data_part = np.linalg.norm(grads[name] - weights)  # dW = g + lambda W
+        bound += 0.5 * max((learning_rate - 1) * np.linalg.norm(weights) - learning_rate * data_part, 0.0) ** 2
+    assert bound > 100 * first_loss  # the derivation applies (by 2.9x at lr = 20, 7.6e9x at lr = 1e6)
+
     seen = []
-    network = digits_network(weight_decay=1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the trainer keeps NumPy's overflow warnings quiet
         result = train(
-            network, SGD(lr=learning_rate), x, t, xv, tv,
+            digits_network(weight_decay=1.0), SGD(lr=learning_rate), x, t, xv, tv,
             epochs=5, batch_size=batch_size, rng=0, callback=seen.append,
         )
     assert result.diverged
@@ -189,9 +197,10 @@ def test_huge_learning_rate_diverges(digits_split, learning_rate, batch_size, wh
     match = re.fullmatch(r"training loss (\S+) in (.+) exceeds the limit (\S+) \(100 x max\(first mini-batch "
                          r"loss (\S+), ln 10 = 2.303\)\); lower the learning rate", result.message)
     assert match, result.message
-    loss, limit, first_loss = float(match[1]), float(match[3]), float(match[4])
-    assert match[2] == where and loss > limit
-    assert limit == pytest.approx(100 * first_loss, rel=1e-3) and first_loss > 100
+    loss, limit, reported_first = float(match[1]), float(match[3]), float(match[4])
+    assert match[2] == "epoch 1, mini-batch 2"
+    assert reported_first == pytest.approx(first_loss, rel=1e-3) and limit == pytest.approx(100 * first_loss, rel=1e-3)
+    assert loss >= bound * (1 - 1e-3)
     assert result.epochs_run == 0 and seen == result.history == []
 
 
