@@ -279,11 +279,19 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path):
     picked_up = study.ask()          # a worker takes a retry ...
     by_hand = hpo("stale", "--trial", str(picked_up.number), cwd=tmp_path)  # ... and its trial is failed by hand
     assert by_hand.returncode == 0 and f"trial {picked_up.number}: marked FAIL by hand" in by_hand.stdout
-    assert optuna.load_study(study_name="x", storage=storage).trials[picked_up.number].state == TrialState.FAIL
+    # Retried like a stale trial: the retry of a retry (it inherits the first trial's user attributes until its
+    # worker records itself) is the second of max_retry = 2.
+    assert re.search(rf"Trial {picked_up.number} of worker host-a:17 failed: marked FAIL "
+                     r"by hand \(`hpo stale --trial`\); queued again with the same parameters \(retry 2 of 2\)",
+                     by_hand.stderr), by_hand.stderr
+    trials = optuna.load_study(study_name="x", storage=storage).trials
+    assert trials[picked_up.number].state == TrialState.FAIL
+    assert trials[-1].state == TrialState.WAITING and trials[-1].params == {}
+    assert trials[-1].system_attrs["retry_history"] == [beating.number, picked_up.number]
     again = hpo("stale", "--trial", str(picked_up.number), cwd=tmp_path)
     assert again.returncode == 1 and "is not RUNNING" in again.stderr
     missing = hpo("stale", "--trial", "999", cwd=tmp_path)
-    assert missing.returncode == 1 and "no trial 999 in study 'x' (trials 0 to 3)" in missing.stderr
+    assert missing.returncode == 1 and "no trial 999 in study 'x' (trials 0 to 4)" in missing.stderr
 
 
 def test_a_worker_for_a_missing_study_creates_nothing(tmp_path):

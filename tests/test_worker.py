@@ -5,14 +5,20 @@ by chance: trials finished, another worker's trial RUNNING, and this worker's tr
 started in the same moment.
 """
 
+import logging
+import re
+import subprocess
+
 import optuna
 import pytest
+from conftest import HPO
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 import hpo.objective
 from hpo.data import prepare_data
 from hpo.spec import load_spec
-from hpo.storage import open_storage
+from hpo.storage import HeartbeatStorage, open_storage
 from hpo.study import ATTRIBUTE_NOT_RUN, FINISHED_STATES, open_study
 from hpo.worker import run_worker
 
@@ -126,3 +132,44 @@ def test_a_trial_started_after_the_budget_was_claimed_ends_not_run_without_train
     assert result.trials_started == 0 and result.reason == f"budget of {BUDGET} finished trials reached"
     assert len(study.get_trials(states=FINISHED_STATES)) == BUDGET
     assert trainings == []
+
+
+def test_a_trial_failed_by_hand_while_its_worker_stores_it_stays_failed_and_is_retried_once(
+        study_and_spec, monkeypatch, caplog, tmp_path):
+    study, storage, spec = study_and_spec
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    victims = []
+    original = HeartbeatStorage.set_trial_state_values
+
+    def failed_by_hand_first(self, trial_id, state, values=None):
+        # `hpo stale --trial N` lands after Optuna's tell has seen the trial RUNNING, before its write.
+        if state == TrialState.COMPLETE and not victims:
+            number = self.get_trial(trial_id).number
+            victims.append(number)
+            result = subprocess.run([HPO, "stale", "--storage", url, "--trial", str(number)],
+                                    capture_output=True, text=True, timeout=120, check=False)
+            assert result.returncode == 0, result.stderr
+            assert f"trial {number}: marked FAIL by hand" in result.stdout
+            assert re.search(rf"Trial {number} of worker \S+ failed: marked FAIL by hand \(`hpo stale --trial`\); "
+                             r"queued again with the same parameters \(retry 1 of 2\)", result.stderr), result.stderr
+        return original(self, trial_id, state, values)
+
+    monkeypatch.setattr(HeartbeatStorage, "set_trial_state_values", failed_by_hand_first)
+    with caplog.at_level(logging.INFO, logger="hpo"):
+        result = run_worker(study, storage, spec, prepare_data(spec.dataset))  # goes on: no exception
+    (victim,) = victims
+    assert result.reason == f"budget of {BUDGET} finished trials reached"
+    trials = study.get_trials()
+    failed = trials[victim]
+    assert failed.state == TrialState.FAIL and failed.value is None  # the worker's value did not overwrite it
+    assert [record.getMessage() for record in caplog.records if f"Trial {victim} " in record.getMessage()] == [
+        (f"Trial {victim} was already marked FAIL elsewhere (by another worker after a late heartbeat, or by hand "
+         "with `hpo stale --trial`); going on with the next trial")]
+    # Its retry ran once, with its parameters, and completed the budget.
+    retries = [trial for trial in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) == victim]
+    assert len(retries) == 1
+    (retry,) = retries
+    assert retry.state == TrialState.COMPLETE and retry.params == failed.params
+    assert retry.user_attrs["worker"] == failed.user_attrs["worker"] and retry.user_attrs["epochs_run"] == 2
+    assert [trial.number for trial in trials] == [0, 1, victim, retry.number] and retry.number == victim + 1
+    assert len(study.get_trials(states=FINISHED_STATES)) == BUDGET
