@@ -346,7 +346,8 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
 @click.option("--storage", help=STORAGE_HELP)
 @click.option("--study-name", help="Study to check [default: the only study in the storage].")
 @click.option("--fail", "fail_stale", is_flag=True,
-              help="Fail the running trials whose heartbeat is older than the grace period; they are retried up to twice.")
+              help="Fail the running trials whose heartbeat is older than the grace period; they are retried "
+                   "(up to the study file's workers.max_retry times).")
 @click.option("--trial", "trial_numbers", type=click.IntRange(min=0), multiple=True,
               help="Fail this running trial by hand, heartbeat or not (repeatable); it is retried like a stale one.")
 @click.option("--grace-period", type=click.IntRange(min=2, max=86_400),
@@ -354,7 +355,7 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
                    "[default: the study file's workers.grace_period_seconds].")
 def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_numbers: tuple[int, ...],
           grace_period: int | None) -> None:
-    """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N)."""
+    """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N), and queue them again."""
     url = storage_url(storage)
     study = _load_study(storage, study_name)
     workers = Workers.model_validate(study.user_attrs.get(WORKERS_ATTRIBUTE, {}))
