@@ -117,7 +117,7 @@ def started(stdout):
 
 
 def test_two_workers_finish_disjoint_sets_of_trials(tmp_path):
-    # Two queued trials first (as retries are queued), then sampled ones; some are pruned.
+    # Two queued trials first (as retries are queued), then sampled ones, some maybe pruned.
     url, workers = start_workers(tmp_path, 2, trials=10, epochs=6, enqueue=[{"learning_rate": 0.01}] * 2)
     results = finish(workers)
     assert [code for code, _, _ in results.values()] == [0, 0], results
