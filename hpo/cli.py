@@ -346,15 +346,16 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
 @click.option("--storage", help=STORAGE_HELP)
 @click.option("--study-name", help="Study to check [default: the only study in the storage].")
 @click.option("--fail", "fail_stale", is_flag=True,
-              help="Fail the running trials whose heartbeat is older than the grace period; they are retried up to twice.")
+              help="Fail the running trials whose heartbeat is older than the grace period; they are retried "
+                   "(up to the study file's workers.max_retry times).")
 @click.option("--trial", "trial_numbers", type=click.IntRange(min=0), multiple=True,
-              help="Fail this running trial by hand, heartbeat or not (repeatable).")
+              help="Fail this running trial by hand, heartbeat or not (repeatable); it is retried like a stale one.")
 @click.option("--grace-period", type=click.IntRange(min=2, max=86_400),
               help="Seconds without a heartbeat after which a running trial is stale "
                    "[default: the study file's workers.grace_period_seconds].")
 def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_numbers: tuple[int, ...],
           grace_period: int | None) -> None:
-    """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N)."""
+    """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N), and queue them again."""
     url = storage_url(storage)
     study = _load_study(storage, study_name)
     workers = Workers.model_validate(study.user_attrs.get(WORKERS_ATTRIBUTE, {}))
@@ -381,7 +382,14 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
             raise _fail(f"no trial {number} in study {study.study_name!r} (trials 0 to {made - 1}); nothing failed")
         if number not in running:
             raise _fail(f"trial {number} of study {study.study_name!r} is not RUNNING; nothing failed")
-        opened.set_trial_state_values(running[number]._trial_id, TrialState.FAIL)
+        trial_id = running[number]._trial_id
+        try:
+            opened.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # its worker finished it since the look above
+            raise _fail(f"trial {number} of study {study.study_name!r} finished meanwhile; nothing failed") from None
+        # Queued again like a stale trial (`--fail`): the retry runs its parameters once more.
+        opened.get_heartbeat_stale_trial_callback()(study, opened.get_trial(trial_id), reason="marked FAIL by hand "
+                                           "(`hpo stale --trial`)")
         click.echo(f"trial {number}: marked FAIL by hand")
     now = datetime.datetime.now()
     rows = [

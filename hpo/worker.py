@@ -13,7 +13,8 @@ share one study in one database.  Each worker:
   (see :class:`hpo.storage.HeartbeatStorage`); they are queued again with the
   same parameters (:class:`hpo.storage.RetryStaleTrial`);
 - waits out a database that is briefly away (restart, failover) instead of dying;
-- goes on when told that its trial was already failed by another worker;
+- goes on when told that its trial was already failed by another worker or by hand
+  (`hpo stale --trial`), also when that comes while it stores the trial's result;
 - stops at a safe point when a signal asks it to (:mod:`hpo.interrupts`): the
   trial it owns is marked FAIL first, at whatever moment of the loop the signal
   came.
@@ -237,9 +238,28 @@ def _fail(study: optuna.Study, trial: optuna.Trial, why: str) -> None:
 
 def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, *,
           state: TrialState | None = None) -> optuna.trial.FrozenTrial:
-    """``study.tell`` with retries that a signal does not cut short: the trial must not stay RUNNING."""
-    return with_retries(lambda: study.tell(trial, value, state=state, skip_if_finished=True),
-                        what="storing a finished trial", interruptible=False)
+    """``study.tell`` with retries that a signal does not cut short: the trial must not stay RUNNING.
+
+    A trial already finished elsewhere (failed by another worker's stale check, or by hand
+    with `hpo stale --trial`) keeps the state it has; the stored trial is returned.
+    """
+
+    def tell() -> optuna.trial.FrozenTrial:
+        try:
+            return study.tell(trial, value, state=state, skip_if_finished=True)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Finished elsewhere between Optuna's look at the trial and its write: telling again
+            # only reads the stored trial.
+            return study.tell(trial, value, state=state, skip_if_finished=True)
+
+    return with_retries(tell, what="storing a finished trial", interruptible=False)
+
+
+def _finished_elsewhere(trial: optuna.Trial, state: TrialState = TrialState.FAIL) -> None:
+    _logger.warning(
+        f"Trial {trial.number} was already marked {state.name} elsewhere (by another worker after a late "
+        "heartbeat, or by hand with `hpo stale --trial`); going on with the next trial"
+    )
 
 
 def _run_trial(study: optuna.Study, storage: HeartbeatStorage, trial: optuna.Trial, objective: Objective,
@@ -255,14 +275,14 @@ def _run_trial(study: optuna.Study, storage: HeartbeatStorage, trial: optuna.Tri
         with Heartbeat(storage, trial._trial_id):
             value = objective(trial)  # stores this worker's id on the trial first
     except optuna.TrialPruned as pruned:
-        _tell(study, trial, state=TrialState.PRUNED)
+        frozen = _tell(study, trial, state=TrialState.PRUNED)
+        if frozen.state != TrialState.PRUNED:
+            _finished_elsewhere(trial, frozen.state)
+            return
         _logger.info(f"Trial {trial.number} pruned. {pruned}")
         return
     except optuna.exceptions.UpdateFinishedTrialError:
-        _logger.warning(
-            f"Trial {trial.number} was already marked FAIL elsewhere (by another worker after a late "
-            "heartbeat, or by hand with `hpo stale`); going on with the next trial"
-        )
+        _finished_elsewhere(trial)
         return
     except TRANSIENT_ERRORS as error:
         # The database went away in a call without retries (a suggestion, say): this
@@ -278,7 +298,7 @@ def _run_trial(study: optuna.Study, storage: HeartbeatStorage, trial: optuna.Tri
         raise
     frozen = _tell(study, trial, value)
     if frozen.state != TrialState.COMPLETE:
-        _logger.warning(f"Trial {trial.number} was already marked {frozen.state.name} elsewhere")
+        _finished_elsewhere(trial, frozen.state)
         return
     best = with_retries(lambda: study.best_trial, what="reading the best trial")
     _logger.info(
