@@ -167,9 +167,10 @@ class RetryStaleTrial:
     """Optuna's ``RetryHeartbeatStaleTrialCallback``, and one log line for each stale trial.
 
     Called by :func:`optuna.storages.fail_stale_trials` in the process that failed
-    the trial (any worker, or `hpo stale --fail`): the line names the trial, the
-    worker that ran it (user attribute ``worker``), its age, and whether it was
-    queued again with the same parameters (at most ``max_retry`` times).
+    the trial (any worker, or `hpo stale --fail`), and by `hpo stale --trial` for a
+    trial failed by hand: the line names the trial, the worker that ran it (user
+    attribute ``worker``), its age or ``reason``, and whether it was queued again
+    with the same parameters (at most ``max_retry`` times).
     """
 
     def __init__(self, max_retry: int, grace_period_seconds: int) -> None:
@@ -179,15 +180,17 @@ class RetryStaleTrial:
         self._max_retry = max_retry
         self._grace_period_seconds = grace_period_seconds
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._retry(study, trial)
+    def __call__(self, study: optuna.Study, trial: FrozenTrial, *, reason: str | None = None) -> None:
         failures = len(trial.system_attrs.get("retry_history", [])) + 1  # this one included
-        worker = trial.user_attrs.get(record.WORKER, "a worker that never recorded itself")
-        age = (datetime.datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
+        self._retry(study, trial)  # (appends to the trial's retry_history: counted before)
+        worker = trial.user_attrs.get(record.WORKER)
+        if reason is None:
+            age = (datetime.datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
+            reason = f"no heartbeat within the grace period of {self._grace_period_seconds} s (started {age:.0f} s ago)"
         queued = (f"queued again with the same parameters (retry {failures} of {self._max_retry})"
                   if failures <= self._max_retry else f"not queued again: retried {self._max_retry} times already")
-        _logger.warning(f"Trial {trial.number} of worker {worker} failed: no heartbeat within the grace period "
-                        f"of {self._grace_period_seconds} s (started {age:.0f} s ago); {queued}")
+        who = f"of worker {worker}" if worker else "(its worker never recorded itself)"
+        _logger.warning(f"Trial {trial.number} {who} failed: {reason}; {queued}")
 
 
 def open_storage(

@@ -14,7 +14,8 @@ share one study in one database.  Each worker:
   same parameters (:class:`hpo.storage.RetryStaleTrial`);
 - waits out a database that is briefly away (restart, failover) instead of dying:
   every storage call is retried by the storage (:class:`hpo.retrying.RetryingStorage`);
-- goes on when told that its trial was already failed by another worker;
+- goes on when told that its trial was already failed by another worker or by hand
+  (`hpo stale --trial`), also when that comes while it stores the trial's result;
 - stops at a safe point when a signal asks it to (:mod:`hpo.interrupts`): the
   trial it owns is marked FAIL first, at whatever moment of the loop the signal
   came.
@@ -44,7 +45,7 @@ from hpo.objective import Objective
 from hpo.progress import Progress
 from hpo.retrying import DEFAULT_PATIENCE_SECONDS, RetryingStorage
 from hpo.spec import StudySpec
-from hpo.storage import TRANSIENT_ERRORS
+from hpo.storage import TRANSIENT_ERRORS, HeartbeatStorage
 from hpo.study import PreparedStudy
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -125,11 +126,13 @@ def _fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def fail_trials(study: optuna.Study, numbers: Iterable[int]) -> list[int]:
+def fail_trials(study: optuna.Study, storage: HeartbeatStorage, numbers: Iterable[int]) -> list[int]:
     """Mark the RUNNING trials ``numbers`` of ``study`` FAIL by hand, heartbeat or not (``hpo stale --trial``).
 
-    The worker that ran such a trial finds it finished when it reports or tells, logs
-    that, and goes on with the next trial.
+    Each is then queued again like a stale trial (the storage's stale-trial callback,
+    :class:`hpo.storage.RetryStaleTrial`: up to ``workers.max_retry`` times, with the
+    same parameters).  The worker that ran such a trial finds it finished when it
+    reports or tells, logs that, and goes on with the next trial.
 
     Returns
     -------
@@ -139,8 +142,9 @@ def fail_trials(study: optuna.Study, numbers: Iterable[int]) -> list[int]:
     Raises
     ------
     hpo.errors.HpoError
-        A number that is not a trial of the study, or a trial that is not RUNNING
-        (the trials before it in ``numbers`` are failed already).
+        A number that is not a trial of the study, or a trial that is not RUNNING or
+        finished while it was being failed (the trials before it in ``numbers`` are
+        failed already).
     """
     failed = []
     made = len(study.get_trials(deepcopy=False))
@@ -150,7 +154,14 @@ def fail_trials(study: optuna.Study, numbers: Iterable[int]) -> list[int]:
             raise HpoError(f"no trial {number} in study {study.study_name!r} (trials 0 to {made - 1}); nothing failed")
         if number not in running:
             raise HpoError(f"trial {number} of study {study.study_name!r} is not RUNNING; nothing failed")
-        study.tell(number, state=TrialState.FAIL)  # Optuna's public way to finish a trial by its number
+        trial_id = running[number]._trial_id  # Optuna has no public accessor for a trial's storage id
+        try:
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # its worker finished it since the look above
+            raise HpoError(f"trial {number} of study {study.study_name!r} finished meanwhile; nothing failed") from None
+        # Queued again like a stale trial (`hpo stale --fail`): the retry runs its parameters once more.
+        storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial_id),
+                                                     reason="marked FAIL by hand (`hpo stale --trial`)")
         failed.append(number)
     return failed
 
@@ -296,9 +307,25 @@ def _fail(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, wh
 
 def _tell(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, value: float | None = None, *,
           state: TrialState | None = None) -> optuna.trial.FrozenTrial:
-    """``study.tell`` with retries that a signal does not cut short: the trial must not stay RUNNING."""
+    """``study.tell`` with retries that a signal does not cut short: the trial must not stay RUNNING.
+
+    A trial already finished elsewhere (failed by another worker's stale check, or by hand
+    with `hpo stale --trial`) keeps the state it has; the stored trial is returned.
+    """
     with storage.patience(DEFAULT_PATIENCE_SECONDS):
-        return study.tell(trial, value, state=state, skip_if_finished=True)
+        try:
+            return study.tell(trial, value, state=state, skip_if_finished=True)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Finished elsewhere between Optuna's look at the trial and its write: telling again
+            # only reads the stored trial.
+            return study.tell(trial, value, state=state, skip_if_finished=True)
+
+
+def _finished_elsewhere(trial: optuna.Trial, state: TrialState = TrialState.FAIL) -> None:
+    _logger.warning(
+        f"Trial {trial.number} was already marked {state.name} elsewhere (by another worker after a late "
+        "heartbeat, or by hand with `hpo stale --trial`); going on with the next trial"
+    )
 
 
 def _run_trial(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, objective: Objective,
@@ -313,14 +340,14 @@ def _run_trial(study: optuna.Study, storage: RetryingStorage, trial: optuna.Tria
         with Heartbeat(storage, trial._trial_id):
             value = objective(trial)  # stores this worker's id on the trial first
     except optuna.TrialPruned as pruned:
-        _tell(study, storage, trial, state=TrialState.PRUNED)
+        frozen = _tell(study, storage, trial, state=TrialState.PRUNED)
+        if frozen.state != TrialState.PRUNED:
+            _finished_elsewhere(trial, frozen.state)
+            return
         _logger.info(f"Trial {trial.number} pruned. {pruned}")
         return
     except optuna.exceptions.UpdateFinishedTrialError:
-        _logger.warning(
-            f"Trial {trial.number} was already marked FAIL elsewhere (by another worker after a late "
-            "heartbeat, or by hand with `hpo stale`); going on with the next trial"
-        )
+        _finished_elsewhere(trial)
         return
     except TRANSIENT_ERRORS as error:
         # The database went away in a call without retries (a suggestion, say): this
@@ -336,7 +363,7 @@ def _run_trial(study: optuna.Study, storage: RetryingStorage, trial: optuna.Tria
         raise
     frozen = _tell(study, storage, trial, value)
     if frozen.state != TrialState.COMPLETE:
-        _logger.warning(f"Trial {trial.number} was already marked {frozen.state.name} elsewhere")
+        _finished_elsewhere(trial, frozen.state)
         return
     best = study.best_trial
     _logger.info(

@@ -22,6 +22,8 @@ from optuna.trial import TrialState
 
 from hpo import cli, record
 from hpo.spec import load_spec
+from hpo.storage import HeartbeatStorage, open_storage
+from hpo.study import open_study
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = 'name = "x"\n[budget]\ntrials = 2\n[parameters]\nepochs = 1\n'
@@ -269,7 +271,7 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path):
     log = failed.stderr
     assert re.search(rf"Trial {beating.number} of worker host-a:17 failed: no heartbeat within the grace period of "
                      r"2 s \(started \d+ s ago\); queued again with the same parameters \(retry 1 of 2\)", log), log
-    assert f"Trial {silent.number} of worker a worker that never recorded itself failed" in log
+    assert f"Trial {silent.number} (its worker never recorded itself) failed" in log
     trials = optuna.load_study(study_name="x", storage=storage).get_trials()
     assert trials[beating.number].state == TrialState.FAIL and trials[silent.number].state == TrialState.FAIL
     retries = [trial for trial in trials if trial.state == TrialState.WAITING]  # the retries of the stale trials
@@ -278,11 +280,44 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path):
     picked_up = study.ask()          # a worker takes a retry ...
     by_hand = hpo("stale", "--trial", str(picked_up.number), cwd=tmp_path)  # ... and its trial is failed by hand
     assert by_hand.returncode == 0 and f"trial {picked_up.number}: marked FAIL by hand" in by_hand.stdout
-    assert optuna.load_study(study_name="x", storage=storage).trials[picked_up.number].state == TrialState.FAIL
+    # Retried like a stale trial: the retry of a retry (it inherits the first trial's user attributes until its
+    # worker records itself) is the second of max_retry = 2.
+    assert re.search(rf"Trial {picked_up.number} of worker host-a:17 failed: marked FAIL "
+                     r"by hand \(`hpo stale --trial`\); queued again with the same parameters \(retry 2 of 2\)",
+                     by_hand.stderr), by_hand.stderr
+    trials = optuna.load_study(study_name="x", storage=storage).trials
+    assert trials[picked_up.number].state == TrialState.FAIL
+    assert trials[-1].state == TrialState.WAITING and trials[-1].params == {}
+    assert trials[-1].system_attrs["retry_history"] == [beating.number, picked_up.number]
     again = hpo("stale", "--trial", str(picked_up.number), cwd=tmp_path)
     assert again.returncode == 1 and "is not RUNNING" in again.stderr
     missing = hpo("stale", "--trial", "999", cwd=tmp_path)
-    assert missing.returncode == 1 and "no trial 999 in study 'x' (trials 0 to 3)" in missing.stderr
+    assert missing.returncode == 1 and "no trial 999 in study 'x' (trials 0 to 4)" in missing.stderr
+
+
+def test_stale_trial_that_its_worker_finished_meanwhile_is_one_line(tmp_path, monkeypatch, capsys):
+    # `hpo stale --trial 0` saw trial 0 RUNNING; its worker stored it COMPLETE just before the FAIL was written.
+    (tmp_path / "study.toml").write_text(VALID)
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    study = open_study(load_spec(tmp_path / "study.toml"), open_storage(url), "x")
+    study.ask()
+    original = HeartbeatStorage.set_trial_state_values
+
+    def worker_first(storage, trial_id, state, values=None):
+        if state == TrialState.FAIL:
+            original(storage, trial_id, TrialState.COMPLETE, [0.5])
+        return original(storage, trial_id, state, values)
+
+    monkeypatch.setattr(HeartbeatStorage, "set_trial_state_values", worker_first)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["hpo", "stale", "--trial", "0"])
+    monkeypatch.setattr(cli, "_configure_logging", lambda: None)
+    with pytest.raises(SystemExit) as exited:
+        cli.entry()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == "Error: trial 0 of study 'x' finished meanwhile; nothing failed\n"
+    (trial,) = optuna.load_study(study_name="x", storage=url).get_trials()  # kept as its worker stored it, no retry
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.5
 
 
 def test_a_worker_for_a_missing_study_creates_nothing(tmp_path):

@@ -120,16 +120,6 @@ def test_hpo_trials_and_best_formats(digits_study):
     assert "PRUNED" in table and "COMPLETE" in table
 
 
-def test_the_test_set_is_not_in_the_tuning_data():
-    spec = load_spec("studies/digits.toml")
-    data = prepare_data(spec.dataset)
-    # 1797 digits: 20 % test held out by the loader, then 20 % of the rest for validation.
-    assert len(data.x_train) + len(data.x_validation) == 1437
-    assert abs(len(data.x_validation) - 0.2 * 1437) <= 1
-    assert data.x_train.dtype == np.float32 and data.n_classes == 10
-    assert prepare_data(spec.dataset) is data  # loaded once per process
-
-
 def test_a_diverged_trial_is_pruned_and_the_study_goes_on(tmp_path):
     (tmp_path / "s.toml").write_text(textwrap.dedent("""
         name = "diverge"

@@ -22,7 +22,7 @@ import optuna
 import pytest
 import sqlalchemy
 import yaml
-from conftest import BIN
+from conftest import BIN, assert_each_trial_finished_by_one_worker, worker_id
 from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +185,10 @@ def test_four_workers_share_one_budget_exactly(study_factory):
     # Every trial was run by one of the four workers; each holds 1 to 3 connections (pool 2 + 1).
     workers_seen = {trial.user_attrs["worker"] for trial in finished}
     assert 2 <= len(workers_seen) <= 4
+    # No trial ran on two workers: by their own logs, the workers finished disjoint sets of trials, each
+    # trial by the worker its record names.
+    assert_each_trial_finished_by_one_worker(trials, {worker_id(process.pid): log
+                                                      for process, (_, log) in zip(workers, results)})
     per_process = [count for sample in connections for count in sample.values()]
     assert per_process and max(per_process) <= 3
     assert {name.split(" ", 1)[1] for sample in connections for name in sample} <= workers_seen

@@ -127,15 +127,16 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
 @storage_option
 @study_name_option("Study to check [default: the only study in the storage].")
 @click.option("--fail", "fail_stale", is_flag=True,
-              help="Fail the running trials whose heartbeat is older than the grace period; they are retried up to twice.")
+              help="Fail the running trials whose heartbeat is older than the grace period; they are retried "
+                   "(up to the study file's workers.max_retry times).")
 @click.option("--trial", "trial_numbers", type=click.IntRange(min=0), multiple=True,
-              help="Fail this running trial by hand, heartbeat or not (repeatable).")
+              help="Fail this running trial by hand, heartbeat or not (repeatable); it is retried like a stale one.")
 @click.option("--grace-period", type=click.IntRange(min=2, max=86_400),
               help="Seconds without a heartbeat after which a running trial is stale "
                    "[default: the study file's workers.grace_period_seconds].")
 def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_numbers: tuple[int, ...],
           grace_period: int | None) -> None:
-    """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N)."""
+    """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N), and queue them again."""
     url = storage_url(storage)
     study = load_study(storage, study_name)
     workers = Workers.model_validate(record.stored_worker_settings(study))
@@ -148,7 +149,7 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
         failed = fail_stale_trials(study)
         click.echo(f"failed {len(failed)} trial(s) with no heartbeat for {grace_period} s"
                    + (f": {', '.join(map(str, failed))} (queued again)" if failed else ""))
-    for number in fail_trials(study, trial_numbers):
+    for number in fail_trials(study, opened, trial_numbers):
         click.echo(f"trial {number}: marked FAIL by hand")
     now = datetime.datetime.now()
     rows = [
