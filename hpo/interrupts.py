@@ -15,6 +15,10 @@ trial before the process exits with 128 + the signal number (130 for SIGINT,
 at once, with the same status: a trial it leaves RUNNING is failed by any other
 worker once its heartbeat is older than the grace period.
 
+Outside the trial loop nothing needs a safe point: :func:`exit_at_once` ends the
+process at once on any of the three signals, with one line (the ``hpo`` command
+sets it before its imports, and again after the loop).
+
 SIGHUP (the terminal closed, or the parent `hpo run --jobs K` died: its workers
 get SIGHUP then, see :mod:`hpo.local_workers`) asks for the same orderly stop but
 never for an immediate one: the kernel may send a dying parent's signal several
@@ -66,6 +70,29 @@ def _record(signal_number: int, frame: FrameType | None) -> None:
         os.write(2, f"\n{signal.Signals(signal_number).name} again: exiting now\n".encode())
         os._exit(128 + signal_number)
     _received = signal_number
+
+
+def _exit_now(signal_number: int, frame: FrameType | None) -> None:
+    try:
+        os.write(2, f"\nInterrupted by {signal.Signals(signal_number).name}\n".encode())
+    except OSError:  # SIGHUP: the terminal is gone
+        pass
+    os._exit(128 + signal_number)
+
+
+def exit_at_once() -> None:
+    """Until :func:`install`: SIGINT, SIGTERM and SIGHUP end the process at once, with one line and 128 + N.
+
+    For the moments when the process owns nothing that must be cleaned up: while it
+    starts (importing NumPy, Optuna and SQLAlchemy takes a second or more), while a
+    command only reads, while a study is prepared, and once the trial loop is over
+    (the summary).  Python's default would print a ``KeyboardInterrupt`` traceback
+    for Ctrl-C there.  Call from the main thread.
+    """
+    global _received
+    for signal_number in SIGNALS:
+        signal.signal(signal_number, _exit_now)
+    _received = None
 
 
 def install() -> None:

@@ -6,8 +6,9 @@ so K workers use K cores.  The storage URL reaches the workers through the
 environment, never the command line, so a password does not show in `ps`.
 
 The workers run in a session of their own, so Ctrl-C in the terminal reaches
-this process only; it passes the signal on to each worker exactly once (a worker
-ends at once on a second signal, see :mod:`hpo.interrupts`).  On Linux each
+this process only; it passes a stop on to each worker exactly once, as SIGTERM (a
+worker ends at once on a second signal, see :mod:`hpo.interrupts`), and starts no
+more workers.  On Linux each
 worker also gets SIGHUP when this process dies, even by SIGKILL
 (``prctl(PR_SET_PDEATHSIG)``), and stops as on Ctrl-C, so no worker runs on
 alone.  (SIGHUP, because the kernel sends the parent-death signal once per
@@ -104,6 +105,18 @@ def worker_process(study_file: str, study_name: str, blas_threads: int) -> int:
     return 0
 
 
+def _stop(workers: list[subprocess.Popen[str]]) -> None:
+    """Pass a stop on to each worker still running, once: SIGTERM, whatever this process received.
+
+    A worker that has its handlers (:mod:`hpo.interrupts`) marks its trial FAIL and exits
+    with 143; one still importing ends at once and silently (SIGINT would print a
+    ``KeyboardInterrupt`` traceback there).
+    """
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+
+
 def run_local_workers(
     study_file: str,
     storage_url: str,
@@ -120,8 +133,8 @@ def run_local_workers(
 
     ``artifact_dir`` reaches the workers as ``$HPO_ARTIFACT_DIR``.  A signal recorded
     by :func:`hpo.interrupts.install` (Ctrl-C, SIGTERM) is passed on to every worker
-    once; they mark their trials FAIL and exit, then :class:`hpo.interrupts.Interrupted`
-    is raised here.
+    once, as SIGTERM, and no further worker is started; they mark their trials FAIL and
+    exit, then :class:`hpo.interrupts.Interrupted` is raised here.
 
     Raises
     ------
@@ -135,11 +148,16 @@ def run_local_workers(
         environment[ARTIFACT_DIR_ENVIRONMENT_VARIABLE] = str(artifact_dir)
     command = [sys.executable, "-m", "hpo.local_workers", study_file, study_name, str(blas_threads)]
     preexec = _parent_death_signal()
-    workers = [
-        subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         bufsize=1, start_new_session=True, preexec_fn=preexec)
-        for _ in range(jobs)
-    ]
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(jobs):
+            interrupts.check()  # a signal while they start: start no more
+            workers.append(subprocess.Popen(command, env=environment, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True,
+                                            preexec_fn=preexec))
+    except interrupts.Interrupted:
+        _stop(workers)
+        raise
     relays = [threading.Thread(target=_relay, args=(stream, target), daemon=True)
               for worker in workers for stream, target in ((worker.stdout, sys.stdout), (worker.stderr, sys.stderr))]
     for relay in relays:
@@ -154,9 +172,7 @@ def run_local_workers(
                 interrupts.sleep(1.0)
             except interrupts.Interrupted as signal_received:
                 interrupted = signal_received
-                for worker in workers:
-                    if worker.poll() is None:
-                        worker.send_signal(signal_received.signal_number)
+                _stop(workers)
                 continue
             try:
                 bar.update(study)

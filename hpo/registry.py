@@ -47,6 +47,27 @@ class GridSampler(optuna.samplers.GridSampler):
         return list(every - visited - running or every - visited)
 
 
+class QMCSampler(optuna.samplers.QMCSampler):
+    """Optuna's quasi-Monte Carlo sampler in which trial *n* takes point *n* of the sequence.
+
+    Optuna's own counts the points taken in a study attribute that it reads and then
+    writes back, without a lock (its source says so): two processes sampling at once
+    can read the same count and take the same point (two ``hpo run`` of one file
+    repeated parameter sets that way).  Trial numbers are unique in a study, so here
+    the trial's number is the point's index: no two trials share a point, whichever
+    process runs them, and the study attribute is not written at all.
+    """
+
+    _trial_number = 0
+
+    def sample_relative(self, study, trial, search_space):  # noqa: D102 (see the class)
+        self._trial_number = trial.number
+        return super().sample_relative(study, trial, search_space)
+
+    def _find_sample_id(self, study: optuna.Study, search_space: dict[str, Any]) -> int:
+        return self._trial_number
+
+
 class TrialSeededSampler(optuna.samplers.BaseSampler):
     """A seeded sampler made anew for every trial, with a seed derived from (seed, trial number).
 
@@ -114,7 +135,7 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
     "random": optuna.samplers.RandomSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
-    "qmc": optuna.samplers.QMCSampler,
+    "qmc": QMCSampler,
     "gp": optuna.samplers.GPSampler,
     "nsgaii": optuna.samplers.NSGAIISampler,
     "grid": GridSampler,

@@ -255,7 +255,7 @@ def open_storage(
         if not _writable(path):
             if not (read_only_ok and path.is_file()):
                 raise StorageError(_not_writable(url, path))
-            engine_url, read_only = _read_only_url(parsed, path), True
+            engine_url, read_only = _read_only_url(url, parsed, path), True
             connect_args["factory"] = _ReadOnlyConnection
         engine_kwargs["connect_args"] = connect_args
     else:
@@ -327,16 +327,28 @@ def _writable(path: Path) -> bool:
     return folder_writable or all(os.access(f"{path}{suffix}", os.W_OK) for suffix in ("-wal", "-shm"))
 
 
-def _read_only_url(parsed: URL, path: Path) -> str:
+def _read_only_url(url: str, parsed: URL, path: Path) -> str:
     """The SQLAlchemy URL that opens ``path`` read-only through a SQLite URI filename.
 
     ``mode=ro`` needs the -wal and -shm files of a WAL database to exist already or to
     be creatable in the folder; otherwise only ``immutable=1`` opens it (SQLite then
-    takes no locks and assumes that nothing changes the file while it is open).
+    takes no locks, ignores the -wal file and assumes that nothing changes the file
+    while it is open).
+
+    Raises
+    ------
+    StorageError
+        A -wal file with content but no -shm file in a folder that cannot hold one:
+        ``immutable=1`` would silently leave out the trials committed to the -wal.
     """
     query = {"mode": "ro", "uri": "true"}
-    if not os.access(path.parent, os.W_OK | os.X_OK) and not all(
-            Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm")):
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if not os.access(path.parent, os.W_OK | os.X_OK) and not (wal.exists() and shm.exists()):
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StorageError(
+                f"storage {describe(url)}: its write-ahead log {wal.name} holds changes that cannot be read "
+                f"without {shm.name}, which is missing and cannot be created in this read-only folder; read a "
+                "writable copy of the folder (cp -a), or copy the database while no process has it open")
         query["immutable"] = "1"
     filename = "file:" + urllib.parse.quote(str(path.resolve()))  # a URI filename: ?, # and % escaped
     return parsed.set(database=filename, query=query).render_as_string(hide_password=False)

@@ -82,3 +82,24 @@ def test_pruners_take_epochs_as_steps():
         build_pruner("successive_halving", {"min_resource": 9}, epochs=8)
     with pytest.raises(ValueError, match="n_warmup_steps"):
         build_pruner("median", {"n_warmup_steps": "five"}, epochs=8)
+
+
+def test_qmc_trial_n_takes_point_n_whatever_the_shared_counter_says():
+    # Optuna's QMC sampler counts the points taken in a study attribute that two processes
+    # can read at once and both increment to the same value; here the trial number decides.
+    def run(lose_updates: bool) -> list[float]:
+        study = optuna.create_study(sampler=build_sampler("qmc", {"seed": 3}, SPACE))
+        values = []
+        for _ in range(8):
+            if lose_updates:  # as if another process had written back an old count
+                for key in study._storage.get_study_system_attrs(study._study_id):
+                    if key.startswith("qmc:"):
+                        study._storage.set_study_system_attr(study._study_id, key, 0)
+            trial = study.ask()
+            values.append(trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True))
+            study.tell(trial, 0.0)
+        return values
+
+    clean, raced = run(False), run(True)
+    assert raced == clean
+    assert len(set(clean)) == 8

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -265,3 +266,32 @@ def test_the_dashboard_serves_a_read_only_database(read_only, finished):
     assert f"storage: sqlite:///{folder / 'hpo.db'} (read-only: notes and other changes made in the dashboard " \
            "cannot be saved)" in text
     assert "Traceback" not in text
+
+
+def test_a_write_ahead_log_without_its_index_is_refused_on_a_read_only_folder(read_only, finished):
+    # A backup that took the database and its -wal (committed trials not yet checkpointed) but not
+    # the -shm index: immutable=1 would read the database without the -wal, silently fewer trials.
+    folder, out = finished
+    copy, backup = shared_folder("hpo-ro-wal-"), shared_folder("hpo-ro-backup-")
+    try:
+        source = copy / "live.db"
+        shutil.copy(folder / "hpo.db", source)
+        holder = sqlite3.connect(source)  # holds the database open: the -wal is not checkpointed away
+        holder.execute("PRAGMA journal_mode=WAL")
+        holder.execute("PRAGMA wal_autocheckpoint=0")
+        holder.execute("UPDATE studies SET study_name = study_name")
+        holder.commit()
+        for suffix in ("", "-wal"):
+            shutil.copy(f"{source}{suffix}", backup / f"b.db{suffix}")
+        holder.close()
+        assert (backup / "b.db-wal").stat().st_size > 0 and not (backup / "b.db-shm").exists()
+        read_only.protect(backup)
+        result = read_only.run(backup, "studies", "--storage", f"sqlite:///{backup / 'b.db'}", cwd=out)
+        assert result.returncode == 1 and result.stdout == "", result.stdout
+        assert result.stderr.startswith("Error: storage ") and len(result.stderr.strip().splitlines()) == 1
+        assert "its write-ahead log b.db-wal holds changes that cannot be read without b.db-shm" in result.stderr
+    finally:
+        for path in (copy, backup):
+            for item in (path, *path.rglob("*")):
+                item.chmod(0o755)
+            shutil.rmtree(path)

@@ -16,10 +16,11 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 import hpo.objective
+from hpo import record
 from hpo.data import prepare_data
 from hpo.spec import load_spec
 from hpo.storage import HeartbeatStorage, open_storage
-from hpo.study import ATTRIBUTE_NOT_RUN, FINISHED_STATES, open_study
+from hpo.study import open_study
 from hpo.worker import run_worker
 
 pytestmark = [
@@ -119,7 +120,7 @@ def test_a_trial_started_after_the_budget_was_claimed_ends_not_run_without_train
     assert other.number == BUDGET - 1 and trials[other.number].state == TrialState.RUNNING
     given_way = trials[BUDGET]
     assert given_way.state == TrialState.FAIL
-    assert given_way.user_attrs == {ATTRIBUTE_NOT_RUN: "the budget was claimed by other workers' trials"}
+    assert given_way.user_attrs == {record.NOT_RUN: "the budget was claimed by other workers' trials"}
     # Never trained: no network, no epochs, no worker or seed recorded (the objective never ran).
     assert trainings == []
     assert given_way.intermediate_values == {} and given_way.value is None
@@ -130,7 +131,7 @@ def test_a_trial_started_after_the_budget_was_claimed_ends_not_run_without_train
     study.tell(other, 0.75)
     result = run_worker(study, storage, spec, prepare_data(spec.dataset))
     assert result.trials_started == 0 and result.reason == f"budget of {BUDGET} finished trials reached"
-    assert len(study.get_trials(states=FINISHED_STATES)) == BUDGET
+    assert len(study.get_trials(states=record.FINISHED_STATES)) == BUDGET
     assert trainings == []
 
 
@@ -172,4 +173,4 @@ def test_a_trial_failed_by_hand_while_its_worker_stores_it_stays_failed_and_is_r
     assert retry.state == TrialState.COMPLETE and retry.params == failed.params
     assert retry.user_attrs["worker"] == failed.user_attrs["worker"] and retry.user_attrs["epochs_run"] == 2
     assert [trial.number for trial in trials] == [0, 1, victim, retry.number] and retry.number == victim + 1
-    assert len(study.get_trials(states=FINISHED_STATES)) == BUDGET
+    assert len(study.get_trials(states=record.FINISHED_STATES)) == BUDGET

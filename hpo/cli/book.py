@@ -54,6 +54,7 @@ def book(out_directory: str, full: bool, storage: str | None, blas_threads: int,
             out.mkdir(parents=True, exist_ok=True)
         rows = reproduce(out, storage_url=url, full=full, studies=STUDIES_DIRECTORY, echo=click.echo,
                          progress=not no_progress)
+        interrupts.check()  # a signal that came after the last study's last safe point
     except ValueError as error:
         raise HpoError(str(error)) from None
     except OSError as error:
@@ -61,6 +62,7 @@ def book(out_directory: str, full: bool, storage: str | None, blas_threads: int,
     except interrupts.Interrupted as interrupted:
         exit_interrupted(interrupted, command_line("book", "--out", out_directory, *(["--full"] if full else []),
                                                    *storage_arguments(storage, url)))
+    interrupts.exit_at_once()
     write_rows(rows, "table", sys.stdout, title="The book's chapter 6: findings", fit="wrap")
     click.echo(f"figures in {out}; took {time.perf_counter() - started:.0f} s")
     click.echo(f"dashboard: {command_line('dashboard', *(storage_arguments(storage, url) or ['--storage', url]))}")

@@ -171,9 +171,10 @@ def warn_oversubscription(jobs: int, threads: int) -> None:
     """One line when ``jobs`` x BLAS ``threads`` exceeds the cores: such runs are many times slower."""
     cores = available_cores()
     if jobs * threads > cores:
+        advice = f"--jobs {cores} or fewer" if threads == 1 else (
+            f"--jobs {max(1, cores // threads)} or fewer, or --blas-threads 1 with --jobs {cores} or fewer")
         click.echo(f"warning: {jobs} job(s) x {threads} BLAS thread(s) = {jobs * threads} threads on {cores} "
-                   f"core(s): they slow each other down; use --jobs {max(1, cores // threads)} or fewer "
-                   "(with --blas-threads 1)", err=True)
+                   f"core(s): they slow each other down; use {advice}", err=True)
 
 
 _BLAS_LIMITS: list[threadpoolctl.threadpool_limits] = []

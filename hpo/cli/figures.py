@@ -40,7 +40,9 @@ def dashboard(storage: str | None, artifact_dir: str | None, host: str, port: in
                                               "cannot be saved)" if is_read_only(opened) else ""))
     click.echo(f"artifacts: {directory}" + ("" if directory.is_dir() else " (no such folder yet: no weights to show)"))
     click.echo(f"dashboard: http://{host}:{port}/dashboard (Ctrl-C stops it)")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops the server like Ctrl-C (docker stop)
+    # Ctrl-C, and SIGTERM (docker stop) like it, stop the server: it catches KeyboardInterrupt itself.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # Returns when interrupted: the server catches KeyboardInterrupt itself.
         optuna_dashboard.run_server(opened, host=host, port=port, artifact_store=store)

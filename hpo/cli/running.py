@@ -51,7 +51,6 @@ from hpo.worker import fail_stale_trials, fail_trials, run_study
 def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
         blas_threads: int | None, no_progress: bool, artifact_dir: str | None) -> None:
     """Create or resume the study in STUDY_FILE and run it until its trial budget."""
-    interrupts.install()  # from here on a signal stops the run at a safe point (hpo.interrupts)
     # The data are loaded here with --jobs K too, so that a missing data set or a network too
     # large for this machine is one error before the study is created, not one per worker.
     url = storage_url(storage)
@@ -69,16 +68,20 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
     where = [*storage_arguments(storage, url), "--study-name", name]
     warn_oversubscription(jobs, blas_threads or (1 if jobs > 1 else default_blas_threads()))
     started = time.perf_counter()
+    interrupts.install()  # from here on a signal stops the run at a safe point (hpo.interrupts)
     try:
         if jobs == 1:
             limit_blas_threads(blas_threads)
             result = run_study(prepared, progress=not no_progress, artifact_store=store)
-            click.echo(f"stopped: {result.reason}")
         else:
             run_local_workers(study_file, url, name, jobs, blas_threads or 1, study, spec.budget.trials,
                               progress=not no_progress, artifact_dir=directory)
+        interrupts.check()  # a signal that came after the loop's last safe point
     except interrupts.Interrupted as interrupted:
         exit_interrupted(interrupted, command_line("run", study_file, *where))
+    interrupts.exit_at_once()  # the summary owns nothing: a signal now ends the process at once
+    if jobs == 1:
+        click.echo(f"stopped: {result.reason}")
     _print_summary(study, time.perf_counter() - started)
     remaining = spec.budget.trials - count_finished(study)
     if remaining > 0:
@@ -109,17 +112,19 @@ def create(study_file: str, storage: str | None, study_name: str | None) -> None
 def worker(study_file: str, storage: str | None, study_name: str | None, blas_threads: int,
            no_progress: bool, artifact_dir: str | None) -> None:
     """Join the existing study of STUDY_FILE and run trials until the shared budget is met."""
-    interrupts.install()  # from here on a signal stops the worker at a safe point (hpo.interrupts)
     url = storage_url(storage)
     prepared = prepare_study(load_spec(study_file), url, study_name, create=False, source=study_file)
     directory, store = artifact_store(url, artifact_dir)
     click.echo(f"artifacts: {directory} (weights of completed trials)")
     limit_blas_threads(blas_threads)
+    interrupts.install()  # from here on a signal stops the worker at a safe point (hpo.interrupts)
     try:
         result = run_study(prepared, progress=not no_progress, artifact_store=store)
+        interrupts.check()  # a signal that came after the loop's last safe point
     except interrupts.Interrupted as interrupted:
         exit_interrupted(interrupted, command_line("worker", study_file, *storage_arguments(storage, url),
                                                    "--study-name", prepared.study.study_name))
+    interrupts.exit_at_once()
     click.echo(f"worker done: {result.trials_started} trials started; {result.reason}")
 
 
