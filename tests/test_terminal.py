@@ -151,3 +151,31 @@ def test_more_threads_than_cores_is_warned(monkeypatch, capsys, jobs, threads, c
                        "(with --blas-threads 1)\n")
     else:
         assert err == ""
+
+
+def _catches(pid: int, signal_number: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``signal_number`` (/proc's SigCgt mask)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signal_number - 1) & 1)
+    except FileNotFoundError:
+        pass
+    return False
+
+
+@pytest.mark.parametrize("signal_number", [2, 15])
+def test_a_signal_while_hpo_starts_is_one_line(tmp_path, signal_number):
+    # The first handler Python itself installs (SIGINT's KeyboardInterrupt) prints a traceback during
+    # the imports; hpo's own takes over before them, so the moment it appears is the earliest one.
+    process = subprocess.Popen([HPO, "studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not _catches(process.pid, 15) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.kill(process.pid, signal_number)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal_number, err
+    assert err.strip() == f"Interrupted by {'SIGINT' if signal_number == 2 else 'SIGTERM'}", err
+    assert out == ""
