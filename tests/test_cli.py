@@ -311,7 +311,7 @@ def test_stale_trial_that_its_worker_finished_meanwhile_is_one_line(tmp_path, mo
     monkeypatch.setattr(HeartbeatStorage, "set_trial_state_values", worker_first)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["hpo", "stale", "--trial", "0"])
-    monkeypatch.setattr(cli, "_configure_logging", lambda: None)
+    monkeypatch.setattr("hpo.cli.app.configure_logging", lambda: None)
     with pytest.raises(SystemExit) as exited:
         cli.entry()
     assert exited.value.code == 1
@@ -448,7 +448,7 @@ def test_out_of_range_options_are_usage_errors(tmp_path, monkeypatch, capsys, ar
     # leave a handler on pytest's captured stderr, so it is skipped.
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["hpo", *arguments])
-    monkeypatch.setattr(cli, "_configure_logging", lambda: None)
+    monkeypatch.setattr("hpo.cli.app.configure_logging", lambda: None)
     with pytest.raises(SystemExit) as exited:
         cli.entry()
     assert exited.value.code == 2

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 import hpo.objective
 from hpo import record
 from hpo.data import prepare_data
+from hpo.retrying import RetryingStorage
 from hpo.spec import load_spec
 from hpo.storage import HeartbeatStorage, open_storage
 from hpo.study import open_study
@@ -54,7 +55,9 @@ epochs = 2
 def study_and_spec(tmp_path):
     (tmp_path / "study.toml").write_text(STUDY)
     spec = load_spec(tmp_path / "study.toml")
-    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=spec.heartbeat())
+    # As the worker runs it (hpo.study.prepare_study): through the retrying storage, so the loop
+    # uses this very Study object (and its patched ask).
+    storage = RetryingStorage(open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=spec.heartbeat()))
     study = open_study(spec, storage, spec.name)
     for _ in range(BUDGET - 1):  # finished by workers before
         study.tell(study.ask(), 0.5)
