@@ -162,9 +162,9 @@ def optuna_loop(study_file: str, storage_url: str, artifact_dir: str) -> None:
     import numpy as np
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-    from hpo.data import prepare_data
-    from hpo.objective import build_network, trial_seed
-    from hpo.spec import load_spec
+    from hpo.config.spec import load_spec
+    from hpo.tuning.data import prepare_data
+    from hpo.tuning.objective import build_network, trial_seed
     from models.network import save_weights
     from models.optimizers import make_optimizer
     from models.trainer import train

@@ -22,10 +22,10 @@ __all__ = ["HpoError"]
 class HpoError(Exception):
     """A problem the user can fix; ``str(error)`` is the message to show, without a traceback.
 
-    Subclasses say which part of the service refused: :class:`hpo.spec.SpecError`,
-    :class:`hpo.storage.StorageError`, :class:`hpo.study.StudyMismatchError`,
-    :class:`hpo.data.DataError`, :class:`hpo.resources.TooLargeError`,
-    :class:`hpo.artifacts.ArtifactError`, :class:`hpo.evaluate.EvaluationError`,
-    :class:`hpo.plots.PlotUnavailable`, :class:`hpo.narrow.NarrowError`,
-    :class:`hpo.local_workers.WorkersFailed`.
+    Subclasses say which part of the service refused: :class:`hpo.config.spec.SpecError`,
+    :class:`hpo.store.storage.StorageError`, :class:`hpo.tuning.study.StudyMismatchError`,
+    :class:`hpo.tuning.data.DataError`, :class:`hpo.tuning.resources.TooLargeError`,
+    :class:`hpo.store.artifacts.ArtifactError`, :class:`hpo.results.evaluate.EvaluationError`,
+    :class:`hpo.results.plots.PlotUnavailable`, :class:`hpo.results.narrow.NarrowError`,
+    :class:`hpo.tuning.local_workers.WorkersFailed`.
     """

@@ -20,7 +20,7 @@ process at once on any of the three signals, with one line (the ``hpo`` command
 sets it before its imports, and again after the loop).
 
 SIGHUP (the terminal closed, or the parent `hpo run --jobs K` died: its workers
-get SIGHUP then, see :mod:`hpo.local_workers`) asks for the same orderly stop but
+get SIGHUP then, see :mod:`hpo.tuning.local_workers`) asks for the same orderly stop but
 never for an immediate one: the kernel may send a dying parent's signal several
 times, once for each of its threads.
 """

@@ -5,7 +5,7 @@
 gradients, the optimizer's state, the arrays each layer keeps from its forward pass
 for the backward pass, the temporaries of backward and of the optimizer's update,
 the test-mode evaluation of the validation set in chunks, and a copy of the weights
-at the best epoch (kept by a caller that saves them, as ``hpo.objective`` does).
+at the best epoch (kept by a caller that saves them, as ``hpo.tuning.objective`` does).
 The data themselves are not included: they exist before training starts.
 
 Measured against ``tracemalloc`` (which sees NumPy's allocations) with every

@@ -32,7 +32,7 @@ def relative_error(analytic, numeric):
     return np.linalg.norm(analytic - numeric) / max(np.linalg.norm(analytic) + np.linalg.norm(numeric), 1e-3)
 
 
-# A worker's log line for a trial it finished (hpo.worker): "[I <time>] Trial N finished with value: ..."
+# A worker's log line for a trial it finished (hpo.tuning.worker): "[I <time>] Trial N finished with value: ..."
 # or "[I <time>] Trial N pruned. ...".
 FINISHED_IN_LOG = re.compile(r"^\[I [^\]]*\] Trial (\d+) (?:finished with value: |pruned\. )", re.MULTILINE)
 

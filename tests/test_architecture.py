@@ -77,8 +77,8 @@ def test_models_knows_nothing_of_the_service():
 
 
 def test_reading_a_study_file_imports_no_database_library():
-    code = ("import sys; from hpo.spec import load_spec; load_spec('studies/fashion_mnist.toml'); "
-            "print(sorted(m for m in ('sqlalchemy', 'psycopg2', 'hpo.storage') if m in sys.modules))")
+    code = ("import sys; from hpo.config.spec import load_spec; load_spec('studies/fashion_mnist.toml'); "
+            "print(sorted(m for m in ('sqlalchemy', 'psycopg2', 'hpo.store.storage') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -86,7 +86,7 @@ def test_reading_a_study_file_imports_no_database_library():
 def test_importing_the_worker_leaves_the_warning_filters_alone():
     # The libraries first: NumPy adds filters of its own when imported.
     code = ("import warnings, numpy, optuna, sqlalchemy, click, tqdm; before = list(warnings.filters); "
-            "import hpo.worker, hpo.cli; print([f for f in warnings.filters if f not in before])")
+            "import hpo.tuning.worker, hpo.cli; print([f for f in warnings.filters if f not in before])")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -103,7 +103,7 @@ def _literal_values(annotation) -> list:
 
 
 def test_the_study_file_accepts_exactly_the_names_of_the_tables():
-    from hpo import registry, spec
+    from hpo.config import registry, spec
     from models.datasets import DATASETS
     from models.network import ACTIVATIONS, WEIGHT_INITS
     from models.optimizers import OPTIMIZERS
@@ -117,7 +117,7 @@ def test_the_study_file_accepts_exactly_the_names_of_the_tables():
 
 def _study(tmp_path, *, parameters: str = "", sampler: str = 'type = "random"', pruner: str = 'type = "none"',
            dataset: str = 'name = "digits"'):
-    from hpo.spec import load_spec
+    from hpo.config.spec import load_spec
 
     path = tmp_path / "study.toml"
     path.write_text(f'name = "names"\n[budget]\ntrials = 2\n[dataset]\n{dataset}\n[sampler]\n{sampler}\n'
@@ -129,9 +129,9 @@ def test_every_accepted_name_builds(tmp_path):
     """Every name of every table goes through a study file into a built, working object."""
     import numpy as np
 
-    from hpo.objective import build_network
-    from hpo.registry import PRUNERS, SAMPLERS
-    from hpo.spec import SpecError
+    from hpo.config.registry import PRUNERS, SAMPLERS
+    from hpo.config.spec import SpecError
+    from hpo.tuning.objective import build_network
     from models.datasets import DATASETS
     from models.network import ACTIVATIONS, WEIGHT_INITS
     from models.optimizers import OPTIMIZERS, make_optimizer
@@ -166,7 +166,55 @@ def test_every_accepted_name_builds(tmp_path):
 
 
 def test_reading_results_loads_no_network_code():
-    code = ("import sys, hpo.report, hpo.summary, hpo.plots, hpo.record; "
-            "print(sorted(m for m in sys.modules if m.startswith('models') or m == 'hpo.objective'))")
+    code = ("import sys, hpo.results.report, hpo.results.summary, hpo.results.plots, hpo.store.record; "
+            "print(sorted(m for m in sys.modules if m.startswith('models') or m == 'hpo.tuning.objective'))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ layers and sizes
+# Each layer may import its own and those below it, never one above (models/ is below them all).
+LAYERS = ["models", "hpo.errors", "hpo.interrupts", "hpo.config", "hpo.store", "hpo.tuning", "hpo.results",
+          "hpo.book", "hpo.cli", "hpo.console"]
+
+
+def _layer(module: str) -> int:
+    return max(index for index, layer in enumerate(LAYERS) if module == layer or module.startswith(layer + "."))
+
+
+def test_layers_only_point_down():
+    upward = sorted(f"{module} -> {other}" for module, imports in _graph().items() for other in imports
+                    if module != "hpo" and other != "hpo" and _layer(other) > _layer(module))
+    assert upward == []
+
+
+def code_lines(path: Path) -> int:
+    """Lines of code of a module: not blank, not comments, not docstrings (of the module, classes,
+    functions, or attributes)."""
+    import io
+    import tokenize
+
+    text = path.read_text()
+    documentation = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            documentation.update(range(node.lineno, node.end_lineno + 1))
+    skipped = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
+    lines = set()
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type not in skipped:
+            lines.update(line for line in range(token.start[0], token.end[0] + 1) if line not in documentation)
+    return len(lines)
+
+
+def test_code_lines_are_counted_without_documentation(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text('"""Module\n\ndoc."""\n\n# comment\nx = 1  # trailing\n\n\ndef f(a,\n      b):\n'
+                    '    """Doc."""\n    return """a\nb"""\n')
+    assert code_lines(path) == 5  # x = 1; def f(a, / b):; return """a / b"""
+
+
+def test_no_module_is_longer_than_300_lines_of_code():
+    sizes = {str(path.relative_to(ROOT)): code_lines(path) for package in PACKAGES
+             for path in (ROOT / package).rglob("*.py")}
+    assert {path: size for path, size in sizes.items() if size > 300} == {}

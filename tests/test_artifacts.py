@@ -1,11 +1,11 @@
-"""hpo.artifacts: where the weights go, and what is said when they cannot be read."""
+"""hpo.store.artifacts: where the weights go, and what is said when they cannot be read."""
 
 import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.artifacts import (
+from hpo.store.artifacts import (
     ArtifactError,
     artifact_directory,
     download_weights,

@@ -35,8 +35,8 @@ from hpo.book.findings import (
     path_findings,
 )
 from hpo.book.paths import BOOK_OPTIMIZERS, optimizer_path, optimizer_paths
-from hpo.data import prepare_data
-from hpo.spec import Choices, SpecError
+from hpo.config.spec import Choices, SpecError
+from hpo.tuning.data import prepare_data
 from models.datasets import FASHION_MNIST_DIRECTORY
 
 needs_fashion_mnist = pytest.mark.skipif(

@@ -20,10 +20,11 @@ import pytest
 from conftest import HPO
 from optuna.trial import TrialState
 
-from hpo import cli, record
-from hpo.spec import load_spec
-from hpo.storage import HeartbeatStorage, open_storage
-from hpo.study import open_study
+from hpo import cli
+from hpo.config.spec import load_spec
+from hpo.store import record
+from hpo.store.storage import HeartbeatStorage, open_storage
+from hpo.tuning.study import open_study
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = 'name = "x"\n[budget]\ntrials = 2\n[parameters]\nepochs = 1\n'

@@ -25,10 +25,10 @@ import pytest
 from conftest import HPO
 from optuna.trial import TrialState
 
-from hpo.artifacts import download_weights
-from hpo.data import prepare_data
-from hpo.objective import build_network
-from hpo.spec import load_spec
+from hpo.config.spec import load_spec
+from hpo.store.artifacts import download_weights
+from hpo.tuning.data import prepare_data
+from hpo.tuning.objective import build_network
 from models.network import load_weights
 
 STUDY_NAME = "dashboard-digits"

@@ -1,4 +1,4 @@
-"""The data a study tunes on (hpo.data): the test set is never read while tuning; the split follows split_seed.
+"""The data a study tunes on (hpo.tuning.data): the test set is never read while tuning; the split follows split_seed.
 
 Two checks, for the bundled digits and, where its files are installed, Fashion-MNIST:
 no test image is among the training and validation images, and a study tuned with
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 import models.datasets
-from hpo.data import load_dataset, prepare_data
-from hpo.spec import DatasetSpec, load_spec
-from hpo.storage import open_storage
-from hpo.study import open_study
-from hpo.worker import run_worker
+from hpo.config.spec import DatasetSpec, load_spec
+from hpo.store.storage import open_storage
+from hpo.tuning.data import load_dataset, prepare_data
+from hpo.tuning.study import open_study
+from hpo.tuning.worker import run_worker
 from models.datasets import FASHION_MNIST_DIRECTORY, Dataset, load_digits, read_idx
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -12,7 +12,7 @@ from conftest import HPO
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from hpo.evaluate import (
+from hpo.results.evaluate import (
     EvaluationError,
     evaluate_trial,
     load_model,
@@ -181,7 +181,7 @@ def test_evaluate_the_stored_weights_without_retraining(finished):
     assert card["training"]["mode"].startswith("stored weights")
     assert card["training"]["epochs"] == best.user_attrs["best_epoch"]
     # Exactly the trial's own weights: the saved file holds the stored artifact's arrays.
-    from hpo.artifacts import download_weights
+    from hpo.store.artifacts import download_weights
     stored = download_weights(best, finished / "hpo-artifacts")
     network, _ = load_model(finished / "stored")
     for name, array in network.state_dict().items():

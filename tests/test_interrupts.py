@@ -1,6 +1,6 @@
 """Signals stop a worker at a safe point: never a trial left RUNNING, never a signal lost.
 
-In-process tests: the worker loop of hpo.worker with hpo.interrupts installed, and a
+In-process tests: the worker loop of hpo.tuning.worker with hpo.interrupts installed, and a
 SIGTERM or SIGINT sent to this very process at every storage call of two trials (the
 moments between ``study.ask()`` and the trial's first heartbeat included) and
 before every mini-batch.  The subprocess tests (random moments, the real commands)
@@ -17,12 +17,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo import interrupts, record
-from hpo.data import prepare_data
-from hpo.spec import load_spec
-from hpo.storage import HeartbeatStorage, open_storage
-from hpo.study import open_study
-from hpo.worker import run_worker
+from hpo import interrupts
+from hpo.config.spec import load_spec
+from hpo.store import record
+from hpo.store.storage import HeartbeatStorage, open_storage
+from hpo.tuning.data import prepare_data
+from hpo.tuning.study import open_study
+from hpo.tuning.worker import run_worker
 
 STUDY = """
 name = "signals"
@@ -163,7 +164,7 @@ def test_a_signal_before_any_mini_batch_fails_the_trial_at_once(spec_and_data, t
 
         return original(*args, before_batch=counting, **kwargs)
 
-    monkeypatch.setattr("hpo.objective.train", train)
+    monkeypatch.setattr("hpo.tuning.objective.train", train)
     storage, study = open_fresh(spec, tmp_path, "batch")
     with pytest.raises(interrupts.Interrupted):
         run_worker(study, storage, spec, data)

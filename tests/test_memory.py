@@ -13,7 +13,7 @@ from models.trainer import train
 
 def measured_peak(input_size, hidden_sizes, output_size, *, batch_size, train_rows, evaluation_rows,
                   optimizer="sgd", activation="relu", batch_norm=False, dropout=0.0, weight_decay=0.0):
-    """Peak bytes NumPy allocates while a network is built and trained for 2 epochs, as hpo.objective does
+    """Peak bytes NumPy allocates while a network is built and trained for 2 epochs, as hpo.tuning.objective does
     (a copy of the weights at each new best epoch: here every epoch, the objective's worst case)."""
     rng = np.random.default_rng(0)
     x = rng.random((train_rows, input_size), dtype=np.float32)

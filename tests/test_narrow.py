@@ -1,4 +1,4 @@
-"""hpo.narrow and `hpo narrow`: narrower log ranges around the best trials, in a file that still loads."""
+"""hpo.results.narrow and `hpo narrow`: narrower log ranges around the best trials, in a file that still loads."""
 
 import os
 import subprocess
@@ -9,14 +9,14 @@ import pytest
 from conftest import HPO
 from optuna.trial import TrialState
 
-from hpo.narrow import (
+from hpo.config.spec import load_spec
+from hpo.results.narrow import (
     NarrowError,
     default_output,
     narrow_range,
     narrow_study_file,
     next_name,
 )
-from hpo.spec import load_spec
 
 STUDY = """\
 # A tiny digits study for the narrowing tests.
@@ -126,7 +126,7 @@ FIXED_RATES = [("learning_rate = { low = 1e-4, high = 1e-1, log = true }", "lear
          ["the study file does not match study 'tiny' (differs in parameters.learning_rate)"]),
         (["--top", "2"], FIXED_RATES, ["tiny.toml: no searched range has log = true; nothing to narrow"]),
         (["--top", "2", "--study-name", "other"], [], ["no study 'other'"]),
-        # A 125-character name is allowed; "-narrow-1" would make it 134, over the 128 of hpo.names.
+        # A 125-character name is allowed; "-narrow-1" would make it 134, over the 128 of hpo.config.names.
         (["--top", "2", "--study-name", "tiny"], [('name = "tiny"', f'name = "{"n" * 125}"')],
          [f"the new study's name: '{'n' * 40}'... (134 characters) is not a valid study name; use ASCII letters, "
           "digits, '.', '_' and '-', starting with a letter or digit, at most 128 characters; choose one with --name"]),

@@ -1,4 +1,4 @@
-"""hpo.objective: the epochs at which a trial may be pruned, and what a study of validation loss stores."""
+"""hpo.tuning.objective: the epochs at which a trial may be pruned, and what a study of validation loss stores."""
 
 import textwrap
 
@@ -7,13 +7,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.artifacts import download_weights
-from hpo.data import prepare_data
-from hpo.objective import Objective, build_network
-from hpo.spec import load_spec
-from hpo.storage import open_storage
-from hpo.study import open_study
-from hpo.worker import run_worker
+from hpo.config.spec import load_spec
+from hpo.store.artifacts import download_weights
+from hpo.store.storage import open_storage
+from hpo.tuning.data import prepare_data
+from hpo.tuning.objective import Objective, build_network
+from hpo.tuning.study import open_study
+from hpo.tuning.worker import run_worker
 from models.trainer import EpochMetrics, TrainingResult
 
 
@@ -116,13 +116,13 @@ PINNED = """
     (4, 6, [4]),
 ])
 def test_the_epochs_at_which_a_trial_can_be_pruned(tmp_path, monkeypatch, warmup, interval, prunable):
-    import hpo.objective
+    import hpo.tuning.objective
 
     # Trial k reports 0.9 at every epoch but epoch k + 1, where it reports 0.1 (below the pruner's lower = 0.5):
     # it is pruned at that epoch exactly when the pruner checks there and the objective obeys.
     epochs = 6
     scripts = [[0.1 if epoch == low else 0.9 for epoch in range(1, epochs + 1)] for low in range(1, epochs + 1)]
-    monkeypatch.setattr(hpo.objective, "train", scripted_trainer(scripts))
+    monkeypatch.setattr(hpo.tuning.objective, "train", scripted_trainer(scripts))
     (tmp_path / "s.toml").write_text(textwrap.dedent(PINNED.format(warmup=warmup, interval=interval)))
     spec = load_spec(tmp_path / "s.toml")
     study = optuna.create_study(direction="maximize", pruner=spec.make_pruner())

@@ -1,4 +1,4 @@
-"""hpo.plots and `hpo plot`: real PNGs of the right size and content, and the reasons for skipped ones."""
+"""hpo.results.plots and `hpo plot`: real PNGs of the right size and content, and the reasons for skipped ones."""
 
 import subprocess
 from pathlib import Path
@@ -11,7 +11,8 @@ from conftest import HPO
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpo import plots, record
+from hpo.results import plots
+from hpo.store import record
 
 STUDY = """\
 # A tiny digits study for the plot tests: 8 trials of 4 epochs.

@@ -1,10 +1,15 @@
-"""hpo.registry: samplers and pruners by name, a random stream per trial, grids from plain data."""
+"""hpo.config.registry: samplers and pruners by name, a random stream per trial, grids from plain data."""
 
 import numpy as np
 import optuna
 import pytest
 
-from hpo.registry import GridSampler, TrialSeededSampler, build_pruner, build_sampler
+from hpo.config.registry import (
+    GridSampler,
+    TrialSeededSampler,
+    build_pruner,
+    build_sampler,
+)
 
 SPACE = {"learning_rate": {"low": 1e-4, "high": 1e-1, "log": True, "step": None},
          "optimizer": {"choices": ["sgd", "adam"]}}

@@ -1,4 +1,4 @@
-"""hpo.report: tables fit the width they are given (columns left out by importance); JSON and CSV stay complete."""
+"""hpo.results.report: tables fit the width they are given (columns left out by importance); JSON and CSV stay complete."""
 
 import csv
 import io
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hpo.report import table_width, write_record, write_rows
+from hpo.results.report import table_width, write_record, write_rows
 
 # One trial as `hpo trials` lists it: 8 trial columns and 4 parameters.
 ROW = {

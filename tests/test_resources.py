@@ -1,4 +1,4 @@
-"""hpo.resources: the memory a machine gives, the smallest network of a study, the refusal of one too large."""
+"""hpo.tuning.resources: the memory a machine gives, the smallest network of a study, the refusal of one too large."""
 
 import os
 import re
@@ -7,8 +7,9 @@ import subprocess
 import pytest
 from conftest import HPO
 
-from hpo.data import prepare_data
-from hpo.resources import (
+from hpo.config.spec import load_spec
+from hpo.tuning.data import prepare_data
+from hpo.tuning.resources import (
     TooLargeError,
     available_memory,
     cgroup_available,
@@ -17,7 +18,6 @@ from hpo.resources import (
     smallest_settings,
     trial_memory,
 )
-from hpo.spec import load_spec
 
 
 def write(folder, relative, text):
@@ -60,10 +60,10 @@ def test_cgroup_v1_limit_and_no_limit(tmp_path):
 
 
 def test_available_memory_is_lowered_to_what_the_cgroup_limit_leaves(monkeypatch):
-    import hpo.resources
+    import hpo.tuning.resources
 
     assert 0 < available_memory()
-    monkeypatch.setattr(hpo.resources, "cgroup_available", lambda: 12345)
+    monkeypatch.setattr(hpo.tuning.resources, "cgroup_available", lambda: 12345)
     assert available_memory() == 12345
 
 

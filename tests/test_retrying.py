@@ -1,4 +1,4 @@
-"""hpo.retrying.RetryingStorage: storage calls wait out an outage, and a retried write is done once."""
+"""hpo.store.retrying.RetryingStorage: storage calls wait out an outage, and a retried write is done once."""
 
 import logging
 import os
@@ -12,8 +12,8 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from hpo import interrupts
-from hpo.retrying import CREATE_TOKEN, RetryingStorage
-from hpo.storage import HeartbeatStorage, open_storage
+from hpo.store.retrying import CREATE_TOKEN, RetryingStorage
+from hpo.store.storage import HeartbeatStorage, open_storage
 
 
 def outage(message: str = "server closed the connection unexpectedly") -> sqlalchemy.exc.OperationalError:

@@ -5,8 +5,8 @@ import textwrap
 import optuna
 import pytest
 
-from hpo.registry import TrialSeededSampler
-from hpo.spec import Choices, FloatRange, IntRange, SpecError, load_spec
+from hpo.config.registry import TrialSeededSampler
+from hpo.config.spec import Choices, FloatRange, IntRange, SpecError, load_spec
 
 MINIMAL = 'name = "x"\n[budget]\ntrials = 3\n'
 

@@ -1,4 +1,4 @@
-"""hpo.storage: a SQLite study database on a read-only mount is read by every reading command; writers are told why not.
+"""hpo.store.storage: a SQLite study database on a read-only mount is read by every reading command; writers are told why not.
 
 hpo keeps SQLite in write-ahead-log mode, whose -wal and -shm files a reader normally
 creates.  The database is made read-only for one command at a time by a bind mount in a
@@ -23,7 +23,7 @@ import optuna
 import pytest
 from conftest import HPO
 
-from hpo.storage import open_storage
+from hpo.store.storage import open_storage
 
 STUDY = """
 name = "ro"
@@ -162,7 +162,7 @@ def test_optuna_only_reads_a_read_only_database_at_open(read_only, finished):
     folder, out = finished
     script = (
         "import json, sqlalchemy\n"
-        "from hpo.storage import is_read_only, open_storage\n"
+        "from hpo.store.storage import is_read_only, open_storage\n"
         "statements = []\n"
         "sqlalchemy.event.listen(sqlalchemy.engine.Engine, 'before_cursor_execute',\n"
         "                        lambda connection, cursor, statement, *rest: statements.append(statement))\n"

@@ -14,13 +14,13 @@ from conftest import HPO, OPTUNA
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from hpo.data import prepare_data
-from hpo.objective import Objective, trial_seed
-from hpo.spec import load_spec
-from hpo.storage import open_storage
-from hpo.study import count_finished, open_study
-from hpo.summary import study_savings
-from hpo.worker import run_worker
+from hpo.config.spec import load_spec
+from hpo.results.summary import study_savings
+from hpo.store.storage import open_storage
+from hpo.tuning.data import prepare_data
+from hpo.tuning.objective import Objective, trial_seed
+from hpo.tuning.study import count_finished, open_study
+from hpo.tuning.worker import run_worker
 from models.optimizers import SGD
 
 SMALL_DIGITS = """
@@ -273,7 +273,7 @@ class JumpingSGD(SGD):
 
 
 def test_a_trial_that_explodes_after_a_good_epoch_is_not_best(tmp_path, monkeypatch):
-    import hpo.objective
+    import hpo.tuning.objective
 
     data = prepare_data(load_spec("studies/digits.toml").dataset)
     per_epoch = -(-len(data.x_train) // 32)
@@ -282,7 +282,7 @@ def test_a_trial_that_explodes_after_a_good_epoch_is_not_best(tmp_path, monkeypa
         # learning rate 0.3 trains well for 3 epochs, then jumps to 300 (a finite explosion).
         return JumpingSGD(learning_rate, after=3 * per_epoch if learning_rate == 0.3 else 10**9, then=300.0)
 
-    monkeypatch.setattr(hpo.objective, "make_optimizer", make_optimizer)
+    monkeypatch.setattr(hpo.tuning.objective, "make_optimizer", make_optimizer)
     store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
     study = run_in_process(tmp_path, """
         name = "late_explosion"
@@ -339,15 +339,15 @@ SIZES = """
 
 
 def test_sampled_networks_too_large_for_the_memory_are_pruned_and_the_budget_is_reached(tmp_path, monkeypatch):
-    import hpo.resources
-    from hpo.resources import trial_memory
+    import hpo.tuning.resources
+    from hpo.tuning.resources import trial_memory
 
     data = prepare_data(load_spec("studies/digits.toml").dataset)
     values = {**load_spec("studies/digits.toml").parameters.fixed(), "hidden_layers": 1, "hidden_size": 128,
               "batch_size": 32, "optimizer": "sgd", "batch_norm": False, "dropout": 0.0, "weight_decay": 0.0,
               "activation": "relu", "evaluate_train": False}
     available = trial_memory(values, data)  # what 128 units need: more do not fit
-    monkeypatch.setattr(hpo.resources, "available_memory", lambda: available)
+    monkeypatch.setattr(hpo.tuning.resources, "available_memory", lambda: available)
     store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
     study = run_in_process(tmp_path, SIZES, artifact_store=store)
     trials = study.get_trials()
@@ -360,8 +360,8 @@ def test_sampled_networks_too_large_for_the_memory_are_pruned_and_the_budget_is_
         assert trial.state == TrialState.PRUNED and trial.value is None
         assert trial.user_attrs["too_large"] == (
             f"the network (1 hidden layer of {trial.params['hidden_size']} units, batch 32, sgd) needs "
-            f"{hpo.resources.format_bytes(needed)} to train; this machine has "
-            f"{hpo.resources.format_bytes(available)} available; lower hidden_layers, hidden_size or batch_size")
+            f"{hpo.tuning.resources.format_bytes(needed)} to train; this machine has "
+            f"{hpo.tuning.resources.format_bytes(available)} available; lower hidden_layers, hidden_size or batch_size")
         assert trial.user_attrs["epochs_run"] == 0 and "weights_artifact_id" not in trial.user_attrs
     for trial in fitting:
         assert trial.state == TrialState.COMPLETE and "too_large" not in trial.user_attrs
@@ -371,9 +371,9 @@ def test_sampled_networks_too_large_for_the_memory_are_pruned_and_the_budget_is_
 
 
 def test_a_memory_error_while_training_ends_the_trial_as_too_large(tmp_path, monkeypatch):
-    import hpo.objective
+    import hpo.tuning.objective
 
-    real_train = hpo.objective.train
+    real_train = hpo.tuning.objective.train
 
     def train_until_out_of_memory(*arguments, callback, **keywords):
         def report_then_fail(metrics):
@@ -382,7 +382,7 @@ def test_a_memory_error_while_training_ends_the_trial_as_too_large(tmp_path, mon
                 raise MemoryError  # as NumPy raises it when an array cannot be allocated
         return real_train(*arguments, callback=report_then_fail, **keywords)
 
-    monkeypatch.setattr(hpo.objective, "train", train_until_out_of_memory)
+    monkeypatch.setattr(hpo.tuning.objective, "train", train_until_out_of_memory)
     study = run_in_process(tmp_path, SIZES.replace("trials = 8", "trials = 2").replace(
         "batch_size = 32", "batch_size = { choices = [32, 64] }"),
         enqueue=[{"batch_size": 32}, {"batch_size": 64}])

@@ -1,11 +1,11 @@
-"""hpo.summary: trial counts, study rows and the epochs pruning saved, with known numbers."""
+"""hpo.results.summary: trial counts, study rows and the epochs pruning saved, with known numbers."""
 
 import optuna
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpo import record
-from hpo.summary import pruning_savings, state_counts, study_rows, study_savings
+from hpo.results.summary import pruning_savings, state_counts, study_rows, study_savings
+from hpo.store import record
 
 
 def trial(state, epochs_run, *, params=None, diverged=False, too_large=False):

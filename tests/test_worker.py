@@ -1,4 +1,4 @@
-"""The worker loop of hpo.worker, in process: the shared budget when workers race for its last slots.
+"""The worker loop of hpo.tuning.worker, in process: the shared budget when workers race for its last slots.
 
 The races are built by hand, so each test meets the situation every time instead of
 by chance: trials finished, another worker's trial RUNNING, and this worker's trial
@@ -15,14 +15,14 @@ from conftest import HPO
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-import hpo.objective
-from hpo import record
-from hpo.data import prepare_data
-from hpo.retrying import RetryingStorage
-from hpo.spec import load_spec
-from hpo.storage import HeartbeatStorage, open_storage
-from hpo.study import open_study
-from hpo.worker import run_worker
+import hpo.tuning.objective
+from hpo.config.spec import load_spec
+from hpo.store import record
+from hpo.store.retrying import RetryingStorage
+from hpo.store.storage import HeartbeatStorage, open_storage
+from hpo.tuning.data import prepare_data
+from hpo.tuning.study import open_study
+from hpo.tuning.worker import run_worker
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
@@ -55,7 +55,7 @@ epochs = 2
 def study_and_spec(tmp_path):
     (tmp_path / "study.toml").write_text(STUDY)
     spec = load_spec(tmp_path / "study.toml")
-    # As the worker runs it (hpo.study.prepare_study): through the retrying storage, so the loop
+    # As the worker runs it (hpo.tuning.study.prepare_study): through the retrying storage, so the loop
     # uses this very Study object (and its patched ask).
     storage = RetryingStorage(open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=spec.heartbeat()))
     study = open_study(spec, storage, spec.name)
@@ -68,13 +68,13 @@ def study_and_spec(tmp_path):
 def trainings(monkeypatch):
     """Counts the networks the objective trains."""
     calls = []
-    original = hpo.objective.train
+    original = hpo.tuning.objective.train
 
     def counting(*arguments, **keywords):
         calls.append(keywords["epochs"])
         return original(*arguments, **keywords)
 
-    monkeypatch.setattr(hpo.objective, "train", counting)
+    monkeypatch.setattr(hpo.tuning.objective, "train", counting)
     return calls
 
 

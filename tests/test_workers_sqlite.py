@@ -16,9 +16,9 @@ from conftest import (
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hpo.spec import load_spec
-from hpo.storage import open_storage
-from hpo.study import open_study
+from hpo.config.spec import load_spec
+from hpo.store.storage import open_storage
+from hpo.tuning.study import open_study
 
 
 def test_four_local_workers_on_sqlite_meet_the_budget_without_lock_errors(tmp_path):

@@ -4,13 +4,13 @@ Each comparison of "Deep Learning from Scratch" chapter 6 is a study file under
 ``studies/`` (:data:`BOOK_STUDIES`): a grid over the compared setting with the
 others fixed and no pruning, or (section 6.5.3) a search.  The files keep the
 book's sizes; a quick run shrinks budget, epochs or training images by
-overrides of the loaded :class:`~hpo.spec.StudySpec` (re-validated like a file)
+overrides of the loaded :class:`~hpo.config.spec.StudySpec` (re-validated like a file)
 and stores its study under the name ``<name>_quick``, so quick and full runs
 can share one database.  Studies run through the service
-(:func:`hpo.study.open_study` and :func:`hpo.worker.run_worker`), so every trial
+(:func:`hpo.tuning.study.open_study` and :func:`hpo.tuning.worker.run_worker`), so every trial
 is in the study database (optuna-dashboard can open it) and a second run
 resumes instead of training again.  Results are read from the stored trials'
-``learning_curves`` (see :class:`hpo.objective.Objective`).
+``learning_curves`` (see :class:`hpo.tuning.objective.Objective`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import optuna
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from hpo import record, worker
-from hpo.data import prepare_data
-from hpo.spec import Choices, SpecError, StudySpec, format_errors, load_spec
-from hpo.study import prepare_study
+from hpo.config.spec import Choices, SpecError, StudySpec, format_errors, load_spec
+from hpo.store import record
+from hpo.tuning import worker
+from hpo.tuning.data import prepare_data
+from hpo.tuning.study import prepare_study
 
 __all__ = [
     "BOOK_STUDIES", "STUDIES_DIRECTORY", "BookStudy", "SearchSummary", "book_spec", "curves_by",
@@ -144,14 +145,14 @@ def book_spec(key: str, *, full: bool = False, studies: str | Path = STUDIES_DIR
 def run_study(spec: StudySpec, storage_url: str, *, progress: bool = False) -> optuna.Study:
     """Create or resume the study ``spec.name`` in ``storage_url`` and run it to its budget.
 
-    One worker in this process (:func:`hpo.worker.run_worker`); a study already at
+    One worker in this process (:func:`hpo.tuning.worker.run_worker`); a study already at
     its budget runs nothing and is returned as stored.  ``progress`` shows a
     progress bar (on a terminal).
 
     Raises
     ------
     hpo.errors.HpoError
-        As :func:`hpo.study.prepare_study`: missing data files or sizes that cannot
+        As :func:`hpo.tuning.study.prepare_study`: missing data files or sizes that cannot
         be split, unusable storage, or a stored study of this name made from another file.
     """
     prepared = prepare_study(spec, storage_url)
@@ -176,7 +177,7 @@ def curves_by(study: optuna.Study, spec: StudySpec) -> dict[Any, dict[str, Any]]
         ``evaluate_train`` ``train_eval_loss``, ``train_eval_accuracy``: lists with one
         value per epoch, losses in nats, accuracies as fractions, seconds of wall
         time).  A trial that diverged (its loss exploded, see
-        :class:`hpo.objective.Objective`) has the epochs before that, possibly none,
+        :class:`hpo.tuning.objective.Objective`) has the epochs before that, possibly none,
         and ``diverged``: the reason.  A grid point is the parameter's value when one
         parameter is searched, else the tuple of values in declaration order.  Points
         without a finished trial are left out.

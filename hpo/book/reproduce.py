@@ -46,8 +46,8 @@ from hpo.book.findings import (
     path_findings,
 )
 from hpo.book.paths import BOOK_OPTIMIZERS, optimizer_paths
-from hpo.data import prepare_data
-from hpo.spec import StudySpec
+from hpo.config.spec import StudySpec
+from hpo.tuning.data import prepare_data
 
 __all__ = ["reproduce"]
 
@@ -84,8 +84,8 @@ def reproduce(out: str | Path, *, storage_url: str, full: bool = False, studies:
 
     Raises
     ------
-    hpo.spec.SpecError, hpo.storage.StorageError, hpo.study.StudyMismatchError,
-    hpo.data.DataError, ValueError
+    hpo.config.spec.SpecError, hpo.store.storage.StorageError, hpo.tuning.study.StudyMismatchError,
+    hpo.tuning.data.DataError, ValueError
         Bad study files, storage or data (see :func:`hpo.book.experiments.run_study`).
     """
     out = Path(out)
@@ -206,7 +206,7 @@ def _overfitting(specs: dict[str, StudySpec], decay: optuna.Study, dropout: optu
 
 
 def _search(random_study: optuna.Study, tpe_study: optuna.Study, out: Path) -> dict[str, str]:
-    from hpo.plots import top_learning_curves  # matplotlib with the Agg backend
+    from hpo.results.plots import top_learning_curves  # matplotlib with the Agg backend
 
     summaries = {"random search": search_summary(random_study), "TPE + median pruning": search_summary(tpe_study)}
     figures.save(figures.search_figure(summaries), out / "7_search.png")

@@ -9,7 +9,7 @@ import traceback
 import click
 
 from hpo.errors import HpoError
-from hpo.progress import configure_logging
+from hpo.tuning.progress import configure_logging
 
 DEBUG_ENVIRONMENT_VARIABLE = "HPO_DEBUG"
 """Set to 1 (or give ``hpo --debug``) to see the traceback of a user error."""

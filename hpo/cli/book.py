@@ -19,8 +19,8 @@ from hpo.cli.common import (
     storage_arguments,
 )
 from hpo.errors import HpoError
-from hpo.report import write_rows
-from hpo.storage import describe
+from hpo.results.report import write_rows
+from hpo.store.storage import describe
 
 
 @main.command()

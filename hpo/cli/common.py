@@ -1,7 +1,7 @@
 """What the commands of ``hpo`` share: options declared once, opening storages and studies, hints to paste.
 
-Commands only parse and print; the work is done by the library (hpo.study,
-hpo.worker, hpo.evaluate, ...).  Errors a user can fix are :class:`hpo.errors.HpoError`
+Commands only parse and print; the work is done by the library (hpo.tuning.study,
+hpo.tuning.worker, hpo.results.evaluate, ...).  Errors a user can fix are :class:`hpo.errors.HpoError`
 and reach :func:`hpo.cli.app.entry`, which prints them as one line.
 """
 
@@ -21,15 +21,15 @@ import threadpoolctl
 from sqlalchemy.engine import make_url
 
 from hpo import interrupts
-from hpo.artifacts import (
+from hpo.config.names import check_study_name
+from hpo.errors import HpoError
+from hpo.results.report import FORMATS
+from hpo.store.artifacts import (
     ARTIFACT_DIR_ENVIRONMENT_VARIABLE,
     artifact_directory,
     open_artifact_store,
 )
-from hpo.errors import HpoError
-from hpo.names import check_study_name
-from hpo.report import FORMATS
-from hpo.storage import describe, open_storage, storage_url
+from hpo.store.storage import describe, open_storage, storage_url
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -48,7 +48,7 @@ def storage_option(command: Command) -> Command:
 
 
 def check_new_study_name(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
-    """Option callback: a name hpo will create or run a study under must obey hpo.names' rule."""
+    """Option callback: a name hpo will create or run a study under must obey hpo.config.names' rule."""
     if value is None:
         return None
     try:
@@ -58,7 +58,7 @@ def check_new_study_name(context: click.Context, parameter: click.Parameter, val
 
 
 def study_name_option(help: str = READ_STUDY_NAME_HELP, *, new: bool = False) -> Callable[[Command], Command]:
-    """``--study-name NAME``; ``new``: a name a study is created or run under (checked by hpo.names)."""
+    """``--study-name NAME``; ``new``: a name a study is created or run under (checked by hpo.config.names)."""
     return click.option("--study-name", help=help, callback=check_new_study_name if new else None)
 
 
@@ -110,7 +110,7 @@ def load_study_from(opened: optuna.storages.RDBStorage, url: str, study_name: st
 
 def artifact_store(url: str, explicit: str | None, *,
                    create: bool = True) -> tuple[Path, optuna.artifacts.FileSystemArtifactStore]:
-    """The study's artifact folder and store (see hpo.artifacts)."""
+    """The study's artifact folder and store (see hpo.store.artifacts)."""
     directory = artifact_directory(url, explicit)
     return directory, open_artifact_store(directory, create=create)
 

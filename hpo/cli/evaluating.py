@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 import optuna
 
-from hpo.artifacts import artifact_directory, download_weights
 from hpo.cli.app import main
 from hpo.cli.common import (
     artifact_dir_option,
@@ -17,17 +16,18 @@ from hpo.cli.common import (
     storage_option,
     study_name_option,
 )
+from hpo.config.names import file_name, path_inside
 from hpo.errors import HpoError
-from hpo.evaluate import (
+from hpo.results.evaluate import (
     Evaluation,
     evaluate_trial,
     prepare_model_directory,
     save_checked_model,
     select_trial,
 )
-from hpo.names import file_name, path_inside
-from hpo.report import write_rows
-from hpo.storage import storage_url
+from hpo.results.report import write_rows
+from hpo.store.artifacts import artifact_directory, download_weights
+from hpo.store.storage import storage_url
 
 MODELS_DIRECTORY = Path("hpo-models")
 """Parent of the default --out folder of `hpo evaluate`, in the current folder."""

@@ -18,7 +18,7 @@ from hpo.cli.common import (
     study_name_option,
 )
 from hpo.errors import HpoError
-from hpo.storage import describe, is_read_only
+from hpo.store.storage import describe, is_read_only
 
 
 @main.command()
@@ -72,7 +72,7 @@ def plot(storage: str | None, study_name: str | None, out_directory: str) -> Non
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display; before pyplot is imported
-    from hpo.plots import (
+    from hpo.results.plots import (
         write_plots,  # matplotlib: only this command pays for its import
     )
 

@@ -16,10 +16,10 @@ from hpo.cli.common import (
     storage_option,
     study_name_option,
 )
+from hpo.config.spec import load_spec
 from hpo.errors import HpoError
-from hpo.narrow import DEFAULT_MARGIN, log_ranges, narrow_study_file
-from hpo.spec import load_spec
-from hpo.storage import storage_url
+from hpo.results.narrow import DEFAULT_MARGIN, log_ranges, narrow_study_file
+from hpo.store.storage import storage_url
 
 
 class FiniteFloatRange(click.FloatRange):

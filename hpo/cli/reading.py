@@ -18,9 +18,9 @@ from hpo.cli.common import (
     study_name_option,
 )
 from hpo.errors import HpoError
-from hpo.report import trial_row, write_record, write_rows
-from hpo.storage import describe
-from hpo.summary import study_rows
+from hpo.results.report import trial_row, write_record, write_rows
+from hpo.results.summary import study_rows
+from hpo.store.storage import describe
 
 
 @main.command()

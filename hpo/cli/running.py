@@ -10,7 +10,7 @@ import click
 import optuna
 from optuna.trial import TrialState
 
-from hpo import interrupts, record
+from hpo import interrupts
 from hpo.cli.app import main
 from hpo.cli.common import (
     BLAS_HELP,
@@ -28,14 +28,15 @@ from hpo.cli.common import (
     study_name_option,
     warn_oversubscription,
 )
-from hpo.data import prepare_data
-from hpo.local_workers import run_local_workers
-from hpo.report import write_rows
-from hpo.spec import HeartbeatSettings, Workers, load_spec
-from hpo.storage import describe, open_storage, storage_url
-from hpo.study import count_finished, prepare_study
-from hpo.summary import state_counts, study_savings
-from hpo.worker import fail_stale_trials, fail_trials, run_study
+from hpo.config.spec import HeartbeatSettings, Workers, load_spec
+from hpo.results.report import write_rows
+from hpo.results.summary import state_counts, study_savings
+from hpo.store import record
+from hpo.store.storage import describe, open_storage, storage_url
+from hpo.tuning.data import prepare_data
+from hpo.tuning.local_workers import run_local_workers
+from hpo.tuning.study import count_finished, prepare_study
+from hpo.tuning.worker import fail_stale_trials, fail_trials, run_study
 
 
 @main.command()

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from hpo.study import count_finished
+from hpo.tuning.study import count_finished
 
 # Loggers whose lines go above the bar while it is shown, never into it.
 _LOGGERS = ("hpo", "optuna")

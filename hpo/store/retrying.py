@@ -3,7 +3,7 @@
 On the model of Optuna's own ``_CachedStorage`` (a ``BaseStorage`` and
 ``BaseHeartbeat`` that delegates every call to the storage it wraps),
 :class:`RetryingStorage` wraps the storage a worker runs on and repeats a call that
-failed with a transient database error (:data:`hpo.storage.TRANSIENT_ERRORS`: the
+failed with a transient database error (:data:`hpo.store.storage.TRANSIENT_ERRORS`: the
 server restarting, a dropped connection, SQLite busy), with a backoff of 0.5 s
 doubling to 8 s, for at most its patience (120 s by default).  The worker and the
 objective then use Optuna's API as it is (``study.ask``, ``trial.report``,
@@ -28,7 +28,7 @@ storage, so doing one twice stores the same thing.  Three writes are not:
   the retry has succeeded and returns True.
 * **Taking a WAITING trial** (a queued retry) to RUNNING: a retry of a committed
   write returns False, as if another worker had taken it; the trial then runs
-  nowhere until the no-heartbeat rule of :class:`hpo.storage.HeartbeatStorage`
+  nowhere until the no-heartbeat rule of :class:`hpo.store.storage.HeartbeatStorage`
   fails and re-queues it after the grace period.
 
 Waits are interruptible (a signal recorded by :mod:`hpo.interrupts` raises
@@ -61,7 +61,7 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import interrupts
-from hpo.storage import TRANSIENT_ERRORS, HeartbeatStorage
+from hpo.store.storage import TRANSIENT_ERRORS, HeartbeatStorage
 
 __all__ = ["CREATE_TOKEN", "DEFAULT_PATIENCE_SECONDS", "RetryingStorage"]
 
@@ -73,7 +73,7 @@ CREATE_TOKEN = "hpo:create_token"
 DEFAULT_PATIENCE_SECONDS = 120.0
 """How long a call waits for the database by default, in seconds."""
 
-_logger = logging.getLogger("hpo.storage")
+_logger = logging.getLogger("hpo.store.storage")
 
 
 class RetryingStorage(BaseStorage, BaseHeartbeat):
@@ -82,7 +82,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
     Parameters
     ----------
     backend : HeartbeatStorage
-        The storage of :func:`hpo.storage.open_storage`; it is wrapped in Optuna's
+        The storage of :func:`hpo.store.storage.open_storage`; it is wrapped in Optuna's
         ``_CachedStorage`` (as ``optuna.create_study`` would do), so finished trials
         are read from the database once.
     patience_seconds : float, default 120

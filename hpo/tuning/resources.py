@@ -20,9 +20,9 @@ from typing import Any
 
 import psutil
 
-from hpo.data import TuningData
+from hpo.config.spec import FloatRange, IntRange, Parameters, StudySpec
 from hpo.errors import HpoError
-from hpo.spec import FloatRange, IntRange, Parameters, StudySpec
+from hpo.tuning.data import TuningData
 from models.memory import training_memory
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -132,7 +132,7 @@ def trial_memory(values: dict[str, Any], data: TuningData, *, keep_best_weights:
     Parameters
     ----------
     values : dict
-        All settings of a trial (:func:`hpo.objective.suggest_parameters`).
+        All settings of a trial (:func:`hpo.tuning.objective.suggest_parameters`).
     data : TuningData
         Its sizes: features, classes, training and validation rows.
     keep_best_weights : bool, default True
@@ -173,7 +173,7 @@ def smallest_settings(parameters: Parameters, data: TuningData) -> dict[str, Any
     Returns
     -------
     dict
-        Every setting, as :func:`hpo.objective.suggest_parameters` gives them.
+        Every setting, as :func:`hpo.tuning.objective.suggest_parameters` gives them.
     """
     values = parameters.fixed()
     categories: dict[str, list[Any]] = {}

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo import record
+from hpo.store import record
 
 
 def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:

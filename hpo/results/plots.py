@@ -41,8 +41,8 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo import record
 from hpo.errors import HpoError
+from hpo.store import record
 
 # Pixel size of every PNG: FIGURE_SIZES inches (the grid: grid_size) at DPI dots per inch.
 DPI = 100
@@ -358,7 +358,7 @@ def top_learning_curves(study: optuna.Study, *, top: int = TOP_TRIALS) -> Figure
     Panels in rows of 5, best trial first (respecting the study's direction), each
     titled with its rank, value, learning rate and weight decay; validation accuracy
     solid, training accuracy dashed, per epoch, from the trial user attribute
-    ``learning_curves`` written by :class:`hpo.objective.Objective`.
+    ``learning_curves`` written by :class:`hpo.tuning.objective.Objective`.
 
     Parameters
     ----------

@@ -29,11 +29,11 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hpo import record
-from hpo.data import load_dataset
+from hpo.config.spec import DatasetSpec, Parameters
 from hpo.errors import HpoError
-from hpo.objective import build_network, trial_seed
-from hpo.spec import DatasetSpec, Parameters
+from hpo.store import record
+from hpo.tuning.data import load_dataset
+from hpo.tuning.objective import build_network, trial_seed
 from models.datasets import Dataset
 from models.network import MultiLayerNet, load_weights, save_weights
 from models.optimizers import make_optimizer
@@ -166,7 +166,7 @@ def evaluate_trial(
     EvaluationError
         The study was not created by hpo, or the stored weights do not fit the
         trial's network.
-    hpo.data.DataError
+    hpo.tuning.data.DataError
         The data set's files are missing or malformed.
     """
     dataset_spec, values = trial_settings(study, trial)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpo.config.spec import DatasetSpec
 from hpo.errors import HpoError
-from hpo.spec import DatasetSpec
 from models.datasets import DATASETS, Dataset, DatasetError, train_validation_split
 
 

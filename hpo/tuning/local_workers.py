@@ -1,4 +1,4 @@
-"""`hpo run --jobs K`: K local worker processes sharing one study (``python -m hpo.local_workers``).
+"""`hpo run --jobs K`: K local worker processes sharing one study (``python -m hpo.tuning.local_workers``).
 
 Each worker is a process of its own (NumPy training holds the GIL between BLAS
 calls, so threads would not run in parallel), with one BLAS thread by default
@@ -34,17 +34,17 @@ import threadpoolctl
 from tqdm import tqdm
 
 from hpo import interrupts
-from hpo.artifacts import (
+from hpo.config.spec import load_spec
+from hpo.errors import HpoError
+from hpo.store.artifacts import (
     ARTIFACT_DIR_ENVIRONMENT_VARIABLE,
     artifact_directory,
     open_artifact_store,
 )
-from hpo.errors import HpoError
-from hpo.progress import Progress, configure_logging
-from hpo.spec import load_spec
-from hpo.storage import STORAGE_ENVIRONMENT_VARIABLE, TRANSIENT_ERRORS
-from hpo.study import prepare_study
-from hpo.worker import run_study
+from hpo.store.storage import STORAGE_ENVIRONMENT_VARIABLE, TRANSIENT_ERRORS
+from hpo.tuning.progress import Progress, configure_logging
+from hpo.tuning.study import prepare_study
+from hpo.tuning.worker import run_study
 
 # prctl option: the signal a process gets when its parent dies (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
@@ -146,7 +146,7 @@ def run_local_workers(
     environment = {**os.environ, STORAGE_ENVIRONMENT_VARIABLE: storage_url}
     if artifact_dir is not None:
         environment[ARTIFACT_DIR_ENVIRONMENT_VARIABLE] = str(artifact_dir)
-    command = [sys.executable, "-m", "hpo.local_workers", study_file, study_name, str(blas_threads)]
+    command = [sys.executable, "-m", "hpo.tuning.local_workers", study_file, study_name, str(blas_threads)]
     preexec = _parent_death_signal()
     workers: list[subprocess.Popen[str]] = []
     try:

@@ -32,8 +32,8 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from sqlalchemy.engine import make_url
 
-from hpo import record
 from hpo.errors import HpoError
+from hpo.store import record
 from models.network import MultiLayerNet, load_weights, save_weights
 
 ARTIFACT_DIR_ENVIRONMENT_VARIABLE = "HPO_ARTIFACT_DIR"

@@ -25,7 +25,7 @@ class GridSampler(optuna.samplers.GridSampler):
     Two changes to ``optuna.samplers.GridSampler``:
 
     - its ``after_trial`` calls ``study.stop()`` once the grid is done, which raises
-      outside ``Study.optimize``; our workers (``hpo.worker``) use ask-and-tell and stop
+      outside ``Study.optimize``; our workers (``hpo.tuning.worker``) use ask-and-tell and stop
       at the study's trial budget instead, so that call is left out;
     - a FAIL trial (interrupted, or its worker died) measured nothing and does not
       count against the budget, so its grid point is not visited: a later trial runs it.

@@ -1,4 +1,4 @@
-"""Create or resume the Optuna study a study file describes (running it is `hpo.worker`).
+"""Create or resume the Optuna study a study file describes (running it is `hpo.tuning.worker`).
 
 The study file's identity (direction, metric, dataset and parameters) is stored
 as the study's user attribute ``hpo_spec`` when the study is created.  A file
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import optuna
 
-from hpo import record
-from hpo.data import DataError, TuningData, prepare_data
+from hpo.config.spec import StudySpec
 from hpo.errors import HpoError
-from hpo.resources import TooLargeError, check_study_fits
-from hpo.retrying import RetryingStorage
-from hpo.spec import StudySpec
-from hpo.storage import describe, open_storage
+from hpo.store import record
+from hpo.store.retrying import RetryingStorage
+from hpo.store.storage import describe, open_storage
+from hpo.tuning.data import DataError, TuningData, prepare_data
+from hpo.tuning.resources import TooLargeError, check_study_fits
 
 
 class StudyMismatchError(HpoError):
@@ -37,7 +37,7 @@ def open_study(
     Safe to call from many processes at once: Optuna creates the study once and
     the others load it.  Processes sharing a study, and a resumed study, never
     repeat each other's samples: a seeded sampler draws trial *n* from a stream of
-    its own (:class:`hpo.registry.TrialSeededSampler`).
+    its own (:class:`hpo.config.registry.TrialSeededSampler`).
 
     Parameters
     ----------
@@ -114,7 +114,7 @@ def prepare_study(spec: StudySpec, url: str, study_name: str | None = None, *, c
     What every way of running a study does first (``hpo run``, ``create``, ``worker``,
     the workers of ``hpo run --jobs``, ``hpo book``): bad input fails here, as one
     line, before the database is touched.  The data are loaded once per process
-    (:func:`hpo.data.prepare_data`).
+    (:func:`hpo.tuning.data.prepare_data`).
 
     Parameters
     ----------
@@ -132,12 +132,12 @@ def prepare_study(spec: StudySpec, url: str, study_name: str | None = None, *, c
 
     Raises
     ------
-    hpo.data.DataError, hpo.resources.TooLargeError
+    hpo.tuning.data.DataError, hpo.tuning.resources.TooLargeError
         The data cannot be loaded or split, or the smallest network of the study
         cannot be trained in the memory available.
-    hpo.storage.StorageError
+    hpo.store.storage.StorageError
         The storage cannot be opened (or, without ``create``, does not exist).  Once
-        open, calls to it wait out a database outage (:class:`hpo.retrying.RetryingStorage`).
+        open, calls to it wait out a database outage (:class:`hpo.store.retrying.RetryingStorage`).
     StudyMismatchError
         The stored study was made from another file, or (without ``create``) does not exist.
     """

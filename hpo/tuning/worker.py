@@ -10,10 +10,10 @@ share one study in one database.  Each worker:
   budget;
 - records a heartbeat for its running trial and, at most once per heartbeat
   interval (between trials, and after an epoch), fails trials of dead workers
-  (see :class:`hpo.storage.HeartbeatStorage`); they are queued again with the
-  same parameters (:class:`hpo.storage.RetryStaleTrial`);
+  (see :class:`hpo.store.storage.HeartbeatStorage`); they are queued again with the
+  same parameters (:class:`hpo.store.storage.RetryStaleTrial`);
 - waits out a database that is briefly away (restart, failover) instead of dying:
-  every storage call is retried by the storage (:class:`hpo.retrying.RetryingStorage`);
+  every storage call is retried by the storage (:class:`hpo.store.retrying.RetryingStorage`);
 - goes on when told that its trial was already failed by another worker or by hand
   (`hpo stale --trial`), also when that comes while it stores the trial's result;
 - stops at a safe point when a signal asks it to (:mod:`hpo.interrupts`): the
@@ -38,15 +38,16 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-from hpo import interrupts, record
-from hpo.data import TuningData
+from hpo import interrupts
+from hpo.config.spec import StudySpec
 from hpo.errors import HpoError
-from hpo.objective import Objective
-from hpo.progress import Progress
-from hpo.retrying import DEFAULT_PATIENCE_SECONDS, RetryingStorage
-from hpo.spec import StudySpec
-from hpo.storage import TRANSIENT_ERRORS, HeartbeatStorage
-from hpo.study import PreparedStudy
+from hpo.store import record
+from hpo.store.retrying import DEFAULT_PATIENCE_SECONDS, RetryingStorage
+from hpo.store.storage import TRANSIENT_ERRORS, HeartbeatStorage
+from hpo.tuning.data import TuningData
+from hpo.tuning.objective import Objective
+from hpo.tuning.progress import Progress
+from hpo.tuning.study import PreparedStudy
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 # Seconds between looks at the study while other workers finish the last trials.
@@ -107,7 +108,7 @@ def _running(study: optuna.Study) -> dict[int, optuna.trial.FrozenTrial]:
 
 
 def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Fail the study's stale trials now and queue their retries (see :class:`hpo.storage.HeartbeatStorage`).
+    """Fail the study's stale trials now and queue their retries (see :class:`hpo.store.storage.HeartbeatStorage`).
 
     Returns
     -------
@@ -130,7 +131,7 @@ def fail_trials(study: optuna.Study, storage: HeartbeatStorage, numbers: Iterabl
     """Mark the RUNNING trials ``numbers`` of ``study`` FAIL by hand, heartbeat or not (``hpo stale --trial``).
 
     Each is then queued again like a stale trial (the storage's stale-trial callback,
-    :class:`hpo.storage.RetryStaleTrial`: up to ``workers.max_retry`` times, with the
+    :class:`hpo.store.storage.RetryStaleTrial`: up to ``workers.max_retry`` times, with the
     same parameters).  The worker that ran such a trial finds it finished when it
     reports or tells, logs that, and goes on with the next trial.
 
@@ -181,7 +182,7 @@ class StaleCheck:
     def __call__(self) -> None:
         now = time.monotonic()
         if now - self._last >= self._interval:
-            _fail_stale(self._study)  # the storage waits out an outage (hpo.retrying)
+            _fail_stale(self._study)  # the storage waits out an outage (hpo.store.retrying)
             self._last = now
 
 
@@ -215,8 +216,8 @@ def run_worker(
     study : optuna.Study
         Opened with the study file's sampler and pruner.
     storage : RetryingStorage or HeartbeatStorage
-        The study's storage (with heartbeats and retries, see :func:`hpo.study.prepare_study`);
-        a storage without retries is wrapped in a :class:`hpo.retrying.RetryingStorage`
+        The study's storage (with heartbeats and retries, see :func:`hpo.tuning.study.prepare_study`);
+        a storage without retries is wrapped in a :class:`hpo.store.retrying.RetryingStorage`
         and the study opened again on it.
     spec : StudySpec
     data : TuningData
@@ -226,7 +227,7 @@ def run_worker(
     on_trial_end : callable, optional
         Called as ``on_trial_end(study)`` after each trial of this worker.
     artifact_store : optuna.artifacts.FileSystemArtifactStore, optional
-        Completed trials upload their weights there (see :class:`hpo.objective.Objective`).
+        Completed trials upload their weights there (see :class:`hpo.tuning.objective.Objective`).
 
     Returns
     -------
@@ -374,7 +375,7 @@ def _run_trial(study: optuna.Study, storage: RetryingStorage, trial: optuna.Tria
 
 def run_study(prepared: PreparedStudy, *, progress: bool = False,
               artifact_store: FileSystemArtifactStore | None = None) -> WorkerResult:
-    """:func:`run_worker` on a study of :func:`hpo.study.prepare_study`, with a progress bar.
+    """:func:`run_worker` on a study of :func:`hpo.tuning.study.prepare_study`, with a progress bar.
 
     The budget and ``timeout_seconds`` are the study file's.  ``progress`` shows
     the study's finished trials (all workers') as a bar on a terminal.

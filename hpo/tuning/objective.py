@@ -19,11 +19,12 @@ import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from hpo import record, resources
-from hpo.artifacts import upload_weights
-from hpo.data import TuningData
-from hpo.retrying import RetryingStorage
-from hpo.spec import Choices, FloatRange, IntRange, StudySpec
+from hpo.config.spec import Choices, FloatRange, IntRange, StudySpec
+from hpo.store import record
+from hpo.store.artifacts import upload_weights
+from hpo.store.retrying import RetryingStorage
+from hpo.tuning import resources
+from hpo.tuning.data import TuningData
 from models.network import MultiLayerNet
 from models.optimizers import make_optimizer
 from models.trainer import EpochMetrics, train
@@ -85,17 +86,17 @@ class Objective:
         Called with no argument before every mini-batch (see
         :func:`models.trainer.train`); what it raises ends the trial (the worker
         stops there when a signal asked it to, :func:`hpo.interrupts.check`).
-    storage : hpo.retrying.RetryingStorage, optional
+    storage : hpo.store.retrying.RetryingStorage, optional
         The study's storage: a trial's user attributes are then written in two
         transactions (at its start, at its end) instead of one each.  (Retries of
         storage calls through a database outage are the storage's: see
-        :mod:`hpo.retrying`.)
+        :mod:`hpo.store.retrying`.)
     user_attrs : dict, optional
         User attributes stored on every trial at its start, with its seed (the
         worker stores its ``worker`` id).
     artifact_store : optuna.artifacts.FileSystemArtifactStore, optional
         Where a completed trial uploads its network's weights at its best epoch
-        (see :mod:`hpo.artifacts`); the artifact id becomes the user attribute
+        (see :mod:`hpo.store.artifacts`); the artifact id becomes the user attribute
         ``weights_artifact_id``.  None stores no weights.
 
     Notes
@@ -107,7 +108,7 @@ class Objective:
     has a NaN value and is never the best, and the sampler still learns that the
     region is bad.  A trial whose network cannot fit in memory ends the same way
     with the user attribute ``too_large``: before the network is built, when
-    :func:`hpo.resources.trial_memory` exceeds :func:`hpo.resources.available_memory`,
+    :func:`hpo.tuning.resources.trial_memory` exceeds :func:`hpo.tuning.resources.available_memory`,
     or when training raises MemoryError all the same.  Both count against the
     budget, so a space that is mostly too large still ends.
 

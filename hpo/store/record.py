@@ -2,17 +2,17 @@
 
 Optuna keeps, per study and per trial, a JSON-able dict of user attributes.  hpo writes:
 
-On the study (by :func:`hpo.study.open_study`)
+On the study (by :func:`hpo.tuning.study.open_study`)
 
 ``STUDY_FILE`` = ``"hpo_spec"``
     The study file's identity (direction, metric, dataset, parameters; see
-    :meth:`hpo.spec.StudySpec.identity`), written when the study is created.  Resuming,
+    :meth:`hpo.config.spec.StudySpec.identity`), written when the study is created.  Resuming,
     narrowing, evaluating, plotting and summarizing read the study's settings from it.
 ``WORKER_SETTINGS`` = ``"hpo_workers"``
     The study file's ``[workers]`` section (heartbeat interval, grace period, retries),
     rewritten by every run; ``hpo stale`` reads its grace period.
 
-On each trial (by :class:`hpo.objective.Objective` and :mod:`hpo.worker`)
+On each trial (by :class:`hpo.tuning.objective.Objective` and :mod:`hpo.tuning.worker`)
 
 ``WORKER`` (``"worker"``), ``SEED`` (``"seed"``, of the weights and mini-batches),
 ``EPOCHS_RUN``, ``BEST_EPOCH`` (1-based), ``LEARNING_CURVES`` (per-epoch lists),

@@ -17,7 +17,7 @@ the good values lie (step 4), and repeat.  :func:`narrow_study_file` is step 4:
 Example::
 
     result = narrow_study_file("studies/digits.toml", study, top=5)
-    result.path    # Path('studies/digits-narrow-1.toml'), validated by hpo.spec.load_spec
+    result.path    # Path('studies/digits-narrow-1.toml'), validated by hpo.config.spec.load_spec
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import optuna
 import tomlkit
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo import record
+from hpo.config.names import check_study_name
+from hpo.config.spec import FloatRange, IntRange, SpecError, StudySpec, load_spec
 from hpo.errors import HpoError
-from hpo.names import check_study_name
-from hpo.spec import FloatRange, IntRange, SpecError, StudySpec, load_spec
+from hpo.store import record
 
 DEFAULT_MARGIN = 2.0
 _NARROWED = re.compile(r"^(?P<base>.*)-narrow-(?P<round>\d+)$")
@@ -96,8 +96,8 @@ def log_ranges(spec: StudySpec) -> dict[str, FloatRange | IntRange]:
 def check_matches(spec: StudySpec, study: optuna.Study) -> None:
     """Refuse a study file that is not the one the stored study was created from.
 
-    The comparison is the resume check of :mod:`hpo.study`: direction, metric,
-    dataset and parameters (:meth:`hpo.spec.StudySpec.identity`).
+    The comparison is the resume check of :mod:`hpo.tuning.study`: direction, metric,
+    dataset and parameters (:meth:`hpo.config.spec.StudySpec.identity`).
 
     Raises
     ------
@@ -205,7 +205,7 @@ def narrow_study_file(
     NarrowError
         The file has no searched log-scale range, does not match the study, the
         study has fewer than ``top`` completed trials, ``margin`` < 1, the new name
-        equals the old one or breaks the rule of :func:`hpo.names.check_study_name`,
+        equals the old one or breaks the rule of :func:`hpo.config.names.check_study_name`,
         or ``out`` exists (without ``force``).
     SpecError
         ``study_file`` is not a valid study file.

@@ -18,7 +18,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
-from hpo import record
+from hpo.store import record
 
 FORMATS = ("table", "json", "csv")
 # Columns a narrow table keeps first, in this order; then the parameters, then the rest.

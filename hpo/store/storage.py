@@ -34,11 +34,11 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import URL, make_url
 
-from hpo import record
 from hpo.errors import HpoError
+from hpo.store import record
 
 if TYPE_CHECKING:
-    from hpo.spec import HeartbeatSettings
+    from hpo.config.spec import HeartbeatSettings
 
 STORAGE_ENVIRONMENT_VARIABLE = "HPO_STORAGE"
 DEFAULT_SQLITE_FILE = "hpo.db"

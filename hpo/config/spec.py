@@ -57,9 +57,10 @@ from pydantic import (
     model_validator,
 )
 
+from hpo.config.messages import field_errors
+from hpo.config.names import check_study_name
+from hpo.config.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from hpo.errors import HpoError
-from hpo.names import check_study_name
-from hpo.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from models.datasets import DATASETS
 from models.network import ACTIVATIONS, WEIGHT_INITS
 from models.optimizers import OPTIMIZERS
@@ -154,7 +155,7 @@ def _kind(value: Any) -> str:
 
 
 # The names come from models/ (its tables are the one place to add an optimizer, an activation,
-# an initialization or a data set); samplers and pruners from hpo.registry.
+# an initialization or a data set); samplers and pruners from hpo.config.registry.
 OptimizerName = Literal[tuple(OPTIMIZERS)]
 Activation = Literal[tuple(ACTIVATIONS)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -358,7 +359,7 @@ class StudySpec(_Strict):
     """A whole study file. Build it with :func:`load_spec`.
 
     ``name`` is the study's name: ASCII letters, digits, '.', '_' and '-', starting
-    with a letter or digit, at most 128 characters (:func:`hpo.names.check_study_name`).
+    with a letter or digit, at most 128 characters (:func:`hpo.config.names.check_study_name`).
     """
 
     name: str
@@ -374,7 +375,7 @@ class StudySpec(_Strict):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        return check_study_name(name)  # it becomes folder and file names (hpo.names)
+        return check_study_name(name)  # it becomes folder and file names (hpo.config.names)
 
     @model_validator(mode="after")
     def _check(self) -> "StudySpec":
@@ -409,13 +410,13 @@ class StudySpec(_Strict):
         """A new Optuna sampler as the file describes (Optuna does not store samplers).
 
         With a seed, trial *n* samples with a seed derived from (seed, *n*), so no two
-        trials repeat each other's samples (see :func:`hpo.registry.build_sampler`).
+        trials repeat each other's samples (see :func:`hpo.config.registry.build_sampler`).
         """
         searched = {name: value.model_dump() for name, value in self.parameters.searched().items()}
         return build_sampler(self.sampler.type, self.sampler.arguments(), searched)
 
     def heartbeat(self) -> HeartbeatSettings:
-        """The heartbeat settings of :func:`hpo.storage.open_storage`."""
+        """The heartbeat settings of :func:`hpo.store.storage.open_storage`."""
         return HeartbeatSettings(
             self.workers.heartbeat_interval_seconds, self.workers.grace_period_seconds, self.workers.max_retry
         )
@@ -480,45 +481,8 @@ def load_spec(path: str | Path) -> StudySpec:
 
 
 # Location parts that name pydantic's union members, not fields of the file.
-_UNION_TAGS = {"fixed", "range", "choices"}
-
-
-def _location(parts: tuple) -> str:
-    kept = [str(part) for part in parts if str(part) not in _UNION_TAGS and not _is_internal(str(part))]
-    return ".".join(kept)
-
-
-def _is_internal(part: str) -> bool:
-    return part.startswith(("function-", "literal[", "constrained-", "lax-", "strict-")) or part in {
-        "float", "int", "bool", "str", "is-instance[Path]", "path",
-    }
 
 
 def format_errors(error: ValidationError) -> list[str]:
-    """One line per field in error: ``field.path: reason (got value)``.
-
-    Alternatives of one field (a value that is neither 'he' nor a number, say) are
-    joined on one line.
-    """
-    messages: dict[str, list[str]] = {}
-    for item in error.errors():
-        location = _location(item["loc"])
-        field = location.rsplit(".", 1)[-1]
-        message = item["msg"].removeprefix("Value error, ")
-        given = item.get("input")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field; remove it or check its spelling"
-        elif item["type"] == "missing":
-            message = "required field is missing"
-        elif item["type"] == "union_tag_invalid":
-            message = "this setting cannot be searched over a range; give a value or { choices = [...] }"
-        elif item["type"] in ("model_type", "model_attributes_type", "dict_type"):
-            message = "must be a table"
-        elif isinstance(given, dict) and location.startswith("parameters.") and field not in FIXED_TYPES:
-            message = f"{message} (got a table; {field} cannot be searched)"
-        elif "input" in item and not isinstance(given, dict) and item["type"] != "value_error":
-            message = f"{message} (got {given!r})"
-        if message not in messages.setdefault(location, []):
-            messages[location].append(message)
-    return [f"{location}: {' or '.join(reasons)}" if location else " or ".join(reasons)
-            for location, reasons in messages.items()]
+    """One line per field in error: ``field.path: reason (got value)`` (:func:`hpo.config.messages.field_errors`)."""
+    return field_errors(error, searchable=FIXED_TYPES)

@@ -1,0 +1,1 @@
+"""Layer 1, what a study is: the study file (spec), samplers and pruners by name (registry), study names."""
