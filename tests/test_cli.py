@@ -593,3 +593,17 @@ def test_evaluate_refuses_a_default_folder_that_a_link_leads_outside_hpo_models(
     assert result.stderr.strip() == (f"Error: hpo-models/x-trial-0 leads outside hpo-models "
                                      f"(to {tmp_path / 'elsewhere'}); give the model's folder with --out")
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path):
+    missing = f"sqlite:///{tmp_path / 'missing.db'}"
+    plain = hpo("trials", "--storage", missing, cwd=tmp_path)
+    assert plain.returncode == 1 and plain.stdout == ""
+    assert plain.stderr.startswith(f"Error: storage {missing}: no such database file")
+    assert len(plain.stderr.splitlines()) == 1
+    for debug in (hpo("--debug", "trials", "--storage", missing, cwd=tmp_path),
+                  hpo("trials", "--storage", missing, cwd=tmp_path, env={"HPO_DEBUG": "1"})):
+        assert debug.returncode == 1
+        assert debug.stderr.startswith("Traceback (most recent call last):")
+        assert "hpo.store.storage.StorageError: storage" in debug.stderr
+        assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
