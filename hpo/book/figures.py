@@ -226,7 +226,7 @@ def search_figure(summaries: dict[str, SearchSummary]) -> Figure:
     ----------
     summaries : dict of str to SearchSummary
         Label -> summary; the first is the reference (random search): a dotted line
-        marks its best, and a marker where each other search first reaches it.
+        marks its best, and a marker where each search, the reference too, first reaches it.
     """
     figure = Figure(figsize=(8, 4.8), layout="constrained")
     ax = figure.subplots()
@@ -239,13 +239,15 @@ def search_figure(summaries: dict[str, SearchSummary]) -> Figure:
         # Held until the search's end: later trials (pruned or worse) did not improve it.
         artist, = ax.step([*summary.finished_seconds, summary.wall_seconds],
                           [*summary.best_so_far, summary.best_so_far[-1]], where="post", label=line)
-        if index and reference is not None:
+        if reference is not None:
             reached = summary.seconds_to_reach(reference)
             if reached is not None:
                 ax.plot(reached, summary.best_so_far[np.searchsorted(summary.finished_seconds, reached)], "o",
                         color=artist.get_color(), markersize=8)
-                ax.annotate(f"reaches random search's best after {reached:.0f} s", (reached, reference),
-                            xytext=(10, -25), textcoords="offset points", fontsize=9)
+                ax.annotate(f"{label} reaches {'its' if index == 0 else 'that'} best after {reached:.0f} s",
+                            (reached, reference),
+                            xytext=(10, -25 - 14 * index), textcoords="offset points", fontsize=9,
+                            color=artist.get_color())
     if reference is not None:
         ax.axhline(reference, color="0.5", linestyle=":", linewidth=1)
     ax.set_xlabel("wall time since the search began (s)")
