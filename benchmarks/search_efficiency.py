@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -118,8 +119,22 @@ def compare(space: str, seed: int, trials: int, epochs: int, folder: Path) -> di
 
 
 def _median(values: list[float | None]) -> float | None:
-    known = [value for value in values if value is not None]
-    return round(statistics.median(known), 3) if known else None
+    """Median ratio, a seed that never reached the target counted as the slowest; None: the median is "never"."""
+    ranked = sorted(values, key=lambda value: math.inf if value is None else value)
+    middle = ranked[(len(ranked) - 1) // 2: len(ranked) // 2 + 1]
+    return None if None in middle else round(statistics.fmean(middle), 3)
+
+
+def summarize(results: list[dict]) -> dict:
+    """Per data size: seeds, how many reached the target, the ratios per seed and their medians."""
+    summary = {}
+    for space in dict.fromkeys(row["space"] for row in results):
+        rows = [row for row in results if row["space"] == space]
+        seconds, epochs = [row["ratio_seconds"] for row in rows], [row["ratio_epochs"] for row in rows]
+        summary[space] = {"seeds": len(rows), "reached": sum(ratio is not None for ratio in seconds),
+                          "median_ratio_seconds": _median(seconds), "ratios_seconds": seconds,
+                          "median_ratio_epochs": _median(epochs), "ratios_epochs": epochs}
+    return summary
 
 
 def main() -> None:
@@ -153,22 +168,17 @@ def main() -> None:
               f"{random['reach_target']['seconds']:>11.0f}{tpe['best_value']:>16.4f}{tpe['wall_seconds']:>7.0f}"
               f"{tpe['pruned']:>8}{reached:>11}"
               f"{_shown(row['ratio_seconds']):>9}{_shown(row['ratio_epochs']):>10}")
-    summary = {}
-    for space in arguments.spaces:
-        rows = [row for row in results if row["space"] == space]
-        seconds, epochs = [row["ratio_seconds"] for row in rows], [row["ratio_epochs"] for row in rows]
-        summary[space] = {"seeds": len(rows), "reached": sum(ratio is not None for ratio in seconds),
-                          "median_ratio_seconds": _median(seconds), "ratios_seconds": seconds,
-                          "median_ratio_epochs": _median(epochs), "ratios_epochs": epochs}
-        print(f"{space}: TPE + pruning reached random search's best in {summary[space]['reached']} of {len(rows)} "
-              f"seeds; time to it over random search's time to it: median {_shown(summary[space]['median_ratio_seconds'])}"
-              f" (epochs trained: {_shown(summary[space]['median_ratio_epochs'])}) over the seeds that reached it")
+    summary = summarize(results)
+    for space, values in summary.items():
+        print(f"{space}: TPE + pruning reached random search's best in {values['reached']} of {values['seeds']} seeds; "
+              f"its time to it over random search's: median {_shown(values['median_ratio_seconds'])} in seconds, "
+              f"{_shown(values['median_ratio_epochs'])} in epochs trained (a seed that never reached it counts as slowest)")
     out.write_text(json.dumps({"results": results, "summary": summary}, indent=2) + "\n")
     print(f"written: {arguments.out}")
 
 
 def _shown(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{ratio:.2f}"
+    return "never" if ratio is None else f"{ratio:.2f}"
 
 
 if __name__ == "__main__":
