@@ -376,6 +376,7 @@ def main() -> None:
     if options.optuna_loop:
         optuna_loop(*options.optuna_loop)
         return
+    software = versions(bool(options.postgres))  # before the run: the commit's state is that of the code run
     environment = {key: value for key, value in os.environ.items() if key != "HPO_BLAS_THREADS"}
     threads = {
         "hpo, default BLAS threads": thread_pools(environment, None),
@@ -413,7 +414,7 @@ def main() -> None:
     summary = {
         "machine": {"cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
                     "platform": platform.platform(), "shared": options.shared},
-        "versions": versions(bool(options.postgres)),
+        "versions": software,
         "thread_pools": threads,
         "settings": {"trials": options.trials, "epochs": options.epochs, "overhead_trials": options.overhead_trials},
         "cases": rows,
