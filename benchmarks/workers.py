@@ -1,6 +1,6 @@
 """Benchmark of parallel workers on Fashion-MNIST: trials per hour, service overhead, connections.
 
-    python benchmarks/workers.py [--trials 12] [--epochs 2] [--overhead-trials 60] [--postgres URL] [--out FILE]
+    python benchmarks/workers.py [--trials 12] [--epochs 2] [--overhead-trials 60] [--postgres URL] [--shared] [--out FILE]
 
 Runs the same study (fixed 784-256-256-10 ReLU network, Adam, batch 128, random
 sampler over learning rate and weight decay, no pruning) three ways with
