@@ -36,6 +36,7 @@ from hpo.artifacts import (
     download_weights,
     open_artifact_store,
 )
+from hpo.book import SECTIONS
 from hpo.data import TuningData, prepare_data
 from hpo.evaluate import (
     Evaluation,
@@ -677,7 +678,10 @@ def narrow(study_file: str, top: int, storage: str | None, study_name: str | Non
 @click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
               envvar="HPO_BLAS_THREADS", help=BLAS_HELP)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
-def book(out_directory: str, full: bool, storage: str | None, blas_threads: int, no_progress: bool) -> None:
+@click.option("--section", "sections", multiple=True, type=click.Choice(SECTIONS),
+              help="Run only this section's item (repeatable) [default: all]; findings.json then holds only those.")
+def book(out_directory: str, full: bool, storage: str | None, blas_threads: int, no_progress: bool,
+         sections: tuple[str, ...]) -> None:
     """Reproduce the book's chapter 6: run its studies (studies/book/) and write its figures to --out."""
     try:
         from hpo.book.reproduce import reproduce  # matplotlib: only this command pays for its import
@@ -697,14 +701,15 @@ def book(out_directory: str, full: bool, storage: str | None, blas_threads: int,
         if storage is None:
             out.mkdir(parents=True, exist_ok=True)
         rows = reproduce(out, storage_url=url, full=full, studies=STUDIES_DIRECTORY, echo=click.echo,
-                         progress=not no_progress)
+                         progress=not no_progress, sections=sections or None)
     except (SpecError, StorageError, StudyMismatchError, DatasetError, ValueError) as error:
         raise _fail(str(error)) from None
     except OSError as error:
         raise _fail(f"cannot write to {out}: {error.strerror or error}") from None
     except interrupts.Interrupted as interrupted:
         _exit_interrupted(interrupted, _command("book", "--out", out_directory, *(["--full"] if full else []),
-                                                *_storage_arguments(storage, url)))
+                                                *_storage_arguments(storage, url),
+                                                *(argument for section in sections for argument in ("--section", section))))
     write_rows(rows, "table", sys.stdout, title="The book's chapter 6: findings", fit="wrap")
     click.echo(f"figures in {out}; took {time.perf_counter() - started:.0f} s")
     click.echo(f"dashboard: {_command('dashboard', *(_storage_arguments(storage, url) or ['--storage', url]))}")
