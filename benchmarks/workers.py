@@ -1,14 +1,17 @@
 """Benchmark of parallel workers on Fashion-MNIST: trials per hour, service overhead, connections.
 
-    python benchmarks/workers.py [--trials 12] [--epochs 2] [--overhead-trials 60] [--postgres URL] [--out FILE]
+    python benchmarks/workers.py [--trials 12] [--epochs 2] [--overhead-trials 60] [--postgres URL] [--shared] [--out FILE]
 
 Runs the same study (fixed 784-256-256-10 ReLU network, Adam, batch 128, random
 sampler over learning rate and weight decay, no pruning) three ways with
 `hpo run`: 1 worker with 1 BLAS thread, 1 worker with the BLAS library's default
 threads, and `--jobs 2` (two workers, one BLAS thread each).  It reports
 
-- trials per hour of each (wall time from the first trial's start to the last
-  trial's end, so process start-up and data loading are reported separately);
+- trials per hour of each, two ways: over the trials' span (from the first trial's
+  start to the last trial's end, as the stored trial datetimes say) and over the
+  process's wall clock (``hpo run`` from start to exit, so including Python and
+  library imports, data loading, study creation and the workers' own start-up),
+  and the speed-up of two workers over one by each;
 - service overhead per trial: the part of a trial's duration that is not
   training or validation (study storage, sampling, pruning checks, heartbeats),
   from the trials' stored per-epoch compute seconds;
@@ -26,12 +29,19 @@ threads, and `--jobs 2` (two workers, one BLAS thread each).  It reports
   (``MaxTrialsCallback``).  Overhead of a trial = its duration - its training and
   validation seconds, plus the gap to the same worker's next trial.
 
+The JSON also records the machine (cores, platform), the versions of Python and of
+the libraries a worker loads, and every thread pool threadpoolctl finds (BLAS,
+OpenMP: library, version, threads) as a worker of each case has it: a fresh process
+with the case's environment that imports what ``hpo worker`` imports and applies the
+same BLAS limit.
+
 Timings are printed and written as JSON; nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -42,6 +52,7 @@ import tempfile
 import threading
 import time
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 import optuna
@@ -72,7 +83,7 @@ epochs = {epochs}
 
 
 def run_case(label: str, folder: Path, storage: str, arguments: list[str], trials: int, epochs: int,
-             postgres: str | None = None) -> dict:
+             threads: str, postgres: str | None = None) -> dict:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     study_file = folder / f"{name}.toml"
     study_file.write_text(STUDY.format(name=name, trials=trials, epochs=epochs))
@@ -96,7 +107,7 @@ def run_case(label: str, folder: Path, storage: str, arguments: list[str], trial
         sampler.start()
     started = time.perf_counter()
     result = subprocess.run([HPO, "run", str(study_file), "--storage", storage, "--no-progress", *arguments],
-                            env=environment, capture_output=True, text=True)
+                            env=environment, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     stop.set()
     if sampler:
@@ -114,11 +125,14 @@ def run_case(label: str, folder: Path, storage: str, arguments: list[str], trial
         overheads.append(1 - compute / trial.duration.total_seconds())
     row = {
         "case": label,
+        "thread_pools": threads,
         "trials": len(finished),
         "wall_seconds": round(wall, 2),
+        "trial_span_seconds": round(trial_span, 2),
         "startup_seconds": round(wall - trial_span, 2),
         "trial_seconds_median": round(statistics.median(t.duration.total_seconds() for t in finished), 3),
-        "trials_per_hour": round(len(finished) / trial_span * 3600, 1),
+        "trials_per_hour_trial_span": round(len(finished) / trial_span * 3600, 1),
+        "trials_per_hour_wall_clock": round(len(finished) / wall * 3600, 1),
         "overhead_fraction_median": round(statistics.median(overheads), 4),
         "overhead_fraction_max": round(max(overheads), 4),
     }
@@ -131,6 +145,65 @@ def run_case(label: str, folder: Path, storage: str, arguments: list[str], trial
     optuna.delete_study(study_name=name, storage=storage)
     print(json.dumps(row), flush=True)
     return row
+
+
+PROBE = """
+import json, sys
+import threadpoolctl
+import hpo.cli  # what `hpo run` and `hpo worker` import: NumPy, Optuna, SQLAlchemy, the trainer
+import models.trainer
+limit = json.loads(sys.argv[1])
+if limit is not None:  # as `hpo run --blas-threads N` and `hpo worker --blas-threads N` do
+    threadpoolctl.threadpool_limits(limits=limit, user_api="blas")
+print(json.dumps(threadpoolctl.threadpool_info()))
+"""
+
+_POOL_KEYS = ("user_api", "internal_api", "version", "num_threads", "threading_layer", "architecture", "filepath")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "HPO_BLAS_THREADS")
+
+
+def thread_pools(environment: dict[str, str], blas_threads: int | None) -> dict:
+    """Every thread pool (threadpoolctl) of a fresh process like a worker: its environment, imports and BLAS limit.
+
+    Returns
+    -------
+    dict
+        ``blas_limit`` (None: the library's default), the thread variables set in the
+        environment, and ``pools``: per library its API, implementation, version, threads
+        and file name.
+    """
+    result = subprocess.run([sys.executable, "-c", PROBE, json.dumps(blas_threads)], env=environment,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"threadpoolctl probe failed:\n{result.stderr[-2000:]}")
+    pools = [{key: Path(pool[key]).name if key == "filepath" else pool.get(key) for key in _POOL_KEYS}
+             for pool in json.loads(result.stdout)]
+    return {"blas_limit": blas_threads,
+            "environment": {name: environment[name] for name in THREAD_VARIABLES if name in environment},
+            "pools": pools}
+
+
+def versions(postgres: bool) -> dict:
+    """Python's and the libraries' versions, and the project's commit (``-dirty``: with uncommitted changes)."""
+    names = ["numpy", "optuna", "sqlalchemy", "threadpoolctl", "pydantic", "scikit-learn"]
+    if postgres:
+        names.append("psycopg2-binary" if _installed("psycopg2-binary") else "psycopg2")
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False,
+                            cwd=Path(__file__).resolve().parent)
+    return {"python": platform.python_version(), **{name: _version(name) for name in names},
+            "hpo_commit": commit.stdout.strip() or None}
+
+
+def _installed(name: str) -> bool:
+    return _version(name) is not None
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 OVERHEAD_STUDY = """
@@ -236,7 +309,7 @@ def overhead_per_trial(study: optuna.Study) -> dict:
             compute = sum(trial.user_attrs["learning_curves"]["seconds"])
             inside.append(trial.duration.total_seconds() - compute)
         gaps.extend((after.datetime_start - before.datetime_complete).total_seconds()
-                    for before, after in zip(trials, trials[1:]))
+                    for before, after in itertools.pairwise(trials))
     inside_ms, gap_ms = 1000 * statistics.median(inside), 1000 * statistics.median(gaps)
     compute_ms = 1000 * statistics.median(sum(trial.user_attrs["learning_curves"]["seconds"])
                                           for trials in by_worker.values() for trial in trials)
@@ -256,11 +329,12 @@ def overhead_comparison(label: str, folder: Path, storage: str, trials: int) -> 
         artifacts = folder / f"{name}-artifacts"
         if loop == "hpo":
             result = subprocess.run([HPO, "run", str(study_file), "--storage", storage, "--jobs", "2", "--no-progress",
-                                     "--artifact-dir", str(artifacts)], env=environment, capture_output=True, text=True)
+                                     "--artifact-dir", str(artifacts)], env=environment, capture_output=True, text=True,
+                                    check=False)
             failed = [result] if result.returncode else []
         else:
             created = subprocess.run([HPO, "create", str(study_file), "--storage", storage], env=environment,
-                                     capture_output=True, text=True)
+                                     capture_output=True, text=True, check=False)
             if created.returncode:
                 raise SystemExit(f"{label}: hpo create failed:\n{created.stderr[-2000:]}")
             artifacts.mkdir()
@@ -277,6 +351,8 @@ def overhead_comparison(label: str, folder: Path, storage: str, trials: int) -> 
         study = optuna.load_study(study_name=name, storage=storage)
         rows[loop] = overhead_per_trial(study)
         optuna.delete_study(study_name=name, storage=storage)
+    rows["hpo"]["thread_pools"] = "hpo, 1 BLAS thread"
+    rows["optuna"]["thread_pools"] = "Optuna loop, OMP/OPENBLAS_NUM_THREADS=1"
     row = {"case": label, "hpo": rows["hpo"], "optuna": rows["optuna"],
            "overhead_ratio_hpo_over_optuna": round(rows["hpo"]["overhead_ms"] / rows["optuna"]["overhead_ms"], 2)}
     print(json.dumps(row), flush=True)
@@ -292,44 +368,69 @@ def main() -> None:
     parser.add_argument("--overhead-trials", type=int, default=60,
                         help="Trials of the overhead comparison with Optuna's own loop (0 skips it)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/workers.json"))
+    parser.add_argument("--shared", action="store_true",
+                        help="Record that other jobs shared the machine during the run (timings are then noisy)")
     parser.add_argument("--optuna-loop", nargs=3, metavar=("STUDY_FILE", "STORAGE", "ARTIFACT_DIR"),
                         help=argparse.SUPPRESS)  # one worker of the comparison, started by this script
     options = parser.parse_args()
     if options.optuna_loop:
         optuna_loop(*options.optuna_loop)
         return
+    software = versions(bool(options.postgres))  # before the run: the commit's state is that of the code run
+    environment = {key: value for key, value in os.environ.items() if key != "HPO_BLAS_THREADS"}
+    threads = {
+        "hpo, default BLAS threads": thread_pools(environment, None),
+        "hpo, 1 BLAS thread": thread_pools(environment, 1),
+    }
+    if options.overhead_trials:
+        threads["Optuna loop, OMP/OPENBLAS_NUM_THREADS=1"] = thread_pools(
+            {**environment, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}, None)
+    for name, value in threads.items():
+        print(f"{name}: " + "; ".join(f"{pool['internal_api']} {pool['version']} ({pool['user_api']}): "
+                                      f"{pool['num_threads']} threads" for pool in value["pools"]), flush=True)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         sqlite = f"sqlite:///{folder / 'bench.db'}"
         rows = [
-            run_case("1 worker, 1 BLAS thread", folder, sqlite, ["--blas-threads", "1"], options.trials, options.epochs),
-            run_case("1 worker, default BLAS threads", folder, sqlite, [], options.trials, options.epochs),
-            run_case("2 workers (--jobs 2), 1 BLAS thread each", folder, sqlite, ["--jobs", "2"], options.trials, options.epochs),
+            run_case("1 worker, 1 BLAS thread", folder, sqlite, ["--blas-threads", "1"], options.trials, options.epochs,
+                     "hpo, 1 BLAS thread"),
+            run_case("1 worker, default BLAS threads", folder, sqlite, [], options.trials, options.epochs,
+                     "hpo, default BLAS threads"),
+            run_case("2 workers (--jobs 2), 1 BLAS thread each", folder, sqlite, ["--jobs", "2"], options.trials,
+                     options.epochs, "hpo, 1 BLAS thread"),
         ]
         if options.postgres:
             rows.append(run_case("2 workers on PostgreSQL", folder, options.postgres, ["--jobs", "2"],
-                                 options.trials, options.epochs, postgres=options.postgres))
+                                 options.trials, options.epochs, "hpo, 1 BLAS thread", postgres=options.postgres))
         overhead = []
         if options.overhead_trials:
             overhead.append(overhead_comparison("SQLite", folder, f"sqlite:///{folder / 'overhead.db'}",
                                                 options.overhead_trials))
             if options.postgres:
                 overhead.append(overhead_comparison("PostgreSQL", folder, options.postgres, options.overhead_trials))
-    speedup = rows[2]["trials_per_hour"] / rows[0]["trials_per_hour"]
+    one, two = rows[0], rows[2]
+    speedup = {rate: round(two[f"trials_per_hour_{rate}"] / one[f"trials_per_hour_{rate}"], 2)
+               for rate in ("trial_span", "wall_clock")}
     summary = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "optuna": optuna.__version__},
-        "settings": {"trials": options.trials, "epochs": options.epochs},
+        "machine": {"cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+                    "platform": platform.platform(), "shared": options.shared},
+        "versions": software,
+        "thread_pools": threads,
+        "settings": {"trials": options.trials, "epochs": options.epochs, "overhead_trials": options.overhead_trials},
         "cases": rows,
-        "speedup_2_workers_over_1": round(speedup, 2),
+        "speedup_2_workers_over_1": speedup,
         "overhead_against_optuna": overhead,
     }
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\n{'case':45} {'trials/h':>9} {'trial s':>8} {'overhead':>9} {'startup s':>9} {'connections':>11}")
+    print(f"\n{'case':45} {'trials/h span':>13} {'trials/h wall':>13} {'trial s':>8} {'overhead':>9} "
+          f"{'startup s':>9} {'connections':>11}")
     for row in rows:
-        print(f"{row['case']:45} {row['trials_per_hour']:9.1f} {row['trial_seconds_median']:8.2f} "
-              f"{row['overhead_fraction_median']:9.2%} {row['startup_seconds']:9.2f} {str(row.get('connections_total_max', '')):>11}")
-    print(f"2 workers / 1 worker (1 BLAS thread): {speedup:.2f}x")
+        print(f"{row['case']:45} {row['trials_per_hour_trial_span']:13.1f} {row['trials_per_hour_wall_clock']:13.1f} "
+              f"{row['trial_seconds_median']:8.2f} {row['overhead_fraction_median']:9.2%} {row['startup_seconds']:9.2f} "
+              f"{row.get('connections_total_max', '')!s:>11}")
+    print(f"2 workers / 1 worker (1 BLAS thread): {speedup['trial_span']:.2f}x over the trials' span, "
+          f"{speedup['wall_clock']:.2f}x by wall clock (start-up included)")
     for row in overhead:
         print(f"{row['case']}: per-trial service overhead hpo {row['hpo']['overhead_ms']:.0f} ms "
               f"(in trial {row['hpo']['in_trial_overhead_ms']:.0f} + gap {row['hpo']['gap_ms']:.0f}), "

@@ -5,6 +5,7 @@ one worker) with smaller sizes given as overrides, on the first images of
 Fashion-MNIST (skipped when its files are absent).
 """
 
+import json
 import math
 import subprocess
 
@@ -79,6 +80,22 @@ def test_book_study_files_hold_the_books_settings():
     # Quick runs are stored under their own names, so they never mix with the book's sizes.
     assert {book_spec(key).name for key in BOOK_STUDIES} == {book_spec(key, full=True).name + "_quick"
                                                             for key in BOOK_STUDIES}
+
+
+def test_the_two_searches_sample_independently():
+    # With one sampler seed, TPE's random start-up trials repeated random search's first trials.
+    distributions = {"learning_rate": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
+                     "weight_decay": optuna.distributions.FloatDistribution(1e-8, 1e-4, log=True)}
+    first = {}
+    for key in ("search_random", "search_tpe"):
+        study = optuna.create_study(direction="maximize", sampler=book_spec(key, full=True).make_sampler())
+        first[key] = []
+        for _ in range(5):
+            trial = study.ask(distributions)
+            first[key].append(trial.params["learning_rate"])
+            study.tell(trial, 0.5)
+    assert book_spec("search_random", full=True).sampler.seed != book_spec("search_tpe", full=True).sampler.seed
+    assert not set(first["search_random"]) & set(first["search_tpe"])
 
 
 def test_overrides_are_validated_like_a_study_file():
@@ -220,3 +237,15 @@ def test_book_command_refuses_a_bad_storage(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
+
+
+def test_book_command_runs_only_the_sections_asked_for(tmp_path):
+    out = tmp_path / "figures"
+    result = subprocess.run([HPO, "book", "--out", str(out), "--section", "6.1.7", "--no-progress"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert [row["section"] for row in json.loads((out / "findings.json").read_text())] == ["6.1.7"]
+    assert sorted(path.name for path in out.glob("*.png")) == ["1_optimizer_paths.png"]
+    refused = subprocess.run([HPO, "book", "--out", str(out), "--section", "6.9"], capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert refused.returncode == 2 and "'--section'" in refused.stderr

@@ -16,3 +16,9 @@ stored learning curves.  What is not a training run is a pure function:
 
 The book uses MNIST; Fashion-MNIST (same format and size) stands in for it.
 """
+
+SECTIONS = ("6.1.7", "6.1.8", "6.2.2-6.2.3", "6.2.4", "6.3.2", "6.4", "6.5.3")
+"""The items of ``hpo book``, by the book's section, in the chapter's order (see :mod:`hpo.book.reproduce`).
+
+Here rather than in :mod:`hpo.book.reproduce` so that the command line can list them
+without importing matplotlib."""

@@ -226,11 +226,12 @@ def search_figure(summaries: dict[str, SearchSummary]) -> Figure:
     ----------
     summaries : dict of str to SearchSummary
         Label -> summary; the first is the reference (random search): a dotted line
-        marks its best, and a marker where each other search first reaches it.
+        marks its best, and a marker where each search, the reference too, first reaches it.
     """
     figure = Figure(figsize=(8, 4.8), layout="constrained")
     ax = figure.subplots()
     reference = next(iter(summaries.values())).best_value
+    longest = max(summary.wall_seconds for summary in summaries.values())
     for index, (label, summary) in enumerate(summaries.items()):
         if not summary.complete:
             continue  # nothing to draw
@@ -239,13 +240,17 @@ def search_figure(summaries: dict[str, SearchSummary]) -> Figure:
         # Held until the search's end: later trials (pruned or worse) did not improve it.
         artist, = ax.step([*summary.finished_seconds, summary.wall_seconds],
                           [*summary.best_so_far, summary.best_so_far[-1]], where="post", label=line)
-        if index and reference is not None:
+        if reference is not None:
             reached = summary.seconds_to_reach(reference)
             if reached is not None:
                 ax.plot(reached, summary.best_so_far[np.searchsorted(summary.finished_seconds, reached)], "o",
                         color=artist.get_color(), markersize=8)
-                ax.annotate(f"reaches random search's best after {reached:.0f} s", (reached, reference),
-                            xytext=(10, -25), textcoords="offset points", fontsize=9)
+                right = reached > 0.5 * longest  # the text on the side with room for it
+                ax.annotate(f"{label} reaches {'its' if index == 0 else 'that'} best after {reached:.0f} s",
+                            (reached, reference), xytext=(-10 if right else 10, -25 - 14 * index),
+                            textcoords="offset points", ha="right" if right else "left", fontsize=9,
+                            color=artist.get_color(), bbox={"boxstyle": "round,pad=0.2", "fc": "white",
+                                                            "ec": "none", "alpha": 0.85})
     if reference is not None:
         ax.axhline(reference, color="0.5", linestyle=":", linewidth=1)
     ax.set_xlabel("wall time since the search began (s)")

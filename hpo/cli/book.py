@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from hpo import interrupts
+from hpo.book import SECTIONS
 from hpo.cli.app import main
 from hpo.cli.common import (
     BLAS_HELP,
@@ -31,7 +32,10 @@ from hpo.store.storage import describe
 @click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
               envvar="HPO_BLAS_THREADS", help=BLAS_HELP)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
-def book(out_directory: str, full: bool, storage: str | None, blas_threads: int, no_progress: bool) -> None:
+@click.option("--section", "sections", multiple=True, type=click.Choice(SECTIONS),
+              help="Run only this section's item (repeatable) [default: all]; findings.json then holds only those.")
+def book(out_directory: str, full: bool, storage: str | None, blas_threads: int, no_progress: bool,
+         sections: tuple[str, ...]) -> None:
     """Reproduce the book's chapter 6: run its studies (studies/book/) and write its figures to --out."""
     try:
         from hpo.book.reproduce import (
@@ -53,15 +57,16 @@ def book(out_directory: str, full: bool, storage: str | None, blas_threads: int,
         if storage is None:
             out.mkdir(parents=True, exist_ok=True)
         rows = reproduce(out, storage_url=url, full=full, studies=STUDIES_DIRECTORY, echo=click.echo,
-                         progress=not no_progress)
+                         progress=not no_progress, sections=sections or None)
         interrupts.check()  # a signal that came after the last study's last safe point
     except ValueError as error:
         raise HpoError(str(error)) from None
     except OSError as error:
         raise HpoError(f"cannot write to {out}: {error.strerror or error}") from None
     except interrupts.Interrupted as interrupted:
-        exit_interrupted(interrupted, command_line("book", "--out", out_directory, *(["--full"] if full else []),
-                                                   *storage_arguments(storage, url)))
+        exit_interrupted(interrupted, command_line(
+            "book", "--out", out_directory, *(["--full"] if full else []), *storage_arguments(storage, url),
+            *(argument for section in sections for argument in ("--section", section))))
     interrupts.exit_at_once()
     write_rows(rows, "table", sys.stdout, title="The book's chapter 6: findings", fit="wrap")
     click.echo(f"figures in {out}; took {time.perf_counter() - started:.0f} s")
