@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import click
 
@@ -35,32 +39,44 @@ def dashboard(storage: str | None, artifact_dir: str | None, host: str, port: in
         raise HpoError("optuna-dashboard is not installed; pip install 'hpo-from-scratch[dashboard]'") from None
     url, opened = open_study_storage(storage, must_exist=True, read_only_ok=True)
     directory, store = artifact_store(url, artifact_dir, create=False)
-    _check_address(host, port)
+    try:
+        server = _server(host, port, optuna_dashboard.wsgi(opened, artifact_store=store))
+    except OSError as error:  # address in use, or not an address of this machine
+        raise HpoError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
     click.echo(f"storage: {describe(url)}" + (" (read-only: notes and other changes made in the dashboard "
                                               "cannot be saved)" if is_read_only(opened) else ""))
     click.echo(f"artifacts: {directory}" + ("" if directory.is_dir() else " (no such folder yet: no weights to show)"))
     click.echo(f"dashboard: http://{host}:{port}/dashboard (Ctrl-C stops it)")
-    # Ctrl-C, and SIGTERM (docker stop) like it, stop the server: it catches KeyboardInterrupt itself.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    def stop(signal_number: int, frame: object) -> None:
+        # shutdown() waits for serve_forever() to return, so it runs in a thread of its own; the
+        # request being served finishes first (an exception raised into it would print a traceback).
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    # Ctrl-C, and SIGTERM (docker stop, kubectl delete) and SIGHUP like it, stop the server.
+    for signal_number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signal_number, stop)
     try:
-        # Returns when interrupted: the server catches KeyboardInterrupt itself.
-        optuna_dashboard.run_server(opened, host=host, port=port, artifact_store=store)
-    except KeyboardInterrupt:
-        pass
-    except OSError as error:  # address in use, or not an address of this machine
-        raise HpoError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+        server.serve_forever()
+    finally:
+        server.server_close()
     click.echo("dashboard stopped")
 
 
-def _check_address(host: str, port: int) -> None:
-    """Fail in one line, before the server prints its banner, if ``host:port`` cannot be bound."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as the server (bottle's wsgiref) chooses
-    try:
-        # Like the server, with SO_REUSEADDR: a port left in TIME_WAIT is free.
-        socket.create_server((host, port), family=family).close()
-    except OSError as error:  # address in use, or not an address of this machine
-        raise HpoError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+def _server(host: str, port: int, app: Callable[..., Any]) -> WSGIServer:
+    """A WSGI server for ``app`` on ``host:port`` (the standard library's, as optuna-dashboard's
+    ``run_server`` uses through bottle), logging each request on stderr.
+
+    Raises
+    ------
+    OSError
+        The address is in use or not one of this machine.
+    """
+
+    class Server(WSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    return make_server(host, port, app, server_class=Server, handler_class=WSGIRequestHandler)
 
 
 @main.command()
