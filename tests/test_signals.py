@@ -52,8 +52,8 @@ grace_period_seconds = 3
 
 storages = [pytest.param("sqlite", id="sqlite"),
             pytest.param("postgres", id="postgres",
-                         marks=pytest.mark.skipif(not POSTGRES_URL, reason="set HPO_TEST_POSTGRES_URL to a PostgreSQL "
-                                                                           "URL to run the PostgreSQL cases"))]
+                         marks=[pytest.mark.xdist_group("postgres"), pytest.mark.skipif(not POSTGRES_URL, reason="set HPO_TEST_POSTGRES_URL to a PostgreSQL "
+                                                                           "URL to run the PostgreSQL cases")])]
 
 
 def environment(storage_url):

@@ -28,6 +28,8 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES_URL")
 pytestmark = [
+    # One xdist worker runs every test that uses the server: they count its connections.
+    pytest.mark.xdist_group("postgres"),
     pytest.mark.skipif(not POSTGRES_URL, reason="set HPO_TEST_POSTGRES_URL to a PostgreSQL URL to run the worker tests"),
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
 ]
@@ -191,7 +193,9 @@ def test_four_workers_share_one_budget_exactly(study_factory):
                                                       for process, (_, log) in zip(workers, results)})
     per_process = [count for sample in connections for count in sample.values()]
     assert per_process and max(per_process) <= 3
-    assert {name.split(" ", 1)[1] for sample in connections for name in sample} <= workers_seen
+    # Every hpo connection is one of the four workers' (one may have finished no trial on a busy machine).
+    assert {name.split(" ", 1)[1] for sample in connections for name in sample} <= {
+        worker_id(process.pid) for process in workers}
 
 
 def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(study_factory):
