@@ -1,19 +1,63 @@
-"""Shared test helpers: the installed console scripts, numerical gradients, workers' logs."""
+"""Shared test helpers, as fixtures: the installed console scripts, numerical gradients, workers' logs."""
 
+import os
 import re
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from optuna.trial import TrialState
 
+# This environment's console scripts (hpo, optuna, python): the ones of the interpreter running the tests.
 BIN = Path(sys.executable).parent
-HPO = str(BIN / "hpo")
-OPTUNA = str(BIN / "optuna")
 
 
-def numerical_gradient(f, x, h=1e-5):
+@pytest.fixture(scope="session")
+def console_scripts() -> Path:
+    """The folder of this environment's console scripts (``hpo``, ``optuna``, ``python``)."""
+    return BIN
+
+
+@pytest.fixture(scope="session")
+def hpo_command(console_scripts) -> str:
+    """The path of this environment's ``hpo`` script."""
+    return str(console_scripts / "hpo")
+
+
+@pytest.fixture(scope="session")
+def optuna_command(console_scripts) -> str:
+    """The path of this environment's ``optuna`` script."""
+    return str(console_scripts / "optuna")
+
+
+def _hpo_environment(*unset, **extra):
+    """``os.environ`` (as it is now) without HPO_STORAGE and the variables ``unset``, then with ``extra``."""
+    return {**{key: value for key, value in os.environ.items() if key not in ("HPO_STORAGE", *unset)}, **extra}
+
+
+@pytest.fixture(scope="session")
+def hpo_environment():
+    """``hpo_environment(*unset, **extra)``: an environment for ``hpo`` that no storage of the caller's shell
+    leaks into: ``os.environ`` without HPO_STORAGE and the variables ``unset``, then with ``extra``."""
+    return _hpo_environment
+
+
+@pytest.fixture(scope="session")
+def run_hpo(hpo_command):
+    """``run_hpo(*arguments, cwd=None, env=None, unset=(), timeout=300)``: runs ``hpo`` in
+    ``hpo_environment(*unset, **env)`` with its output captured as text, and returns the CompletedProcess."""
+
+    def run(*arguments, cwd=None, env=None, unset=(), timeout=300):
+        return subprocess.run([hpo_command, *arguments], cwd=cwd, env=_hpo_environment(*unset, **(env or {})),
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+def _numerical_gradient(f, x, h=1e-5):
     """Central differences of the scalar function ``f()`` with respect to ``x``, perturbed in place."""
     grad = np.zeros_like(x)
     for index in np.ndindex(x.shape):
@@ -27,29 +71,29 @@ def numerical_gradient(f, x, h=1e-5):
     return grad
 
 
-def relative_error(analytic, numeric):
+def _relative_error(analytic, numeric):
     """||a - n|| / (||a|| + ||n||), floored so that two ~0 gradients compare by absolute error."""
     return np.linalg.norm(analytic - numeric) / max(np.linalg.norm(analytic) + np.linalg.norm(numeric), 1e-3)
 
 
 # A worker's log line for a trial it finished (hpo.tuning.worker): "[I <time>] Trial N finished with value: ..."
 # or "[I <time>] Trial N pruned. ...".
-FINISHED_IN_LOG = re.compile(r"^\[I [^\]]*\] Trial (\d+) (?:finished with value: |pruned\. )", re.MULTILINE)
+_FINISHED_IN_LOG = re.compile(r"^\[I [^\]]*\] Trial (\d+) (?:finished with value: |pruned\. )", re.MULTILINE)
 
 
-def worker_id(pid):
+def _worker_id(pid):
     """The ``worker`` user attribute (HOST:PID) of trials run by the worker process ``pid`` on this machine."""
     return f"{socket.gethostname()}:{pid}"
 
 
-def assert_each_trial_finished_by_one_worker(trials, logs):
+def _assert_each_trial_finished_by_one_worker(trials, logs):
     """Each finished trial is in exactly one worker's log, and that worker is the one its record names.
 
     ``trials``: the study's FrozenTrials; ``logs``: each worker's HOST:PID -> its stderr.
     """
     finished_by = {}
     for worker, log in logs.items():
-        numbers = [int(number) for number in FINISHED_IN_LOG.findall(log)]
+        numbers = [int(number) for number in _FINISHED_IN_LOG.findall(log)]
         assert len(numbers) == len(set(numbers)), f"worker {worker} finished a trial twice: {numbers}"
         for number in numbers:
             assert number not in finished_by, f"trial {number} finished by {finished_by[number]} and by {worker}"
@@ -58,3 +102,34 @@ def assert_each_trial_finished_by_one_worker(trials, logs):
     assert sorted(finished_by) == sorted(finished)
     assert {number: trial.user_attrs["worker"] for number, trial in finished.items()} == finished_by
     return finished_by
+
+
+@pytest.fixture(scope="session")
+def numerical_gradient():
+    """``numerical_gradient(f, x, h=1e-5)``: central differences of ``f()`` with respect to ``x``."""
+    return _numerical_gradient
+
+
+@pytest.fixture(scope="session")
+def relative_error():
+    """``relative_error(analytic, numeric)``: ||a - n|| / (||a|| + ||n||), floored at 1e-3 below."""
+    return _relative_error
+
+
+@pytest.fixture(scope="session")
+def finished_in_log():
+    """The pattern of a worker's log line for a trial it finished; ``findall`` gives the trial numbers."""
+    return _FINISHED_IN_LOG
+
+
+@pytest.fixture(scope="session")
+def worker_id():
+    """``worker_id(pid)``: the ``worker`` user attribute (HOST:PID) of trials run by the process ``pid``."""
+    return _worker_id
+
+
+@pytest.fixture(scope="session")
+def assert_each_trial_finished_by_one_worker():
+    """``assert_each_trial_finished_by_one_worker(trials, logs)``: each finished trial is in exactly one worker's
+    log (``logs``: HOST:PID -> stderr), the worker its record names; returns trial number -> worker."""
+    return _assert_each_trial_finished_by_one_worker

@@ -13,7 +13,6 @@ import numpy as np
 import optuna
 import pytest
 import threadpoolctl
-from conftest import HPO
 
 from hpo.book.activations import (
     BOOK_CONFIGURATIONS,
@@ -232,8 +231,8 @@ def test_random_search_and_tpe_with_pruning_both_report_best_and_time(storage):
 
 
 # ------------------------------------------------------------------ the command
-def test_book_command_refuses_a_bad_storage(tmp_path):
-    result = subprocess.run([HPO, "book", "--out", str(tmp_path / "figures"), "--storage", "nosuchdb://x"],
+def test_book_command_refuses_a_bad_storage(tmp_path, hpo_command):
+    result = subprocess.run([hpo_command, "book", "--out", str(tmp_path / "figures"), "--storage", "nosuchdb://x"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr

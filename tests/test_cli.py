@@ -17,7 +17,6 @@ from pathlib import Path
 import click
 import optuna
 import pytest
-from conftest import HPO
 from optuna.trial import TrialState
 
 from hpo import cli
@@ -30,14 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 VALID = 'name = "x"\n[budget]\ntrials = 2\n[parameters]\nepochs = 1\n'
 
 
-def hpo(*arguments, cwd, env=None):
-    # Neither a storage nor a table width of the caller's shell leaks in; `env` may set them.
-    environment = {key: value for key, value in os.environ.items() if key not in ("HPO_STORAGE", "COLUMNS")}
-    environment.update(env or {})
-    return subprocess.run(
-        [HPO, *arguments],
-        cwd=cwd, env=environment, capture_output=True, text=True, timeout=300,
-    )
+@pytest.fixture
+def hpo(run_hpo):
+    """``hpo(*arguments, cwd, env=None)``: runs hpo; neither a storage nor a table width of the caller's shell
+    leaks in; ``env`` may set them."""
+
+    def run(*arguments, cwd, env=None):
+        return run_hpo(*arguments, cwd=cwd, env=env, unset=("COLUMNS",))
+
+    return run
 
 
 def assert_user_error(result, *fragments, cwd):
@@ -65,7 +65,7 @@ def assert_user_error(result, *fragments, cwd):
          ["study.toml", "budget.trials", "greater than or equal to 1 (got -1)"]),
     ],
 )
-def test_run_refuses_bad_study_files(tmp_path, content, fragments):
+def test_run_refuses_bad_study_files(tmp_path, content, fragments, hpo):
     if content is None:
         result = hpo("run", "missing.toml", cwd=tmp_path)
     else:
@@ -88,19 +88,19 @@ def test_run_refuses_bad_study_files(tmp_path, content, fragments):
                                      "'nosuchdialect'; use e.g. sqlite:///hpo.db or postgresql+psycopg2://"]),
     ],
 )
-def test_run_refuses_unusable_storage(tmp_path, url, fragments):
+def test_run_refuses_unusable_storage(tmp_path, url, fragments, hpo):
     (tmp_path / "study.toml").write_text(VALID)
     result = hpo("run", "study.toml", "--storage", url, cwd=tmp_path)
     assert_user_error(result, *fragments, cwd=tmp_path)
 
 
-def test_storage_password_is_not_printed(tmp_path):
+def test_storage_password_is_not_printed(tmp_path, hpo):
     (tmp_path / "study.toml").write_text(VALID)
     result = hpo("run", "study.toml", "--storage", "postgresql+psycopg2://user:secret@127.0.0.1:1/x", cwd=tmp_path)
     assert result.returncode == 1 and "secret" not in result.stderr and "***" in result.stderr
 
 
-def test_reading_commands_refuse_a_missing_sqlite_file(tmp_path):
+def test_reading_commands_refuse_a_missing_sqlite_file(tmp_path, hpo):
     for command in ("trials", "best"):
         result = hpo(command, cwd=tmp_path)
         assert_user_error(result, "hpo.db", "no such database file", cwd=tmp_path)
@@ -112,7 +112,7 @@ def test_reading_commands_refuse_a_missing_sqlite_file(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["run", "study.toml"], ["trials"]])
-def test_storage_errors_give_the_hint_that_fits_them(tmp_path, command):
+def test_storage_errors_give_the_hint_that_fits_them(tmp_path, command, hpo):
     (tmp_path / "study.toml").write_text(VALID)
     (tmp_path / "notes.txt").write_text("These are notes, not a database.\n")
     unknown = ("Error: storage foo://x: SQLAlchemy has no database dialect 'foo'; use e.g. sqlite:///hpo.db or "
@@ -130,14 +130,14 @@ def test_storage_errors_give_the_hint_that_fits_them(tmp_path, command):
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
-def test_missing_idx_directory_is_named(tmp_path, jobs):
+def test_missing_idx_directory_is_named(tmp_path, jobs, hpo):
     # With --jobs 2 as well: one line from `hpo run` itself before any study exists, not one per worker.
     (tmp_path / "study.toml").write_text(VALID + '[dataset]\nname = "idx"\ndirectory = "no-data"\n')
     result = hpo("run", "study.toml", "--jobs", jobs, cwd=tmp_path)
     assert_user_error(result, "study.toml", "no-data", cwd=tmp_path)
 
 
-def test_run_then_resume_with_a_different_search_space_is_refused(tmp_path):
+def test_run_then_resume_with_a_different_search_space_is_refused(tmp_path, hpo):
     (tmp_path / "study.toml").write_text(
         VALID + 'learning_rate = { low = 1e-3, high = 1e-1, log = true }\nhidden_size = 16\n'
     )
@@ -165,13 +165,13 @@ def test_run_then_resume_with_a_different_search_space_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_an_interrupted_run_keeps_the_database_consistent_and_resumes(tmp_path, signal_number, exit_code):
+def test_an_interrupted_run_keeps_the_database_consistent_and_resumes(tmp_path, signal_number, exit_code, hpo_command,
+                                                                      hpo_environment, run_hpo):
     (tmp_path / "study.toml").write_text(
         'name = "x"\n[budget]\ntrials = 2\n[pruner]\ntype = "none"\n'
         "[parameters]\nepochs = 300\nhidden_size = 32\nbatch_size = 64\n"
     )
-    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
-    process = subprocess.Popen([HPO, "run", "study.toml", "--no-progress"], cwd=tmp_path, env=environment,
+    process = subprocess.Popen([hpo_command, "run", "study.toml", "--no-progress"], cwd=tmp_path, env=hpo_environment(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     storage = f"sqlite:///{tmp_path / 'hpo.db'}"
     deadline = time.monotonic() + 120
@@ -189,14 +189,13 @@ def test_an_interrupted_run_keeps_the_database_consistent_and_resumes(tmp_path, 
     assert process.returncode == exit_code, stderr
     assert "Traceback" not in stderr and "Exception" not in stderr
     # The hint is a command to paste: the program as it was invoked (here its full path).
-    assert f"resume with: {HPO} run study.toml --study-name x" in stderr
+    assert f"resume with: {hpo_command} run study.toml --study-name x" in stderr
 
     study = optuna.load_study(study_name="x", storage=storage)
     interrupted = study.get_trials()[running.number]
     assert interrupted.state == TrialState.FAIL and interrupted.intermediate_values
 
-    resumed = subprocess.run([HPO, "run", "study.toml", "--no-progress"], cwd=tmp_path, env=environment,
-                             capture_output=True, text=True, timeout=600)
+    resumed = run_hpo("run", "study.toml", "--no-progress", cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     states = [trial.state for trial in optuna.load_study(study_name="x", storage=storage).get_trials()]
     # The failed trial stays on record and does not count against the budget of 2 finished trials.
@@ -204,7 +203,7 @@ def test_an_interrupted_run_keeps_the_database_consistent_and_resumes(tmp_path, 
     assert TrialState.RUNNING not in states
 
 
-def test_resuming_a_seeded_study_does_not_replay_its_samples(tmp_path):
+def test_resuming_a_seeded_study_does_not_replay_its_samples(tmp_path, hpo):
     body = ('name = "x"\n[budget]\ntrials = TRIALS\n[sampler]\ntype = "random"\nseed = 0\n'
             "[parameters]\nlearning_rate = { low = 1e-3, high = 1e-1, log = true }\nepochs = 1\nhidden_size = 8\n")
     (tmp_path / "study.toml").write_text(body.replace("TRIALS", "2"))
@@ -216,7 +215,7 @@ def test_resuming_a_seeded_study_does_not_replay_its_samples(tmp_path):
     assert len(rates) == 4 and len(set(rates)) == 4
 
 
-def test_reading_commands_do_not_write_to_a_foreign_database(tmp_path):
+def test_reading_commands_do_not_write_to_a_foreign_database(tmp_path, hpo):
     database = tmp_path / "other.db"
     with sqlite3.connect(database) as connection:
         connection.execute("CREATE TABLE users (id INTEGER)")
@@ -226,7 +225,7 @@ def test_reading_commands_do_not_write_to_a_foreign_database(tmp_path):
     assert database.read_bytes() == before
 
 
-def test_a_study_not_made_by_hpo_is_not_taken_over(tmp_path):
+def test_a_study_not_made_by_hpo_is_not_taken_over(tmp_path, hpo):
     storage = f"sqlite:///{tmp_path / 'hpo.db'}"
     foreign = optuna.create_study(study_name="x", storage=storage, direction="maximize")
     foreign.optimize(lambda trial: trial.suggest_float("a", 0, 1), n_trials=2)
@@ -245,12 +244,12 @@ def test_a_study_not_made_by_hpo_is_not_taken_over(tmp_path):
         ("validation_fraction = 0.001", ["dataset.validation_fraction = 0.001: of 1437 training images it holds out 2"]),
     ],
 )
-def test_dataset_sizes_that_cannot_be_split_name_the_field(tmp_path, dataset, fragments):
+def test_dataset_sizes_that_cannot_be_split_name_the_field(tmp_path, dataset, fragments, hpo):
     (tmp_path / "study.toml").write_text(VALID + f"[dataset]\n{dataset}\n")
     assert_user_error(hpo("run", "study.toml", cwd=tmp_path), "study.toml", *fragments, cwd=tmp_path)
 
 
-def test_stale_lists_running_trials_and_fails_them(tmp_path):
+def test_stale_lists_running_trials_and_fails_them(tmp_path, hpo):
     (tmp_path / "study.toml").write_text(VALID + "[workers]\nheartbeat_interval_seconds = 1\ngrace_period_seconds = 2\n")
     assert hpo("create", "study.toml", cwd=tmp_path).returncode == 0
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'hpo.db'}", heartbeat_interval=1, grace_period=2)
@@ -321,7 +320,7 @@ def test_stale_trial_that_its_worker_finished_meanwhile_is_one_line(tmp_path, mo
     assert trial.state == TrialState.COMPLETE and trial.value == 0.5
 
 
-def test_a_worker_for_a_missing_study_creates_nothing(tmp_path):
+def test_a_worker_for_a_missing_study_creates_nothing(tmp_path, hpo):
     (tmp_path / "study.toml").write_text(VALID)
     result = hpo("worker", "study.toml", cwd=tmp_path)
     assert_user_error(result, "hpo.db", "no such database file", cwd=tmp_path)
@@ -331,7 +330,7 @@ def test_a_worker_for_a_missing_study_creates_nothing(tmp_path):
     assert "create it first with `hpo create`" in result.stderr
 
 
-def test_multi_objective_studies_are_listed_but_have_no_single_best(tmp_path):
+def test_multi_objective_studies_are_listed_but_have_no_single_best(tmp_path, hpo):
     storage = f"sqlite:///{tmp_path / 'hpo.db'}"
     study = optuna.create_study(study_name="two", storage=storage, directions=["maximize", "minimize"])
     study.optimize(lambda trial: (trial.suggest_float("a", 0, 1), 1.0), n_trials=2)
@@ -342,7 +341,7 @@ def test_multi_objective_studies_are_listed_but_have_no_single_best(tmp_path):
     assert best.returncode == 1 and "has 2 objectives" in best.stderr and "Traceback" not in best.stderr
 
 
-def test_studies_lists_every_study_with_counts_and_best(tmp_path):
+def test_studies_lists_every_study_with_counts_and_best(tmp_path, hpo):
     storage = f"sqlite:///{tmp_path / 'hpo.db'}"
     optuna.storages.RDBStorage(storage)  # the tables, no study
     empty = hpo("studies", cwd=tmp_path)
@@ -370,7 +369,7 @@ def test_studies_lists_every_study_with_counts_and_best(tmp_path):
     assert csv_lines[1].startswith("a,minimize,2,1,1,0,0,1.0,1,")
 
 
-def test_trials_of_a_storage_with_several_studies_lists_them_all(tmp_path):
+def test_trials_of_a_storage_with_several_studies_lists_them_all(tmp_path, hpo):
     storage = f"sqlite:///{tmp_path / 'hpo.db'}"
     for name, count in (("a", 2), ("b", 1)):
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
@@ -385,7 +384,7 @@ def test_trials_of_a_storage_with_several_studies_lists_them_all(tmp_path):
     assert len(only_b) == 1 and "study" not in only_b[0]
 
 
-def test_run_summary_counts_the_epochs_pruning_saved(tmp_path):
+def test_run_summary_counts_the_epochs_pruning_saved(tmp_path, hpo):
     # Every trial falls under the threshold after epoch 1 of 3 and is pruned: 2 of 6 epochs trained.
     (tmp_path / "study.toml").write_text(
         'name = "x"\n[budget]\ntrials = 2\n[pruner]\ntype = "threshold"\nlower = 1.5\n'
@@ -415,7 +414,7 @@ def test_run_summary_counts_the_epochs_pruning_saved(tmp_path):
         (["nosuch"], "Error: No such command 'nosuch'. (see hpo --help)"),
     ],
 )
-def test_usage_errors_are_one_line(tmp_path, arguments, message):
+def test_usage_errors_are_one_line(tmp_path, arguments, message, hpo):
     result = hpo(*arguments, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == message
@@ -483,7 +482,7 @@ def table_header(lines):
 
 
 @pytest.mark.parametrize("command, width, fields", [("trials", 60, 12), ("studies", 60, 10), ("best", 40, 12)])
-def test_tables_fit_columns_and_csv_stays_complete(tmp_path, command, width, fields):
+def test_tables_fit_columns_and_csv_stays_complete(tmp_path, command, width, fields, hpo):
     wide_study(tmp_path)
     whole = hpo(command, cwd=tmp_path).stdout.splitlines()  # a pipe without $COLUMNS: the whole table
     assert max(map(len, whole)) > width
@@ -504,12 +503,12 @@ def test_tables_fit_columns_and_csv_stays_complete(tmp_path, command, width, fie
     assert len(csv_lines) == 1 + {"trials": 3, "studies": 1, "best": 1}[command]  # header + rows
 
 
-def test_a_terminal_gets_a_table_as_wide_as_itself(tmp_path):
+def test_a_terminal_gets_a_table_as_wide_as_itself(tmp_path, hpo_command, hpo_environment):
     wide_study(tmp_path)
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 70, 0, 0))  # 24 rows, 70 columns
-    environment = {key: value for key, value in os.environ.items() if key not in ("HPO_STORAGE", "COLUMNS", "LINES")}
-    process = subprocess.Popen([HPO, "trials"], cwd=tmp_path, env={**environment, "TERM": "xterm"},
+    process = subprocess.Popen([hpo_command, "trials"], cwd=tmp_path,
+                               env=hpo_environment("COLUMNS", "LINES", TERM="xterm"),
                                stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
     os.close(follower)
     output = b""
@@ -542,7 +541,7 @@ NAME_RULE = ("use ASCII letters, digits, '.', '_' and '-', starting with a lette
         ("narrow", "--name", "../x", "'../x'"),
     ],
 )
-def test_options_that_name_a_new_study_are_checked(tmp_path, command, option, name, shown):
+def test_options_that_name_a_new_study_are_checked(tmp_path, command, option, name, shown, hpo):
     (tmp_path / "study.toml").write_text(VALID)
     extra = ["--top", "1"] if command == "narrow" else []
     result = hpo(command, "study.toml", *extra, option, name, cwd=tmp_path)
@@ -564,7 +563,7 @@ def hostile_study(folder, name):
     return storage
 
 
-def test_reading_commands_read_a_study_of_any_name_and_evaluate_writes_inside_hpo_models(tmp_path):
+def test_reading_commands_read_a_study_of_any_name_and_evaluate_writes_inside_hpo_models(tmp_path, hpo):
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
     name = "../../escape/x"
@@ -583,7 +582,7 @@ def test_reading_commands_read_a_study_of_any_name_and_evaluate_writes_inside_hp
     assert not (tmp_path / "escape").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a"]
 
 
-def test_evaluate_refuses_a_default_folder_that_a_link_leads_outside_hpo_models(tmp_path):
+def test_evaluate_refuses_a_default_folder_that_a_link_leads_outside_hpo_models(tmp_path, hpo):
     storage = hostile_study(tmp_path, "x")
     (tmp_path / "hpo-models").mkdir()
     (tmp_path / "elsewhere").mkdir()
@@ -595,7 +594,7 @@ def test_evaluate_refuses_a_default_folder_that_a_link_leads_outside_hpo_models(
     assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
-def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path):
+def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path, hpo):
     missing = f"sqlite:///{tmp_path / 'missing.db'}"
     plain = hpo("trials", "--storage", missing, cwd=tmp_path)
     assert plain.returncode == 1 and plain.stdout == ""

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import HPO
 from optuna.trial import TrialState
 
 from hpo.config.spec import load_spec
@@ -58,10 +57,8 @@ CHROMIUM_FLAGS = [
     "--virtual-time-budget=10000",
 ]
 WINDOW = (1280, 900)
-
-
-def environment():
-    return {key: value for key, value in os.environ.items() if key not in ("HPO_STORAGE", "HPO_ARTIFACT_DIR")}
+# Besides HPO_STORAGE, an artifact folder of the caller's shell does not leak into hpo's environment.
+NOT_INHERITED = ("HPO_ARTIFACT_DIR",)
 
 
 def free_port():
@@ -82,22 +79,21 @@ def get_json(url):
 
 
 @pytest.fixture(scope="module")
-def finished_study(tmp_path_factory):
+def finished_study(tmp_path_factory, run_hpo):
     """A finished digits study in hpo.db, its weights in hpo-artifacts/ beside it (the default folder)."""
     folder = tmp_path_factory.mktemp("study")
     (folder / "study.toml").write_text(STUDY)
-    result = subprocess.run([HPO, "run", "study.toml", "--no-progress"], cwd=folder, env=environment(),
-                            capture_output=True, text=True, timeout=300)
+    result = run_hpo("run", "study.toml", "--no-progress", cwd=folder, unset=NOT_INHERITED)
     assert result.returncode == 0, result.stderr
     assert f"artifacts: {folder / 'hpo-artifacts'} (weights of completed trials)" in result.stdout
     return folder
 
 
-def start_dashboard(folder, port, *arguments):
+def start_dashboard(hpo_command, environment, folder, port, *arguments):
     log = open(folder / f"dashboard-{port}.log", "w")
     # SIGINT at its default (a shell may start background jobs with it ignored): the test sends Ctrl-C.
     process = subprocess.Popen(
-        [HPO, "dashboard", "--port", str(port), *arguments], cwd=folder, env=environment(),
+        [hpo_command, "dashboard", "--port", str(port), *arguments], cwd=folder, env=environment,
         stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -112,10 +108,10 @@ def stop(process):
 
 
 @pytest.fixture(scope="module")
-def dashboard(finished_study):
+def dashboard(finished_study, hpo_command, hpo_environment):
     """The base URL of `hpo dashboard` on the finished study (default storage and artifact folder)."""
     port = free_port()
-    process = start_dashboard(finished_study, port)
+    process = start_dashboard(hpo_command, hpo_environment(*NOT_INHERITED), finished_study, port)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -256,9 +252,9 @@ def test_chromium_shows_the_study_and_its_trials(dashboard, tmp_path):
     assert distinct_rows > height // 4, "the screenshot is (nearly) blank"
 
 
-def test_dashboard_refuses_a_missing_sqlite_file(tmp_path):
-    result = subprocess.run([HPO, "dashboard", "--storage", f"sqlite:///{tmp_path}/missing.db"], cwd=tmp_path,
-                            env=environment(), capture_output=True, text=True, timeout=60)
+def test_dashboard_refuses_a_missing_sqlite_file(tmp_path, run_hpo):
+    result = run_hpo("dashboard", "--storage", f"sqlite:///{tmp_path}/missing.db", cwd=tmp_path, unset=NOT_INHERITED,
+                     timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     lines = result.stderr.strip().splitlines()
@@ -267,12 +263,11 @@ def test_dashboard_refuses_a_missing_sqlite_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_dashboard_names_a_port_in_use(finished_study):
+def test_dashboard_names_a_port_in_use(finished_study, run_hpo):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([HPO, "dashboard", "--port", str(port)], cwd=finished_study, env=environment(),
-                                capture_output=True, text=True, timeout=60)
+        result = run_hpo("dashboard", "--port", str(port), cwd=finished_study, unset=NOT_INHERITED, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"Error: cannot serve on 127.0.0.1:{port}: Address already in use" in result.stderr

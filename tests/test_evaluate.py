@@ -2,13 +2,10 @@
 
 import copy
 import json
-import os
-import subprocess
 
 import numpy as np
 import optuna
 import pytest
-from conftest import HPO
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
@@ -44,18 +41,12 @@ epochs = 5
 """
 
 
-def hpo(*arguments, cwd):
-    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
-    return subprocess.run([HPO, *arguments], cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=300)
-
-
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, run_hpo):
     """A finished 6-trial digits study in ./hpo.db of a fresh folder."""
     folder = tmp_path_factory.mktemp("evaluate")
     (folder / "tiny.toml").write_text(STUDY)
-    result = hpo("run", "tiny.toml", "--no-progress", cwd=folder)
+    result = run_hpo("run", "tiny.toml", "--no-progress", cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder
 
@@ -64,8 +55,8 @@ def load(folder):
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'hpo.db'}")
 
 
-def test_evaluate_reports_the_test_accuracy_of_the_saved_model(finished):
-    result = hpo("evaluate", "--out", "model", "-f", "json", cwd=finished)
+def test_evaluate_reports_the_test_accuracy_of_the_saved_model(finished, run_hpo):
+    result = run_hpo("evaluate", "--out", "model", "-f", "json", cwd=finished)
     assert result.returncode == 0, result.stderr
     card = json.loads(result.stdout)
     best = load(finished).best_trial
@@ -97,8 +88,8 @@ def test_evaluate_reports_the_test_accuracy_of_the_saved_model(finished):
     assert set(card["versions"]) >= {"python", "numpy", "optuna", "hpo-from-scratch"}
 
 
-def test_evaluate_table_names_test_accuracy_and_where_the_model_is(finished):
-    result = hpo("evaluate", "--out", "table-model", cwd=finished)
+def test_evaluate_table_names_test_accuracy_and_where_the_model_is(finished, run_hpo):
+    result = run_hpo("evaluate", "--out", "table-model", cwd=finished)
     assert result.returncode == 0, result.stderr
     card = json.loads((finished / "table-model" / "model_card.json").read_text())
     assert f"test accuracy: {card['test_accuracy']:.4f} on 360 test images" in result.stdout
@@ -121,11 +112,11 @@ def test_retraining_is_reproducible(finished):
     assert not np.array_equal(other.params["W1"], first.params["W1"])
 
 
-def test_evaluate_a_named_trial_and_refuse_unfinished_ones(finished):
+def test_evaluate_a_named_trial_and_refuse_unfinished_ones(finished, run_hpo):
     study = load(finished)
     complete = [trial.number for trial in study.get_trials() if trial.state == TrialState.COMPLETE]
     other = complete[0] if complete[0] != study.best_trial.number else complete[1]
-    result = hpo("evaluate", "--trial", str(other), "--out", "other", "-f", "json", cwd=finished)
+    result = run_hpo("evaluate", "--trial", str(other), "--out", "other", "-f", "json", cwd=finished)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["trial"] == other
 
@@ -138,7 +129,7 @@ def test_evaluate_a_named_trial_and_refuse_unfinished_ones(finished):
             intermediate_values={1: 0.5} if state == TrialState.PRUNED else {}))
     pruned, failed = len(study.trials) - 2, len(study.trials) - 1
     for number, state in ((pruned, "PRUNED"), (failed, "FAIL"), (999, None)):
-        result = hpo("evaluate", "--trial", str(number), cwd=finished)
+        result = run_hpo("evaluate", "--trial", str(number), cwd=finished)
         assert result.returncode == 1
         assert "Traceback" not in result.stderr
         lines = result.stderr.strip().splitlines()
@@ -150,8 +141,8 @@ def test_evaluate_a_named_trial_and_refuse_unfinished_ones(finished):
             assert "no trial 999" in lines[0]
 
 
-def test_a_changed_weights_file_is_refused(finished, tmp_path):
-    result = hpo("evaluate", "--out", str(tmp_path / "m"), cwd=finished)
+def test_a_changed_weights_file_is_refused(finished, tmp_path, run_hpo):
+    result = run_hpo("evaluate", "--out", str(tmp_path / "m"), cwd=finished)
     assert result.returncode == 0, result.stderr
     weights = tmp_path / "m" / "weights.npz"
     with np.load(weights) as archive:
@@ -162,19 +153,19 @@ def test_a_changed_weights_file_is_refused(finished, tmp_path):
         load_model(tmp_path / "m")
 
 
-def test_a_study_not_made_by_hpo_cannot_be_evaluated(tmp_path):
+def test_a_study_not_made_by_hpo_cannot_be_evaluated(tmp_path, run_hpo):
     storage = f"sqlite:///{tmp_path / 'plain.db'}"
     study = optuna.create_study(study_name="plain", storage=storage, direction="maximize")
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
-    result = hpo("evaluate", "--storage", storage, cwd=tmp_path)
+    result = run_hpo("evaluate", "--storage", storage, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == "Error: study 'plain' was not created by hpo; it cannot be evaluated"
 
 
-def test_evaluate_the_stored_weights_without_retraining(finished):
+def test_evaluate_the_stored_weights_without_retraining(finished, run_hpo):
     study = load(finished)
     best = study.best_trial
-    result = hpo("evaluate", "--stored-weights", "--out", "stored", "-f", "json", cwd=finished)
+    result = run_hpo("evaluate", "--stored-weights", "--out", "stored", "-f", "json", cwd=finished)
     assert result.returncode == 0, result.stderr
     card = json.loads(result.stdout)
     assert card["trial"] == best.number
@@ -191,38 +182,38 @@ def test_evaluate_the_stored_weights_without_retraining(finished):
     assert card["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
-def test_stored_weights_from_a_wrong_folder_are_one_line(finished, tmp_path):
-    result = hpo("evaluate", "--stored-weights", "--artifact-dir", str(tmp_path / "empty"), cwd=finished)
+def test_stored_weights_from_a_wrong_folder_are_one_line(finished, tmp_path, run_hpo):
+    result = run_hpo("evaluate", "--stored-weights", "--artifact-dir", str(tmp_path / "empty"), cwd=finished)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: weights of trial")
     assert "--artifact-dir" in lines[0]
 
 
-def test_a_saved_model_is_not_replaced_without_force(finished):
-    first = hpo("evaluate", "--out", "kept", "-f", "json", cwd=finished)
+def test_a_saved_model_is_not_replaced_without_force(finished, run_hpo):
+    first = run_hpo("evaluate", "--out", "kept", "-f", "json", cwd=finished)
     assert first.returncode == 0, first.stderr
     card = (finished / "kept" / "model_card.json").read_text()
-    again = hpo("evaluate", "--stored-weights", "--out", "kept", cwd=finished)
+    again = run_hpo("evaluate", "--stored-weights", "--out", "kept", cwd=finished)
     assert again.returncode == 1
     assert again.stderr.strip() == "Error: kept already holds a saved model; choose another --out, or --force to replace it"
     assert (finished / "kept" / "model_card.json").read_text() == card
-    forced = hpo("evaluate", "--stored-weights", "--out", "kept", "--force", "-f", "json", cwd=finished)
+    forced = run_hpo("evaluate", "--stored-weights", "--out", "kept", "--force", "-f", "json", cwd=finished)
     assert forced.returncode == 0, forced.stderr
     assert json.loads(forced.stdout)["training"]["mode"].startswith("stored weights")
 
 
-def test_an_unusable_out_folder_fails_before_training(finished):
+def test_an_unusable_out_folder_fails_before_training(finished, run_hpo):
     (finished / "a-file").write_text("not a folder")
-    result = hpo("evaluate", "--out", "a-file/model", cwd=finished)
+    result = run_hpo("evaluate", "--out", "a-file/model", cwd=finished)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("Error: cannot create the model folder a-file/model: ")
     assert "retraining" not in result.stdout
 
 
 @pytest.mark.parametrize("damage", ["truncated weights", "card without data", "card with a bad activation"])
-def test_a_damaged_saved_model_is_one_evaluation_error(finished, tmp_path, damage):
-    result = hpo("evaluate", "--stored-weights", "--out", str(tmp_path / "m"), cwd=finished)
+def test_a_damaged_saved_model_is_one_evaluation_error(finished, tmp_path, damage, run_hpo):
+    result = run_hpo("evaluate", "--stored-weights", "--out", str(tmp_path / "m"), cwd=finished)
     assert result.returncode == 0, result.stderr
     weights, card_path = tmp_path / "m" / "weights.npz", tmp_path / "m" / "model_card.json"
     card = json.loads(card_path.read_text())

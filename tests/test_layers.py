@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-from conftest import numerical_gradient, relative_error
 
 from models.layers import (
     Affine,
@@ -22,24 +21,30 @@ def rng():
     return np.random.default_rng(12345)
 
 
-def check_layer_gradients(layer, x, params, rng, train=True):
-    """Check ``backward`` against central differences of sum(forward(x) * R).
+@pytest.fixture
+def check_layer_gradients(numerical_gradient, relative_error):
+    """``check_layer_gradients(layer, x, params, rng, train=True)``: checks ``backward`` against central
+    differences of sum(forward(x) * R).
 
     ``params`` maps an attribute name of the layer's gradient (e.g. "dW") to the
     parameter array it differentiates. Returns nothing; asserts.
     """
-    out = layer.forward(x, train)
-    weights = rng.standard_normal(out.shape)
 
-    def f():
-        return float(np.sum(layer.forward(x, train) * weights))
+    def check(layer, x, params, rng, train=True):
+        out = layer.forward(x, train)
+        weights = rng.standard_normal(out.shape)
 
-    layer.forward(x, train)
-    dx = layer.backward(weights.copy())
-    analytic = {name: getattr(layer, name).copy() for name in params}
-    assert relative_error(dx, numerical_gradient(f, x)) < 1e-7
-    for name, param in params.items():
-        assert relative_error(analytic[name], numerical_gradient(f, param)) < 1e-7, name
+        def f():
+            return float(np.sum(layer.forward(x, train) * weights))
+
+        layer.forward(x, train)
+        dx = layer.backward(weights.copy())
+        analytic = {name: getattr(layer, name).copy() for name in params}
+        assert relative_error(dx, numerical_gradient(f, x)) < 1e-7
+        for name, param in params.items():
+            assert relative_error(analytic[name], numerical_gradient(f, param)) < 1e-7, name
+
+    return check
 
 
 class TestAffine:
@@ -51,7 +56,7 @@ class TestAffine:
         np.testing.assert_array_equal(out, [[1.0 - 5.0 + 0.5, 2.0 - 6.0 - 0.5]])
         assert out.dtype == np.float32
 
-    def test_gradients(self, rng):
+    def test_gradients(self, rng, check_layer_gradients):
         W, b, x = rng.standard_normal((4, 3)), rng.standard_normal(3), rng.standard_normal((5, 4))
         check_layer_gradients(Affine(W, b), x, {"dW": W, "db": b}, rng)
 
@@ -80,7 +85,7 @@ class TestAffine:
 
 
 @pytest.mark.parametrize("layer_class", [ReLU, Sigmoid, Tanh])
-def test_activation_gradients(layer_class, rng):
+def test_activation_gradients(layer_class, rng, check_layer_gradients):
     x = rng.standard_normal((6, 5))
     x[np.abs(x) < 0.1] = 0.5          # keep away from ReLU's kink at 0
     check_layer_gradients(layer_class(), x, {}, rng)
@@ -119,12 +124,12 @@ class TestBatchNormalization:
             return BatchNormalization(np.ones(d, dtype=dtype), np.zeros(d, dtype=dtype))
         return BatchNormalization(rng.uniform(0.5, 2.0, d).astype(dtype), rng.standard_normal(d).astype(dtype))
 
-    def test_gradients_training_mode(self, rng):
+    def test_gradients_training_mode(self, rng, check_layer_gradients):
         layer = self.make(4, rng=rng)
         x = rng.standard_normal((5, 4)) * 3.0 + 1.0
         check_layer_gradients(layer, x, {"dgamma": layer.gamma, "dbeta": layer.beta}, rng)
 
-    def test_gradients_batch_of_two(self, rng):
+    def test_gradients_batch_of_two(self, rng, check_layer_gradients):
         layer = self.make(3, rng=rng)
         x = rng.standard_normal((2, 3))
         check_layer_gradients(layer, x, {"dgamma": layer.gamma, "dbeta": layer.beta}, rng)
@@ -202,7 +207,7 @@ class TestBatchNormalization:
 
 
 class TestDropout:
-    def test_gradient_with_fixed_mask(self, rng):
+    def test_gradient_with_fixed_mask(self, rng, check_layer_gradients):
         layer = Dropout(0.4, rng=np.random.default_rng(0))
         layer.fixed_mask = True
         x = rng.standard_normal((6, 5))
@@ -291,7 +296,7 @@ class TestDropout:
 
 
 class TestSoftmaxWithLoss:
-    def test_gradient(self, rng):
+    def test_gradient(self, rng, numerical_gradient, relative_error):
         layer = SoftmaxWithLoss()
         x = rng.standard_normal((5, 4)) * 3.0
         t = np.array([0, 3, 1, 1, 2])

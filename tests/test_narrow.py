@@ -1,12 +1,9 @@
 """hpo.results.narrow and `hpo narrow`: narrower log ranges around the best trials, in a file that still loads."""
 
-import os
-import subprocess
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import HPO
 from optuna.trial import TrialState
 
 from hpo.config.spec import load_spec
@@ -38,11 +35,6 @@ epochs = 4
 """
 
 
-def hpo(*arguments, cwd):
-    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
-    return subprocess.run([HPO, *arguments], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300)
-
-
 def assert_user_error(result, *fragments):
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -53,22 +45,22 @@ def assert_user_error(result, *fragments):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, run_hpo):
     """A finished tiny study (8 complete trials, run once per module): its folder and study."""
     folder = tmp_path_factory.mktemp("narrow")
     (folder / "tiny.toml").write_text(STUDY)
-    result = hpo("run", "tiny.toml", "--no-progress", cwd=folder)
+    result = run_hpo("run", "tiny.toml", "--no-progress", cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder, optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'hpo.db'}")
 
 
-def test_narrowed_ranges_contain_the_top_trials_and_are_strictly_narrower(tiny):
+def test_narrowed_ranges_contain_the_top_trials_and_are_strictly_narrower(tiny, run_hpo, hpo_command):
     folder, study = tiny
-    result = hpo("narrow", "tiny.toml", "--top", "3", cwd=folder)
+    result = run_hpo("narrow", "tiny.toml", "--top", "3", cwd=folder)
     assert result.returncode == 0, result.stderr
     path = folder / "tiny-narrow-1.toml"
     assert "wrote tiny-narrow-1.toml (study tiny-narrow-1)" in result.stdout
-    assert f"next: {HPO} run tiny-narrow-1.toml" in result.stdout  # the program as invoked: a command to paste
+    assert f"next: {hpo_command} run tiny-narrow-1.toml" in result.stdout  # the program as invoked: a command to paste
 
     old, new = load_spec(folder / "tiny.toml"), load_spec(path)
     assert new.name == "tiny-narrow-1"
@@ -92,9 +84,9 @@ def test_narrowed_ranges_contain_the_top_trials_and_are_strictly_narrower(tiny):
         assert comment in text
     assert text.startswith("# Narrowed by `hpo narrow` from tiny.toml (study 'tiny'): the top 3 of\n# 8 completed")
 
-    again = hpo("narrow", "tiny.toml", "--top", "3", cwd=folder)
+    again = run_hpo("narrow", "tiny.toml", "--top", "3", cwd=folder)
     assert_user_error(again, "tiny-narrow-1.toml exists; use --force")
-    forced = hpo("narrow", "tiny.toml", "--top", "8", "--force", "--margin", "1", "--name", "fine", cwd=folder)
+    forced = run_hpo("narrow", "tiny.toml", "--top", "8", "--force", "--margin", "1", "--name", "fine", cwd=folder)
     assert forced.returncode == 0, forced.stderr
     widest = load_spec(path).parameters.learning_rate
     rates = [trial.params["learning_rate"] for trial in completed]
@@ -102,12 +94,12 @@ def test_narrowed_ranges_contain_the_top_trials_and_are_strictly_narrower(tiny):
     assert widest.low <= min(rates) < min(rates) * 1.01 and max(rates) <= widest.high < max(rates) * 1.01
 
 
-def test_the_new_study_runs_in_the_same_storage(tiny):
+def test_the_new_study_runs_in_the_same_storage(tiny, run_hpo):
     folder, _ = tiny
-    written = hpo("narrow", "tiny.toml", "--top", "2", "--out", "second.toml", cwd=folder)
+    written = run_hpo("narrow", "tiny.toml", "--top", "2", "--out", "second.toml", cwd=folder)
     assert written.returncode == 0, written.stderr
     (folder / "second.toml").write_text((folder / "second.toml").read_text().replace("trials = 8", "trials = 1"))
-    run = hpo("run", "second.toml", "--no-progress", cwd=folder)
+    run = run_hpo("run", "second.toml", "--no-progress", cwd=folder)
     assert run.returncode == 0, run.stderr
     narrowed = load_spec(folder / "second.toml").parameters.learning_rate
     trial = optuna.load_study(study_name="tiny-narrow-1", storage=f"sqlite:///{folder / 'hpo.db'}").trials[0]
@@ -133,14 +125,14 @@ FIXED_RATES = [("learning_rate = { low = 1e-4, high = 1e-1, log = true }", "lear
     ],
     ids=["too-few-trials", "other-file", "no-log-range", "no-study", "long-default-name"],  # --top 0, --margin 0.5: test_cli
 )
-def test_bad_requests_are_one_error_line(tiny, tmp_path, arguments, edits, fragments):
+def test_bad_requests_are_one_error_line(tiny, tmp_path, arguments, edits, fragments, run_hpo):
     folder, _ = tiny
     text = (folder / "tiny.toml").read_text()
     for old, new in edits:
         assert old in text
         text = text.replace(old, new)
     (tmp_path / "tiny.toml").write_text(text)
-    result = hpo("narrow", "tiny.toml", "--storage", f"sqlite:///{folder / 'hpo.db'}", *arguments, cwd=tmp_path)
+    result = run_hpo("narrow", "tiny.toml", "--storage", f"sqlite:///{folder / 'hpo.db'}", *arguments, cwd=tmp_path)
     assert_user_error(result, *fragments)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.toml"]  # nothing written
 

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-from conftest import numerical_gradient, relative_error
 
 from models.layers import Affine, BatchNormalization, Dropout, ReLU, Sigmoid, Tanh
 from models.network import MultiLayerNet
@@ -32,18 +31,24 @@ def perturb(net, seed=1):
             value += 0.3 * rng.standard_normal(value.shape).astype(value.dtype)
 
 
-def check_network_gradient(net, x, t):
-    freeze_dropout(net)
-    grads = net.gradient(x, t)
-    assert set(grads) == set(net.params)
-    for name, param in net.params.items():
-        numeric = numerical_gradient(lambda: net.loss(x, t, train=True), param)
-        assert grads[name].shape == param.shape
-        assert relative_error(grads[name], numeric) < 1e-6, name
+@pytest.fixture
+def check_network_gradient(numerical_gradient, relative_error):
+    """``check_network_gradient(net, x, t)``: backprop against central differences, parameter by parameter."""
+
+    def check(net, x, t):
+        freeze_dropout(net)
+        grads = net.gradient(x, t)
+        assert set(grads) == set(net.params)
+        for name, param in net.params.items():
+            numeric = numerical_gradient(lambda: net.loss(x, t, train=True), param)
+            assert grads[name].shape == param.shape
+            assert relative_error(grads[name], numeric) < 1e-6, name
+
+    return check
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
-def test_gradient_with_batch_norm_dropout_and_weight_decay(activation):
+def test_gradient_with_batch_norm_dropout_and_weight_decay(activation, check_network_gradient):
     net = MultiLayerNet(6, [5, 4], 3, activation=activation, weight_init="xavier", batch_norm=True,
                         dropout=0.3, weight_decay=0.1, seed=0, dtype=np.float64)
     perturb(net)
@@ -56,14 +61,14 @@ def test_gradient_with_batch_norm_dropout_and_weight_decay(activation):
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
-def test_gradient_plain(activation):
+def test_gradient_plain(activation, check_network_gradient):
     net = MultiLayerNet(6, [5], 3, activation=activation, weight_decay=0.05, seed=1, dtype=np.float64)
     perturb(net)
     x, t = data(n=3)
     check_network_gradient(net, x, t)
 
 
-def test_gradient_batch_of_two_one_hot_labels():
+def test_gradient_batch_of_two_one_hot_labels(check_network_gradient):
     net = MultiLayerNet(5, [4, 4], 3, activation="tanh", batch_norm=True, dropout=0.5, weight_decay=0.2,
                         seed=2, dtype=np.float64)
     perturb(net)
@@ -71,7 +76,7 @@ def test_gradient_batch_of_two_one_hot_labels():
     check_network_gradient(net, x, np.eye(3)[t])
 
 
-def test_gradient_softmax_regression():
+def test_gradient_softmax_regression(check_network_gradient):
     net = MultiLayerNet(6, [], 3, weight_decay=0.1, seed=3, dtype=np.float64)
     assert list(net.params) == ["W1", "b1"]
     assert list(net.layers) == ["Affine1"]

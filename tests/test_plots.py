@@ -7,7 +7,6 @@ import matplotlib.image
 import numpy as np
 import optuna
 import pytest
-from conftest import HPO
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -36,12 +35,12 @@ epochs = 4
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, hpo_command):
     """A finished tiny study, run once per module with `hpo run`: (storage URL, study)."""
     folder = tmp_path_factory.mktemp("tiny")
     (folder / "tiny.toml").write_text(STUDY)
     storage = f"sqlite:///{folder / 'hpo.db'}"
-    result = subprocess.run([HPO, "run", "tiny.toml", "--storage", storage, "--no-progress"], cwd=folder,
+    result = subprocess.run([hpo_command, "run", "tiny.toml", "--storage", storage, "--no-progress"], cwd=folder,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return storage, optuna.load_study(study_name="tiny", storage=storage)
@@ -90,9 +89,9 @@ def failed_study() -> optuna.Study:
     return study
 
 
-def test_plot_writes_five_pngs_of_a_real_study(tiny, tmp_path):
+def test_plot_writes_five_pngs_of_a_real_study(tiny, tmp_path, hpo_command):
     storage, study = tiny
-    result = subprocess.run([HPO, "plot", "--storage", storage, "--out", str(tmp_path / "figures")],
+    result = subprocess.run([hpo_command, "plot", "--storage", storage, "--out", str(tmp_path / "figures")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr and "Traceback" not in result.stderr
@@ -194,9 +193,9 @@ def test_a_multi_objective_study_gives_no_figure(tmp_path):
     assert set(result.skipped.values()) == {"the study has 2 objectives; plots read single-objective studies"}
 
 
-def test_plot_of_a_missing_study_is_one_error_line(tiny, tmp_path):
+def test_plot_of_a_missing_study_is_one_error_line(tiny, tmp_path, hpo_command):
     storage, _ = tiny
-    result = subprocess.run([HPO, "plot", "--storage", storage, "--study-name", "nope", "--out", str(tmp_path)],
+    result = subprocess.run([hpo_command, "plot", "--storage", storage, "--study-name", "nope", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stderr.startswith("Error: no study 'nope'")
     assert len(result.stderr.strip().splitlines()) == 1

@@ -1,11 +1,8 @@
 """hpo.tuning.resources: the memory a machine gives, the smallest network of a study, the refusal of one too large."""
 
-import os
 import re
-import subprocess
 
 import pytest
-from conftest import HPO
 
 from hpo.config.spec import load_spec
 from hpo.tuning.data import prepare_data
@@ -130,15 +127,13 @@ epochs = 1
 
 
 @pytest.mark.parametrize("command", ["run", "worker"])
-def test_a_study_too_large_for_the_machine_is_refused_before_any_trial(tmp_path, digits, command):
+def test_a_study_too_large_for_the_machine_is_refused_before_any_trial(tmp_path, digits, command, run_hpo):
     (tmp_path / "study.toml").write_text(HUGE)
     smallest = smallest_settings(load_spec(tmp_path / "study.toml").parameters, digits)
     needed = trial_memory(smallest, digits)  # 272 GB: 17 billion parameters, 4 arrays of them (SGD)
     if available_memory() > needed / 2:
         pytest.skip(f"this machine has {format_bytes(available_memory())} available")
-    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
-    result = subprocess.run([HPO, command, "study.toml"], cwd=tmp_path, env=environment, capture_output=True,
-                            text=True, timeout=300)
+    result = run_hpo(command, "study.toml", cwd=tmp_path)
     assert result.returncode == 1 and result.stdout == ""
     assert "Traceback" not in result.stderr
     line = result.stderr.strip()

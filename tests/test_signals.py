@@ -20,7 +20,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import HPO
 from optuna.trial import TrialState
 
 POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES_URL")
@@ -54,10 +53,6 @@ storages = [pytest.param("sqlite", id="sqlite"),
             pytest.param("postgres", id="postgres",
                          marks=[pytest.mark.xdist_group("postgres"), pytest.mark.skipif(not POSTGRES_URL, reason="set HPO_TEST_POSTGRES_URL to a PostgreSQL "
                                                                            "URL to run the PostgreSQL cases")])]
-
-
-def environment(storage_url):
-    return {**{key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}, "HPO_STORAGE": storage_url}
 
 
 @pytest.fixture
@@ -114,15 +109,16 @@ class Output:
 
 
 @pytest.mark.parametrize("kind", storages)
-def test_signals_at_random_moments_leave_no_trial_running(study_in, kind):
+def test_signals_at_random_moments_leave_no_trial_running(study_in, kind, hpo_command, hpo_environment, run_hpo):
     rounds = 6 if kind == "sqlite" else 4
     study_file, name, url = study_in(kind, trials=10_000, epochs=2)
-    assert subprocess.run([HPO, "create", str(study_file)], env=environment(url), capture_output=True,
+    environment = hpo_environment(HPO_STORAGE=url)
+    assert subprocess.run([hpo_command, "create", str(study_file)], env=environment, capture_output=True,
                           timeout=120).returncode == 0
     generator = random.Random(0)
     for index in range(rounds):
         signal_number = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)[index % 3]
-        worker = subprocess.Popen([HPO, "worker", str(study_file), "--no-progress"], env=environment(url),
+        worker = subprocess.Popen([hpo_command, "worker", str(study_file), "--no-progress"], env=environment,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         output = Output(worker)
         output.wait_for(r"Trial \d+ finished")  # the loop is running: every moment of it is a target now
@@ -140,8 +136,7 @@ def test_signals_at_random_moments_leave_no_trial_running(study_in, kind):
     # A following worker finishes the exact budget (the file's budget may change; set it just above).
     finished = sum(trial.state in FINISHED for trial in trials_of(name, url))
     study_file.write_text(study_file.read_text().replace("trials = 10000", f"trials = {finished + 3}"))
-    following = subprocess.run([HPO, "worker", str(study_file), "--no-progress"], env=environment(url),
-                               capture_output=True, text=True, timeout=300)
+    following = run_hpo("worker", str(study_file), "--no-progress", env={"HPO_STORAGE": url})
     assert following.returncode == 0, following.stderr
     trials = trials_of(name, url)
     assert sum(trial.state in FINISHED for trial in trials) == finished + 3
@@ -178,9 +173,10 @@ def _alive(pid):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's prctl")
-def test_killing_hpo_run_with_jobs_ends_its_workers(study_in):
+def test_killing_hpo_run_with_jobs_ends_its_workers(study_in, hpo_command, hpo_environment):
     study_file, name, url = study_in("sqlite", trials=4, epochs=5_000)
-    parent = subprocess.Popen([HPO, "run", str(study_file), "--jobs", "2", "--no-progress"], env=environment(url),
+    parent = subprocess.Popen([hpo_command, "run", str(study_file), "--jobs", "2", "--no-progress"],
+                              env=hpo_environment(HPO_STORAGE=url),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     workers = set()
@@ -205,9 +201,10 @@ def test_killing_hpo_run_with_jobs_ends_its_workers(study_in):
     assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 2
 
 
-def test_two_runs_of_one_study_at_once_never_sample_alike(study_in):
+def test_two_runs_of_one_study_at_once_never_sample_alike(study_in, hpo_command, hpo_environment):
     study_file, name, url = study_in("sqlite", trials=12, epochs=15)
-    runs = [subprocess.Popen([HPO, "run", str(study_file), "--no-progress"], env=environment(url),
+    environment = hpo_environment(HPO_STORAGE=url)
+    runs = [subprocess.Popen([hpo_command, "run", str(study_file), "--no-progress"], env=environment,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for run in runs:
         _, stderr = run.communicate(timeout=300)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import HPO
 
 from hpo.store.storage import open_storage
 
@@ -45,15 +44,17 @@ MOUNT_READ_ONLY = ["unshare", "--mount", "--propagation", "private", "--", "sh",
                    'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && exec "$@"', "sh"]
 
 
-def environment(**extra):
-    return {**{key: value for key, value in os.environ.items() if key not in ("HPO_STORAGE", "COLUMNS")}, **extra}
+# Besides HPO_STORAGE, a table width of the caller's shell does not leak into hpo's environment.
+NOT_INHERITED = ("COLUMNS",)
 
 
 class ReadOnly:
     """Runs commands that see one folder read-only (see the module docstring)."""
 
-    def __init__(self, way: str):
+    def __init__(self, way: str, hpo_command: str, hpo_environment):
         self.way = way
+        self.hpo_command = hpo_command
+        self.hpo_environment = hpo_environment
 
     def command(self, folder: Path, arguments: list[str]) -> list[str]:
         if self.way == "mount":
@@ -68,8 +69,9 @@ class ReadOnly:
             folder.chmod(0o555)
 
     def run(self, folder: Path, *arguments: str, cwd: Path, **extra) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(folder, [HPO, *arguments]), cwd=cwd, env=environment(**extra),
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(self.command(folder, [self.hpo_command, *arguments]), cwd=cwd,
+                              env=self.hpo_environment(*NOT_INHERITED, **extra), capture_output=True, text=True,
+                              timeout=300)
 
 
 def shared_folder(prefix: str) -> Path:
@@ -80,20 +82,20 @@ def shared_folder(prefix: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def read_only():
+def read_only(hpo_command, hpo_environment):
     probe = shared_folder("hpo-probe-")
     try:
         reasons = []
         mounted = subprocess.run([*MOUNT_READ_ONLY, str(probe), "sh", "-c", 'touch "$0/x" 2>/dev/null; test ! -e "$0/x"',
                                   str(probe)], capture_output=True, text=True)
         if mounted.returncode == 0:
-            return ReadOnly("mount")
+            return ReadOnly("mount", hpo_command, hpo_environment)
         reasons.append(f"no read-only bind mount ({(mounted.stderr.strip() or 'a write got through')[:120]})")
         if shutil.which("setpriv"):
-            as_nobody = subprocess.run([*NOBODY, HPO, "--version"], capture_output=True, text=True)
+            as_nobody = subprocess.run([*NOBODY, hpo_command, "--version"], capture_output=True, text=True)
             if as_nobody.returncode == 0:
-                return ReadOnly("nobody")
-            reasons.append(f"user nobody cannot run {HPO} ({as_nobody.stderr.strip()[:120]})")
+                return ReadOnly("nobody", hpo_command, hpo_environment)
+            reasons.append(f"user nobody cannot run {hpo_command} ({as_nobody.stderr.strip()[:120]})")
         else:
             reasons.append("no setpriv to run as user nobody")
         pytest.skip("cannot make a folder read-only for root: " + "; ".join(reasons))
@@ -102,14 +104,13 @@ def read_only():
 
 
 @pytest.fixture(scope="module")
-def finished(read_only):
+def finished(read_only, run_hpo):
     """A finished 2-trial study (hpo.db, its weights in hpo-artifacts/), then made read-only; and a writable
     folder for the outputs of the commands."""
     folder, out = shared_folder("hpo-ro-study-"), shared_folder("hpo-ro-out-")
     out.chmod(0o777)
     (folder / "study.toml").write_text(STUDY)
-    result = subprocess.run([HPO, "run", "study.toml", "--no-progress"], cwd=folder, env=environment(),
-                            capture_output=True, text=True, timeout=300)
+    result = run_hpo("run", "study.toml", "--no-progress", cwd=folder, unset=NOT_INHERITED)
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in folder.iterdir()) == ["hpo-artifacts", "hpo.db", "study.toml"]
     read_only.protect(folder)
@@ -124,13 +125,12 @@ def snapshot(folder):
     return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def test_reading_commands_read_a_database_on_a_read_only_mount(read_only, finished, tmp_path):
+def test_reading_commands_read_a_database_on_a_read_only_mount(read_only, finished, tmp_path, run_hpo):
     folder, out = finished
     url = f"sqlite:///{folder / 'hpo.db'}"
     before = snapshot(folder)
     for command in (["trials", "-f", "json"], ["studies", "-f", "json"], ["best", "-f", "json"]):
-        writable = subprocess.run([HPO, *command, "--storage", url], cwd=tmp_path, env=environment(),
-                                  capture_output=True, text=True, timeout=300)
+        writable = run_hpo(*command, "--storage", url, cwd=tmp_path, unset=NOT_INHERITED)
         assert writable.returncode == 0, writable.stderr
         result = read_only.run(folder, *command, "--storage", url, cwd=out)
         assert result.returncode == 0, result.stderr
@@ -149,14 +149,14 @@ def test_reading_commands_read_a_database_on_a_read_only_mount(read_only, finish
     assert evaluated.returncode == 0, evaluated.stderr
     card = json.loads(evaluated.stdout)
     assert card["trial"] == best["number"] and card["validation_accuracy"] == pytest.approx(best["value"])
-    writable = subprocess.run([HPO, "evaluate", "--storage", url, "--stored-weights", "--out", str(tmp_path / "model"),
-                               "-f", "json"], cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300)
+    writable = run_hpo("evaluate", "--storage", url, "--stored-weights", "--out", str(tmp_path / "model"), "-f", "json",
+                       cwd=tmp_path, unset=NOT_INHERITED)
     assert card["test_accuracy"] == json.loads(writable.stdout)["test_accuracy"] > 0.1  # better than chance
     # Nothing was written beside the database: no -wal or -shm file, the same bytes.
     assert snapshot(folder) == before
 
 
-def test_optuna_only_reads_a_read_only_database_at_open(read_only, finished):
+def test_optuna_only_reads_a_read_only_database_at_open(read_only, finished, console_scripts, hpo_environment):
     # Every statement SQLAlchemy runs while the storage opens and the trials are listed, in a process that
     # sees the database read-only.
     folder, out = finished
@@ -172,9 +172,9 @@ def test_optuna_only_reads_a_read_only_database_at_open(read_only, finished):
         "url = storage.engine.url\n"
         "print(json.dumps([is_read_only(storage), url.database, dict(url.query), len(trials), statements]))\n"
     )
-    python = str(Path(HPO).with_name("python"))
-    result = subprocess.run(read_only.command(folder, [python, "-c", script]), cwd=out, env=environment(),
-                            capture_output=True, text=True, timeout=120)
+    python = str(console_scripts / "python")
+    result = subprocess.run(read_only.command(folder, [python, "-c", script]), cwd=out,
+                            env=hpo_environment(*NOT_INHERITED), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     read_only_flag, database, query, count, statements = json.loads(result.stdout)
     assert read_only_flag is True and count == 2
@@ -227,7 +227,7 @@ def test_writers_are_told_the_database_is_read_only(read_only, finished):
         "writable; give another path with --storage or $HPO_STORAGE"]
 
 
-def test_the_dashboard_serves_a_read_only_database(read_only, finished):
+def test_the_dashboard_serves_a_read_only_database(read_only, finished, hpo_command, hpo_environment):
     pytest.importorskip("optuna_dashboard")
     folder, out = finished
     with socket.socket() as probe:
@@ -236,9 +236,10 @@ def test_the_dashboard_serves_a_read_only_database(read_only, finished):
     log = out / f"dashboard-{port}.log"
     with open(log, "w") as stream:
         process = subprocess.Popen(
-            read_only.command(folder, [HPO, "dashboard", "--storage", f"sqlite:///{folder / 'hpo.db'}",
+            read_only.command(folder, [hpo_command, "dashboard", "--storage", f"sqlite:///{folder / 'hpo.db'}",
                                        "--port", str(port)]),
-            cwd=out, env=environment(), stdout=stream, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=out, env=hpo_environment(*NOT_INHERITED), stdout=stream, stderr=subprocess.STDOUT,
+            start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -10,7 +10,6 @@ import textwrap
 import numpy as np
 import optuna
 import pytest
-from conftest import HPO, OPTUNA
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
@@ -51,12 +50,12 @@ seed = 0
 
 
 @pytest.fixture(scope="module")
-def digits_study(tmp_path_factory):
+def digits_study(tmp_path_factory, hpo_command):
     folder = tmp_path_factory.mktemp("digits")
     (folder / "study.toml").write_text(SMALL_DIGITS)
     url = f"sqlite:///{folder / 'study.db'}"
     result = subprocess.run(
-        [HPO, "run", "study.toml", "--storage", url, "--no-progress"],
+        [hpo_command, "run", "study.toml", "--storage", url, "--no-progress"],
         cwd=folder, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
@@ -88,23 +87,23 @@ def test_every_trial_is_persisted_and_some_are_pruned(digits_study):
     assert study.best_value >= 0.95
 
 
-def test_optuna_own_cli_reads_the_database(digits_study):
+def test_optuna_own_cli_reads_the_database(digits_study, optuna_command):
     url, folder, _ = digits_study
     result = subprocess.run(
-        [OPTUNA, "trials", "--storage", url, "--study-name", "digits_small", "-f", "json"],
+        [optuna_command, "trials", "--storage", url, "--study-name", "digits_small", "-f", "json"],
         cwd=folder, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 14
 
 
-def test_hpo_trials_and_best_formats(digits_study):
+def test_hpo_trials_and_best_formats(digits_study, hpo_command):
     url, folder, run = digits_study
     study = optuna.load_study(study_name="digits_small", storage=url)
     assert f"best trial: {study.best_trial.number}, value {study.best_value:.4f}" in run.stdout
 
     def hpo(*arguments):
-        result = subprocess.run([HPO, *arguments, "--storage", url],
+        result = subprocess.run([hpo_command, *arguments, "--storage", url],
                                 cwd=folder, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         return result.stdout
@@ -169,7 +168,7 @@ def test_same_seed_same_trial_values(tmp_path):
     assert other[0] == first[0] and all(a != b for a, b in zip(other[1], first[1]))
 
 
-def test_no_trial_starts_after_the_timeout(tmp_path):
+def test_no_trial_starts_after_the_timeout(tmp_path, hpo_command):
     (tmp_path / "study.toml").write_text(textwrap.dedent("""
         name = "timed"
         [budget]
@@ -188,7 +187,7 @@ def test_no_trial_starts_after_the_timeout(tmp_path):
         epochs = 4
     """))
     url = f"sqlite:///{tmp_path / 'timed.db'}"
-    result = subprocess.run([HPO, "run", "study.toml", "--storage", url, "--no-progress"],
+    result = subprocess.run([hpo_command, "run", "study.toml", "--storage", url, "--no-progress"],
                             check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "stopped: timeout of 2 s reached" in result.stdout

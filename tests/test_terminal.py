@@ -14,7 +14,6 @@ import time
 
 import optuna
 import pytest
-from conftest import HPO
 
 import hpo.cli.common
 
@@ -58,34 +57,39 @@ def screen_rows(raw: str) -> list[str]:
     return rows
 
 
-def run_in_terminal(arguments, cwd, timeout=300):
-    """Run hpo with stderr on a pseudo-terminal (so tqdm draws its bar); returns (exit code, stderr rows)."""
-    leader, follower = pty.openpty()
-    # A new pseudo-terminal is 0 x 0; a real one has a size, which tqdm fits its bar to.
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
-    process = subprocess.Popen([HPO, *arguments], cwd=cwd, env=environment,
-                               stdout=subprocess.DEVNULL, stderr=follower, close_fds=True)
-    os.close(follower)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([leader], [], [], timeout)
-        if not ready:
-            process.kill()
-            raise AssertionError("no output for too long")
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the terminal closed: the process is gone
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    return process.wait(timeout=60), screen_rows(b"".join(chunks).decode(errors="replace"))
+@pytest.fixture
+def run_in_terminal(hpo_command, hpo_environment):
+    """``run_in_terminal(arguments, cwd, timeout=300)``: runs hpo with stderr on a pseudo-terminal (so tqdm draws
+    its bar); returns (exit code, stderr rows)."""
+
+    def run(arguments, cwd, timeout=300):
+        leader, follower = pty.openpty()
+        # A new pseudo-terminal is 0 x 0; a real one has a size, which tqdm fits its bar to.
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        process = subprocess.Popen([hpo_command, *arguments], cwd=cwd, env=hpo_environment(),
+                                   stdout=subprocess.DEVNULL, stderr=follower, close_fds=True)
+        os.close(follower)
+        chunks = []
+        while True:
+            ready, _, _ = select.select([leader], [], [], timeout)
+            if not ready:
+                process.kill()
+                raise AssertionError("no output for too long")
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(leader)
+        return process.wait(timeout=60), screen_rows(b"".join(chunks).decode(errors="replace"))
+
+    return run
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
-def test_progress_bar_and_log_lines_never_share_a_row(tmp_path, jobs):
+def test_progress_bar_and_log_lines_never_share_a_row(tmp_path, jobs, run_in_terminal):
     (tmp_path / "study.toml").write_text(STUDY)
     code, rows = run_in_terminal(["run", "study.toml", "--jobs", jobs, "--blas-threads", "1"], tmp_path)
     assert code == 0, "\n".join(rows)
@@ -118,11 +122,10 @@ def test_printed_commands_are_the_program_as_invoked_and_quoted(monkeypatch, tmp
     assert hpo.cli.common.command_line("trials") == f"{shlex.quote(sys.executable)} -m hpo.cli trials"
 
 
-def test_the_resume_hint_of_a_file_with_a_space_can_be_pasted(tmp_path):
+def test_the_resume_hint_of_a_file_with_a_space_can_be_pasted(tmp_path, hpo_command, hpo_environment):
     (tmp_path / "my study.toml").write_text(STUDY.replace("epochs = 30", "epochs = 3000"))
-    environment = {key: value for key, value in os.environ.items() if key != "HPO_STORAGE"}
-    process = subprocess.Popen([HPO, "run", "my study.toml", "--no-progress"], cwd=tmp_path, env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([hpo_command, "run", "my study.toml", "--no-progress"], cwd=tmp_path,
+                               env=hpo_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     storage = f"sqlite:///{tmp_path / 'hpo.db'}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until the worker runs a trial
@@ -136,7 +139,7 @@ def test_the_resume_hint_of_a_file_with_a_space_can_be_pasted(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     hint = stderr.split("resume with: ", 1)[1].strip()
-    assert shlex.split(hint) == [HPO, "run", "my study.toml", "--study-name", "terminal"]
+    assert shlex.split(hint) == [hpo_command, "run", "my study.toml", "--study-name", "terminal"]
 
 
 @pytest.mark.parametrize("jobs, threads, cores, warned", [(64, 1, 2, True), (2, 1, 2, False), (1, 4, 2, True),
@@ -167,10 +170,10 @@ def _catches(pid: int, signal_number: int) -> bool:
 
 
 @pytest.mark.parametrize("signal_number", [2, 15])
-def test_a_signal_while_hpo_starts_is_one_line(tmp_path, signal_number):
+def test_a_signal_while_hpo_starts_is_one_line(tmp_path, signal_number, hpo_command):
     # The first handler Python itself installs (SIGINT's KeyboardInterrupt) prints a traceback during
     # the imports; hpo's own takes over before them, so the moment it appears is the earliest one.
-    process = subprocess.Popen([HPO, "studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}"],
+    process = subprocess.Popen([hpo_command, "studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not _catches(process.pid, 15) and time.monotonic() < deadline:

@@ -11,7 +11,6 @@ import subprocess
 
 import optuna
 import pytest
-from conftest import HPO
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -139,7 +138,7 @@ def test_a_trial_started_after_the_budget_was_claimed_ends_not_run_without_train
 
 
 def test_a_trial_failed_by_hand_while_its_worker_stores_it_stays_failed_and_is_retried_once(
-        study_and_spec, monkeypatch, caplog, tmp_path):
+        study_and_spec, monkeypatch, caplog, tmp_path, hpo_command):
     study, storage, spec = study_and_spec
     url = f"sqlite:///{tmp_path / 'study.db'}"
     victims = []
@@ -150,7 +149,7 @@ def test_a_trial_failed_by_hand_while_its_worker_stores_it_stays_failed_and_is_r
         if state == TrialState.COMPLETE and not victims:
             number = self.get_trial(trial_id).number
             victims.append(number)
-            result = subprocess.run([HPO, "stale", "--storage", url, "--trial", str(number)],
+            result = subprocess.run([hpo_command, "stale", "--storage", url, "--trial", str(number)],
                                     capture_output=True, text=True, timeout=120, check=False)
             assert result.returncode == 0, result.stderr
             assert f"trial {number}: marked FAIL by hand" in result.stdout

@@ -22,7 +22,6 @@ import optuna
 import pytest
 import sqlalchemy
 import yaml
-from conftest import BIN, assert_each_trial_finished_by_one_worker, worker_id
 from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +35,10 @@ pytestmark = [
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def compose_service(name: str, study_file: Path, storage_url: str) -> tuple[list[str], dict[str, str]]:
-    """The service's command (entrypoint + command) and environment, as docker compose would run them."""
+def compose_service(console_scripts: Path, name: str, study_file: Path,
+                    storage_url: str) -> tuple[list[str], dict[str, str]]:
+    """The service's command (entrypoint + command) and environment, as docker compose would run them, with the
+    console script of ``console_scripts``."""
     service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][name]
     variables = {"HPO_STUDY_FILE": str(study_file), "POSTGRES_PASSWORD": ""}
 
@@ -46,7 +47,7 @@ def compose_service(name: str, study_file: Path, storage_url: str) -> tuple[list
 
     entrypoint = service.get("entrypoint", ["hpo"])
     command = [interpolate(part) for part in [*entrypoint, *service.get("command", [])]]
-    command[0] = str(BIN / command[0])  # the console script of this environment
+    command[0] = str(console_scripts / command[0])  # the console script of this environment
     environment = {key: interpolate(value) for key, value in service.get("environment", {}).items()}
     assert environment["HPO_STORAGE"].startswith("postgresql+psycopg2://hpo:@postgres:5432/hpo")
     environment["HPO_STORAGE"] = storage_url
@@ -102,13 +103,13 @@ def study_factory(tmp_path):
             pass
 
 
-def start(service: str, study_file: Path, storage_url: str = None) -> subprocess.Popen:
-    command, environment = compose_service(service, study_file, storage_url or POSTGRES_URL)
+def start(console_scripts: Path, service: str, study_file: Path, storage_url: str = None) -> subprocess.Popen:
+    command, environment = compose_service(console_scripts, service, study_file, storage_url or POSTGRES_URL)
     return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def create(study_file: Path) -> None:
-    process = start("create-study", study_file)
+def create(console_scripts: Path, study_file: Path) -> None:
+    process = start(console_scripts, "create-study", study_file)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
 
@@ -142,12 +143,12 @@ def running_trial_with_epochs(name: str):
     return None
 
 
-def two_workers_and_a_running_trial(study_file: Path, name: str):
+def two_workers_and_a_running_trial(console_scripts: Path, study_file: Path, name: str):
     """Create the study, start two workers, wait for a trial with an epoch done: (workers by pid, trial, its pid)."""
-    create(study_file)
+    create(console_scripts, study_file)
     workers = {}
     for _ in range(2):
-        process = start("worker", study_file)
+        process = start(console_scripts, "worker", study_file)
         workers[process.pid] = process
     victim = wait_for(lambda: running_trial_with_epochs(name))
     return workers, victim, int(victim.user_attrs["worker"].rsplit(":", 1)[1])
@@ -164,10 +165,11 @@ def hpo_connections() -> dict[str, int]:
     return dict(rows)
 
 
-def test_four_workers_share_one_budget_exactly(study_factory):
+def test_four_workers_share_one_budget_exactly(study_factory, console_scripts, worker_id,
+                                               assert_each_trial_finished_by_one_worker):
     study_file, name = study_factory(trials=40, epochs=3)
-    create(study_file)
-    workers = [start("worker", study_file) for _ in range(4)]
+    create(console_scripts, study_file)
+    workers = [start(console_scripts, "worker", study_file) for _ in range(4)]
     wait_for(lambda: len(load(name).get_trials()) >= 4)
     connections = [hpo_connections() for _ in range(10) if not time.sleep(0.2)]
     results = finish(workers)
@@ -198,9 +200,9 @@ def test_four_workers_share_one_budget_exactly(study_factory):
         worker_id(process.pid) for process in workers}
 
 
-def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(study_factory):
+def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(study_factory, console_scripts):
     study_file, name = study_factory(trials=10, epochs=60)
-    workers, victim, pid = two_workers_and_a_running_trial(study_file, name)
+    workers, victim, pid = two_workers_and_a_running_trial(console_scripts, study_file, name)
     workers[pid].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     workers.pop(pid).wait()
@@ -217,9 +219,9 @@ def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(st
     assert len([t for t in trials if t.state in FINISHED]) == 10
 
 
-def test_sigint_fails_the_worker_s_trial_at_once_and_the_others_finish(study_factory):
+def test_sigint_fails_the_worker_s_trial_at_once_and_the_others_finish(study_factory, console_scripts):
     study_file, name = study_factory(trials=8, epochs=60)
-    workers, victim, pid = two_workers_and_a_running_trial(study_file, name)
+    workers, victim, pid = two_workers_and_a_running_trial(console_scripts, study_file, name)
     interrupted = workers.pop(pid)
     interrupted.send_signal(signal.SIGINT)
     _, stderr = interrupted.communicate(timeout=60)
@@ -233,10 +235,10 @@ def test_sigint_fails_the_worker_s_trial_at_once_and_the_others_finish(study_fac
 
 @pytest.mark.skipif(shutil.which("pg_ctlcluster") is None or os.geteuid() != 0,
                     reason="restarting PostgreSQL needs the local cluster (pg_ctlcluster) and root")
-def test_workers_ride_out_a_postgresql_restart(study_factory):
+def test_workers_ride_out_a_postgresql_restart(study_factory, console_scripts):
     study_file, name = study_factory(trials=16, epochs=25)
-    create(study_file)
-    workers = [start("worker", study_file) for _ in range(2)]
+    create(console_scripts, study_file)
+    workers = [start(console_scripts, "worker", study_file) for _ in range(2)]
     wait_for(lambda: len(load(name).get_trials(states=FINISHED)) >= 3)
     before = {t.number: t.value for t in load(name).get_trials(states=FINISHED)}
     version = sorted(os.listdir("/etc/postgresql"))[-1]
@@ -250,7 +252,7 @@ def test_workers_ride_out_a_postgresql_restart(study_factory):
     assert len(after) == 16
 
 
-def test_two_racing_creates_on_a_fresh_database_make_one_study(tmp_path):
+def test_two_racing_creates_on_a_fresh_database_make_one_study(tmp_path, console_scripts):
     database = f"hpo_race_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -258,7 +260,7 @@ def test_two_racing_creates_on_a_fresh_database_make_one_study(tmp_path):
     fresh_url = sqlalchemy.engine.make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
     try:
         study_file, name = write_study(tmp_path, trials=4, epochs=2)
-        creators = [start("create-study", study_file, fresh_url) for _ in range(2)]
+        creators = [start(console_scripts, "create-study", study_file, fresh_url) for _ in range(2)]
         results = finish(creators)
         assert [code for code, _ in results] == [0, 0], results
         assert optuna.get_all_study_names(fresh_url) == [name]
