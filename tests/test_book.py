@@ -238,13 +238,13 @@ def test_book_command_refuses_a_bad_storage(tmp_path, hpo_command):
     assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
 
 
-def test_book_command_runs_only_the_sections_asked_for(tmp_path):
+def test_book_command_runs_only_the_sections_asked_for(tmp_path, hpo_command):
     out = tmp_path / "figures"
-    result = subprocess.run([HPO, "book", "--out", str(out), "--section", "6.1.7", "--no-progress"],
+    result = subprocess.run([hpo_command, "book", "--out", str(out), "--section", "6.1.7", "--no-progress"],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert [row["section"] for row in json.loads((out / "findings.json").read_text())] == ["6.1.7"]
     assert sorted(path.name for path in out.glob("*.png")) == ["1_optimizer_paths.png"]
-    refused = subprocess.run([HPO, "book", "--out", str(out), "--section", "6.9"], capture_output=True, text=True,
+    refused = subprocess.run([hpo_command, "book", "--out", str(out), "--section", "6.9"], capture_output=True, text=True,
                              timeout=120, check=False)
     assert refused.returncode == 2 and "'--section'" in refused.stderr
