@@ -7,6 +7,7 @@ running the command as the unprivileged user nobody; the tests skip, saying why,
 machine allows neither.
 """
 
+import datetime
 import json
 import os
 import shutil
@@ -15,12 +16,14 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from hpo.store.storage import open_storage
 
@@ -296,3 +299,32 @@ def test_a_write_ahead_log_without_its_index_is_refused_on_a_read_only_folder(re
             for item in (path, *path.rglob("*")):
                 item.chmod(0o755)
             shutil.rmtree(path)
+
+
+def test_a_queued_trial_is_taken_by_one_worker_only(tmp_path):
+    # Workers racing for queued trials (retries, enqueued points), each with its own connection:
+    # on SQLite, Optuna's read-then-write let two of them take one trial.
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="race")
+    for index in range(40):
+        study.enqueue_trial({"x": float(index)})
+    waiting = [trial._trial_id for trial in study.get_trials()]
+    taken: dict[int, list[int]] = {trial_id: [] for trial_id in waiting}
+    barrier = threading.Barrier(4)
+
+    def worker(number: int) -> None:
+        storage = open_storage(url)
+        barrier.wait()
+        for trial_id in waiting:
+            if storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                taken[trial_id].append(number)
+
+    threads = [threading.Thread(target=worker, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {trial_id: len(workers) for trial_id, workers in taken.items()} == dict.fromkeys(waiting, 1)
+    started = optuna.load_study(study_name="race", storage=url).get_trials()
+    assert all(trial.state == TrialState.RUNNING for trial in started)
+    assert all(abs((datetime.datetime.now() - trial.datetime_start).total_seconds()) < 60 for trial in started)

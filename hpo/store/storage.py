@@ -146,6 +146,33 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
                 sqlalchemy.select(heartbeats.c.trial_id).where(heartbeats.c.trial_id.in_(old))).scalars())
         return stale + [trial_id for trial_id in old if trial_id not in beating and trial_id not in stale]
 
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        """Optuna's write of a trial's state, with taking a WAITING trial made atomic.
+
+        ``study.ask()`` takes a queued (WAITING) trial by setting it RUNNING; Optuna
+        reads the trial's state and then writes, relying on ``SELECT ... FOR UPDATE``.
+        SQLite has no row locks (SQLAlchemy drops ``FOR UPDATE`` there), so two workers
+        could both read WAITING and both take the trial: seen as one trial finished by
+        two workers.  Here that write is one conditional ``UPDATE ... WHERE state =
+        WAITING``, which only one worker can win on any database.
+
+        Returns
+        -------
+        bool
+            For RUNNING, whether this call took the trial; otherwise as Optuna's.
+        """
+        if state != TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state, values)
+        trials = optuna_models.TrialModel.__table__
+        started = datetime.datetime.now().astimezone(datetime.timezone.utc).replace(tzinfo=None)  # as Optuna stores it
+        with self.engine.begin() as connection:
+            taken = connection.execute(
+                trials.update()
+                .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                .values(state=TrialState.RUNNING, datetime_start=started)
+            ).rowcount
+        return taken == 1
+
     def set_trial_user_attrs(self, trial_id: int, attributes: dict[str, Any]) -> None:
         """Write several user attributes of a running trial in one transaction (one commit, not one each).
 

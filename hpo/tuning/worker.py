@@ -201,7 +201,7 @@ def _claimed_before(study: optuna.Study, number: int) -> int:
 
 def run_worker(
     study: optuna.Study,
-    storage: RetryingStorage,
+    storage: RetryingStorage | HeartbeatStorage,
     spec: StudySpec,
     data: TuningData,
     *,
