@@ -108,3 +108,18 @@ def test_qmc_trial_n_takes_point_n_whatever_the_shared_counter_says():
     clean, raced = run(False), run(True)
     assert raced == clean
     assert len(set(clean)) == 8
+
+
+def test_qmc_first_trials_differ_though_they_come_before_the_search_space():
+    # Until a trial completes, QMC samples with its independent sampler; a failed first trial and
+    # its successor (a resume, or a second process) drew the same values from RandomSampler(seed).
+    study = optuna.create_study(sampler=build_sampler("qmc", {"seed": 3}, SPACE))
+    values = []
+    for _ in range(3):
+        trial = study.ask()
+        values.append(trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert len(set(values)) == 3
+    again = optuna.create_study(sampler=build_sampler("qmc", {"seed": 3}, SPACE))
+    trial = again.ask()
+    assert trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True) == values[0]  # still reproducible

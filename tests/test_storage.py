@@ -23,6 +23,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from hpo.store.storage import open_storage
@@ -328,3 +329,31 @@ def test_a_queued_trial_is_taken_by_one_worker_only(tmp_path):
     started = optuna.load_study(study_name="race", storage=url).get_trials()
     assert all(trial.state == TrialState.RUNNING for trial in started)
     assert all(abs((datetime.datetime.now() - trial.datetime_start).total_seconds()) < 60 for trial in started)
+
+
+def test_opening_waits_for_a_server_that_dropped_the_connection_but_not_for_a_wrong_address(monkeypatch):
+    from hpo.store import storage as storage_module
+
+    def operational(message):
+        return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(message))
+
+    assert storage_module._dropped(operational("server closed the connection unexpectedly"))
+    assert storage_module._dropped(optuna.exceptions.StorageInternalError("commit failed")) is False
+    wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+    wrapped.__cause__ = operational("terminating connection due to administrator command")
+    assert storage_module._dropped(wrapped)
+    assert not storage_module._dropped(operational('connection to server at "127.0.0.1", port 1 failed: Connection refused'))
+    # A server that drops the first two attempts is waited out, then the storage opens.
+    calls = []
+    real = storage_module.HeartbeatStorage.__init__
+
+    def flaky(self, *arguments, **keywords):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise operational("server closed the connection unexpectedly")
+        real(self, *arguments, **keywords)
+
+    monkeypatch.setattr(storage_module.HeartbeatStorage, "__init__", flaky)
+    monkeypatch.setattr(storage_module.time, "sleep", lambda seconds: None)
+    assert open_storage("sqlite:///:memory:".replace(":memory:", "/tmp/hpo-dropped-test.db")) is not None
+    assert len(calls) == 3

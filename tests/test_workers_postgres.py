@@ -170,7 +170,7 @@ def started_here(pid: int) -> bool:
 
 def hpo_connections() -> dict[str, int]:
     """Connections per hpo process started by this test (application_name 'hpo host:pid')."""
-    engine = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    engine = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with engine.connect() as connection:
         rows = connection.execute(sqlalchemy.text(
             "SELECT application_name, count(*) FROM pg_stat_activity "
@@ -271,7 +271,7 @@ def test_workers_ride_out_a_postgresql_restart(study_factory, console_scripts):
 
 def test_two_racing_creates_on_a_fresh_database_make_one_study(tmp_path, console_scripts):
     database = f"hpo_race_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as connection:
         connection.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
     fresh_url = sqlalchemy.engine.make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import socketserver
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -49,8 +50,8 @@ def dashboard(storage: str | None, artifact_dir: str | None, host: str, port: in
     click.echo(f"dashboard: http://{host}:{port}/dashboard (Ctrl-C stops it)")
 
     def stop(signal_number: int, frame: object) -> None:
-        # shutdown() waits for serve_forever() to return, so it runs in a thread of its own; the
-        # request being served finishes first (an exception raised into it would print a traceback).
+        # shutdown() waits for serve_forever() to return, so it runs in a thread of its own; requests
+        # being served are left to their threads (an exception raised into one would print a traceback).
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     # Ctrl-C, and SIGTERM (docker stop, kubectl delete) and SIGHUP like it, stop the server.
@@ -65,7 +66,7 @@ def dashboard(storage: str | None, artifact_dir: str | None, host: str, port: in
 
 def _server(host: str, port: int, app: Callable[..., Any]) -> WSGIServer:
     """A WSGI server for ``app`` on ``host:port`` (the standard library's, as optuna-dashboard's
-    ``run_server`` uses through bottle), logging each request on stderr.
+    ``run_server`` uses through bottle, with a thread per request), logging each request on stderr.
 
     Raises
     ------
@@ -73,8 +74,11 @@ def _server(host: str, port: int, app: Callable[..., Any]) -> WSGIServer:
         The address is in use or not one of this machine.
     """
 
-    class Server(WSGIServer):
+    class Server(socketserver.ThreadingMixIn, WSGIServer):
+        # A thread per request, so that a client that never finishes its request cannot hold up
+        # shutdown(); daemon threads end with the process.
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        daemon_threads = True
 
     return make_server(host, port, app, server_class=Server, handler_class=WSGIRequestHandler)
 

@@ -29,6 +29,7 @@ from hpo.cli.common import (
     warn_oversubscription,
 )
 from hpo.config.spec import HeartbeatSettings, Workers, load_spec
+from hpo.errors import HpoError
 from hpo.results.report import write_rows
 from hpo.results.summary import state_counts, study_savings
 from hpo.store import record
@@ -147,6 +148,11 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
     study = load_study(storage, study_name)
     workers = Workers.model_validate(record.stored_worker_settings(study))
     grace_period = grace_period or workers.grace_period_seconds
+    if fail_stale and grace_period < 2 * workers.heartbeat_interval_seconds:
+        # Younger heartbeats than that belong to live workers: failing them would fail healthy trials.
+        raise HpoError(f"--grace-period {grace_period} is shorter than twice the study's heartbeat interval "
+                       f"({workers.heartbeat_interval_seconds} s); give at least "
+                       f"{2 * workers.heartbeat_interval_seconds}")
     heartbeat = HeartbeatSettings(min(workers.heartbeat_interval_seconds, grace_period // 2), grace_period,
                                   workers.max_retry)
     opened = open_storage(url, must_exist=True, heartbeat=heartbeat, read_only_ok=not (fail_stale or trial_numbers))

@@ -55,10 +55,20 @@ class QMCSampler(optuna.samplers.QMCSampler):
     can read the same count and take the same point (two ``hpo run`` of one file
     repeated parameter sets that way).  Trial numbers are unique in a study, so here
     the trial's number is the point's index: no two trials share a point, whichever
-    process runs them, and the study attribute is not written at all.
+    process runs them, and the study attribute is not written at all.  The trials
+    sampled before the search space is known (by the independent sampler) draw from a
+    random stream of their own, seeded from (seed, trial number).
     """
 
     _trial_number = 0
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:  # noqa: D102
+        # The first trials (before a search space is known) come from the independent sampler,
+        # Optuna's RandomSampler(seed): one stream that every process and every resume would
+        # repeat.  Trial n draws from a stream of its own, as TrialSeededSampler does.
+        self._independent_sampler = optuna.samplers.RandomSampler(
+            seed=TrialSeededSampler.trial_seed(int(self._seed) % 2**32, trial.number))
+        super().before_trial(study, trial)
 
     def sample_relative(self, study, trial, search_space):  # noqa: D102 (see the class)
         self._trial_number = trial.number

@@ -289,7 +289,7 @@ def _validate_value(name: str, value: Any, where: str) -> None:
 class Budget(_Strict):
     """How much to run: ``trials`` finished trials in the study, ``timeout_seconds`` per run."""
 
-    trials: PositiveInt
+    trials: Annotated[int, Field(ge=1, le=1_000_000)]
     timeout_seconds: PositiveFloat | None = None
 
 

@@ -127,6 +127,10 @@ def trial_settings(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tupl
     dataset = DatasetSpec.model_validate_json(json.dumps(stored["dataset"]))
     parameters = Parameters.model_validate_json(json.dumps(stored["parameters"]))
     values = {**parameters.fixed(), **trial.params}
+    missing = sorted(set(parameters.searched()) - set(trial.params))
+    if missing:  # a trial added to the study by hand (optuna's add_trial), say
+        raise EvaluationError(f"trial {trial.number} of study {study.study_name!r} has no value for "
+                              f"{', '.join(missing)}, which the study searches; it was not run by hpo")
     return dataset, values
 
 

@@ -66,7 +66,15 @@ class StorageError(HpoError):
 
 
 def storage_url(option: str | None) -> str:
-    """The storage URL: ``option``, else ``$HPO_STORAGE``, else ``sqlite:///<cwd>/hpo.db``."""
+    """The storage URL: ``option``, else ``$HPO_STORAGE``, else ``sqlite:///<cwd>/hpo.db``.
+
+    Raises
+    ------
+    StorageError
+        ``option`` is given but empty (``--storage ''``, an unset shell variable).
+    """
+    if option is not None and not option.strip():
+        raise StorageError(f"--storage is empty; give a SQLAlchemy URL such as {URL_EXAMPLES}, or leave the option out")
     if option:
         return option
     if os.environ.get(STORAGE_ENVIRONMENT_VARIABLE):
@@ -305,7 +313,10 @@ def open_storage(
             "heartbeat_stale_trial_callback": RetryStaleTrial(heartbeat.max_retry, heartbeat.grace_period_seconds),
         }
     last_error: Exception | None = None
-    for attempt in range(CREATE_ATTEMPTS):
+    dropped_until = time.monotonic() + DROPPED_PATIENCE_SECONDS
+    attempt = 0
+    while attempt < CREATE_ATTEMPTS:
+        attempt += 1
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -320,16 +331,43 @@ def open_storage(
             # the other sees a duplicate; the second attempt finds the tables made.
             last_error = error
             time.sleep(0.2 * (attempt + 1))
-        except sqlalchemy.exc.OperationalError as error:
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                optuna.exceptions.StorageInternalError) as error:
             last_error = error
+            if _dropped(error) and time.monotonic() < dropped_until:
+                # The server was reached and dropped the connection (a restart, a failover, an
+                # administrator): wait it out like any storage call (hpo.store.retrying).
+                _logger.warning(f"opening the storage failed ({_reason(error)}); retrying in 1 s")
+                time.sleep(1.0)
+                attempt -= 1
+                continue
             if "already exists" not in str(error):  # SQLite's way of saying the same
                 break
             time.sleep(0.2 * (attempt + 1))
-        except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as error:
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError, optuna.exceptions.OptunaError) as error:
             last_error = error
             break
     assert last_error is not None
     raise StorageError(_cannot_open(url, parsed, last_error))
+
+
+# How long opening a storage waits for a server that dropped its connections, in seconds.
+DROPPED_PATIENCE_SECONDS = 60.0
+# What a server says when it dropped a connection that was open (not: refused, unknown host, bad password).
+_DROPPED = ("server closed the connection", "terminating connection", "connection already closed",
+            "SSL SYSCALL", "Lost connection", "server has gone away", "the database system is shutting down",
+            "the database system is starting up")
+
+
+def _reason(error: BaseException) -> str:
+    original = getattr(error, "orig", None) or error.__cause__ or error
+    return str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+
+
+def _dropped(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) says that the server dropped an open connection."""
+    texts = [str(error), str(getattr(error, "orig", "")), str(error.__cause__ or ""), str(error.__context__ or "")]
+    return any(marker in text for text in texts for marker in _DROPPED)
 
 
 def is_read_only(storage: optuna.storages.RDBStorage) -> bool:
@@ -392,7 +430,7 @@ def _not_writable(url: str, path: Path) -> str:
 def _cannot_open(url: str, parsed: URL, error: Exception) -> str:
     """One line for a database that would not open, with the hint that fits the failure."""
     original = getattr(error, "orig", None) or error
-    reason = str(original).strip().splitlines()[0]
+    reason = _reason(error)
     if parsed.get_backend_name() == "sqlite":
         if getattr(original, "sqlite_errorname", None) == "SQLITE_NOTADB":
             return (f"storage {describe(url)}: {Path(parsed.database).resolve()} is not a SQLite database file; "
