@@ -133,3 +133,22 @@ def assert_each_trial_finished_by_one_worker():
     """``assert_each_trial_finished_by_one_worker(trials, logs)``: each finished trial is in exactly one worker's
     log (``logs``: HOST:PID -> stderr), the worker its record names; returns trial number -> worker."""
     return _assert_each_trial_finished_by_one_worker
+
+
+@pytest.fixture
+def postgres_lock(tmp_path_factory):
+    """Holds one lock shared by every pytest-xdist process while a test uses the PostgreSQL server.
+
+    The PostgreSQL tests count the server's connections and one restarts it, so they run one at
+    a time, whatever process runs them (an exclusive ``flock`` on a file beside every process's
+    temporary folder).
+    """
+    import fcntl
+
+    path = tmp_path_factory.getbasetemp().parent / "hpo-postgres.lock"
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

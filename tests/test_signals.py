@@ -51,16 +51,21 @@ grace_period_seconds = 3
 
 storages = [pytest.param("sqlite", id="sqlite"),
             pytest.param("postgres", id="postgres",
-                         marks=[pytest.mark.xdist_group("postgres"), pytest.mark.skipif(not POSTGRES_URL, reason="set HPO_TEST_POSTGRES_URL to a PostgreSQL "
+                         marks=[pytest.mark.skipif(not POSTGRES_URL, reason="set HPO_TEST_POSTGRES_URL to a PostgreSQL "
                                                                            "URL to run the PostgreSQL cases")])]
 
 
 @pytest.fixture
-def study_in(tmp_path):
-    """``make(kind, trials, epochs)`` -> (study file, name, storage URL); PostgreSQL studies are deleted after."""
+def study_in(tmp_path, request):
+    """``make(kind, trials, epochs)`` -> (study file, name, storage URL); PostgreSQL studies are deleted after.
+
+    A PostgreSQL study holds the server's lock (the postgres_lock fixture) for the rest of the test.
+    """
     made = []
 
     def make(kind, *, trials, epochs):
+        if kind == "postgres":
+            request.getfixturevalue("postgres_lock")
         name = f"signals_{uuid.uuid4().hex[:10]}"
         path = tmp_path / f"{name}.toml"
         path.write_text(STUDY.format(name=name, trials=trials, epochs=epochs))

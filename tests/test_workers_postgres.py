@@ -28,8 +28,8 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES_URL")
 pytestmark = [
-    # One xdist worker runs every test that uses the server: they count its connections.
-    pytest.mark.xdist_group("postgres"),
+    # One test at a time uses the server, whichever xdist process runs it: they count its connections.
+    pytest.mark.usefixtures("postgres_lock"),
     pytest.mark.skipif(not POSTGRES_URL, reason="set HPO_TEST_POSTGRES_URL to a PostgreSQL URL to run the worker tests"),
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
 ]
@@ -124,7 +124,17 @@ def finish(processes, timeout=600) -> list[tuple[int, str]]:
 
 
 def load(name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=POSTGRES_URL)
+    """The study, read afresh; waits out a server that is restarting (the restart test shares the server)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            study = optuna.load_study(study_name=name, storage=POSTGRES_URL)
+            study.get_trials(deepcopy=False)
+            return study
+        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def wait_for(condition, timeout=120.0, interval=0.2):
