@@ -9,25 +9,9 @@ from optuna.trial import TrialState
 
 from hpo.config.spec import load_spec
 from hpo.store.artifacts import download_weights
-from hpo.store.storage import open_storage
 from hpo.tuning.data import prepare_data
 from hpo.tuning.objective import Objective, build_network
-from hpo.tuning.study import open_study
-from hpo.tuning.worker import run_worker
 from models.trainer import EpochMetrics, TrainingResult
-
-
-def run_study(tmp_path, study_file, *, enqueue=(), artifact_store=None):
-    """Run a study file with one worker in this process (SQLite); the study and its spec."""
-    (tmp_path / "s.toml").write_text(textwrap.dedent(study_file))
-    spec = load_spec(tmp_path / "s.toml")
-    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    study = open_study(spec, storage, spec.name)
-    for parameters in enqueue:
-        study.enqueue_trial(parameters)
-    run_worker(study, storage, spec, prepare_data(spec.dataset), artifact_store=artifact_store)
-    return study, spec
-
 
 # ------------------------------------------------------------------- pruning
 THRESHOLD = """
@@ -54,9 +38,9 @@ THRESHOLD = """
     (3, TrialState.COMPLETE, 3),  # the pruner's first check is the last epoch: too late to save anything
     (2, TrialState.PRUNED, 2),    # one epoch earlier it is obeyed
 ])
-def test_a_trial_that_reaches_its_last_epoch_is_complete_whatever_the_pruner_says(tmp_path, warmup, state,
+def test_a_trial_that_reaches_its_last_epoch_is_complete_whatever_the_pruner_says(tmp_path, run_study_file, warmup, state,
                                                                                   epochs_run):
-    study, spec = run_study(tmp_path, THRESHOLD.format(warmup=warmup))
+    study, spec = run_study_file(tmp_path, THRESHOLD.format(warmup=warmup))
     [trial] = study.get_trials()
     assert (trial.state, trial.user_attrs["epochs_run"]) == (state, epochs_run)
     assert sorted(trial.intermediate_values) == list(range(1, epochs_run + 1))
@@ -158,9 +142,9 @@ LOSS = """
 """
 
 
-def test_a_validation_loss_study_keeps_the_lowest_epoch_and_its_weights(tmp_path):
+def test_a_validation_loss_study_keeps_the_lowest_epoch_and_its_weights(tmp_path, run_study_file):
     store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
-    study, spec = run_study(tmp_path, LOSS, artifact_store=store)
+    study, spec = run_study_file(tmp_path, LOSS, artifact_store=store)
     data = prepare_data(spec.dataset)
     trials = study.get_trials()
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3

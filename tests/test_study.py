@@ -204,25 +204,14 @@ def test_no_trial_starts_after_the_timeout(tmp_path, hpo_command):
     assert all(trial.state == TrialState.COMPLETE for trial in trials)
 
 
-def run_in_process(tmp_path, study_file, *, enqueue=(), artifact_store=None):
-    (tmp_path / "s.toml").write_text(textwrap.dedent(study_file))
-    spec = load_spec(tmp_path / "s.toml")
-    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    study = open_study(spec, storage, spec.name)
-    for parameters in enqueue:
-        study.enqueue_trial(parameters)
-    run_worker(study, storage, spec, prepare_data(spec.dataset), artifact_store=artifact_store)
-    return study
-
-
 EXPLODED = re.compile(r"training loss (\S+) in epoch \d+, mini-batch \d+ exceeds the limit (\S+) "
                       r"\(100 x max\(first mini-batch loss \S+, ln 10 = 2.303\)\); lower the learning rate")
 
 
-def test_learning_rates_of_10_to_1000_end_exploding_trials_as_diverged(tmp_path):
+def test_learning_rates_of_10_to_1000_end_exploding_trials_as_diverged(tmp_path, run_study_file):
     # Measured before the limit rule: all 8 trials COMPLETE at chance level (0.10, one 0.18) with
     # first-epoch training losses of 2.6e3 to 2.0e8 that never became NaN.
-    study = run_in_process(tmp_path, """
+    study, _ = run_study_file(tmp_path, """
         name = "explode"
         [budget]
         trials = 8
@@ -271,7 +260,7 @@ class JumpingSGD(SGD):
         super().update(params, grads)
 
 
-def test_a_trial_that_explodes_after_a_good_epoch_is_not_best(tmp_path, monkeypatch):
+def test_a_trial_that_explodes_after_a_good_epoch_is_not_best(tmp_path, run_study_file, monkeypatch):
     import hpo.tuning.objective
 
     data = prepare_data(load_spec("studies/digits.toml").dataset)
@@ -283,7 +272,7 @@ def test_a_trial_that_explodes_after_a_good_epoch_is_not_best(tmp_path, monkeypa
 
     monkeypatch.setattr(hpo.tuning.objective, "make_optimizer", make_optimizer)
     store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
-    study = run_in_process(tmp_path, """
+    study, _ = run_study_file(tmp_path, """
         name = "late_explosion"
         [budget]
         trials = 2
@@ -337,7 +326,7 @@ SIZES = """
 """
 
 
-def test_sampled_networks_too_large_for_the_memory_are_pruned_and_the_budget_is_reached(tmp_path, monkeypatch):
+def test_sampled_networks_too_large_for_the_memory_are_pruned_and_the_budget_is_reached(tmp_path, run_study_file, monkeypatch):
     import hpo.tuning.resources
     from hpo.tuning.resources import trial_memory
 
@@ -348,7 +337,7 @@ def test_sampled_networks_too_large_for_the_memory_are_pruned_and_the_budget_is_
     available = trial_memory(values, data)  # what 128 units need: more do not fit
     monkeypatch.setattr(hpo.tuning.resources, "available_memory", lambda: available)
     store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
-    study = run_in_process(tmp_path, SIZES, artifact_store=store)
+    study, _ = run_study_file(tmp_path, SIZES, artifact_store=store)
     trials = study.get_trials()
     assert len(trials) == 8 and count_finished(study) == 8  # too-large trials count against the budget
     large = [trial for trial in trials if trial.params["hidden_size"] > 128]
@@ -369,7 +358,7 @@ def test_sampled_networks_too_large_for_the_memory_are_pruned_and_the_budget_is_
     assert (savings.trained, savings.planned) == (2 * len(fitting), 2 * len(fitting))
 
 
-def test_a_memory_error_while_training_ends_the_trial_as_too_large(tmp_path, monkeypatch):
+def test_a_memory_error_while_training_ends_the_trial_as_too_large(tmp_path, run_study_file, monkeypatch):
     import hpo.tuning.objective
 
     real_train = hpo.tuning.objective.train
@@ -382,7 +371,7 @@ def test_a_memory_error_while_training_ends_the_trial_as_too_large(tmp_path, mon
         return real_train(*arguments, callback=report_then_fail, **keywords)
 
     monkeypatch.setattr(hpo.tuning.objective, "train", train_until_out_of_memory)
-    study = run_in_process(tmp_path, SIZES.replace("trials = 8", "trials = 2").replace(
+    study, _ = run_study_file(tmp_path, SIZES.replace("trials = 8", "trials = 2").replace(
         "batch_size = 32", "batch_size = { choices = [32, 64] }"),
         enqueue=[{"batch_size": 32}, {"batch_size": 64}])
     failed, healthy = study.get_trials()
