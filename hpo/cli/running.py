@@ -139,8 +139,8 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
 @click.option("--trial", "trial_numbers", type=click.IntRange(min=0), multiple=True,
               help="Fail this running trial by hand, heartbeat or not (repeatable); it is retried like a stale one.")
 @click.option("--grace-period", type=click.IntRange(min=2, max=86_400),
-              help="Seconds without a heartbeat after which a running trial is stale "
-                   "[default: the study file's workers.grace_period_seconds].")
+              help="Seconds without a heartbeat after which a running trial is stale; with --fail at least "
+                   "twice the study's heartbeat interval [default: the study file's workers.grace_period_seconds].")
 def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_numbers: tuple[int, ...],
           grace_period: int | None) -> None:
     """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N), and queue them again."""
