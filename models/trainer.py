@@ -95,6 +95,9 @@ class EpochMetrics:
         as the book's ``common/trainer.py`` measures training accuracy; else None.
     train_eval_accuracy : float or None
         The same for the accuracy, in [0, 1]; else None.
+    learning_rate : float or None
+        The optimizer's step size ``lr`` during the epoch (set by ``train(..., schedule=...)``,
+        else the optimizer's own); None for an optimizer without ``lr``.
     """
 
     epoch: int
@@ -105,6 +108,7 @@ class EpochMetrics:
     seconds: float
     train_eval_loss: float | None = None
     train_eval_accuracy: float | None = None
+    learning_rate: float | None = None
 
 
 @dataclass
@@ -218,6 +222,8 @@ def train(
     callback: Callable[[EpochMetrics], None] | None = None,
     evaluate_train: bool = False,
     before_batch: Callable[[], None] | None = None,
+    schedule: Any = None,
+    augmentation: Callable[[numpy.ndarray, numpy.random.Generator], numpy.ndarray] | None = None,
 ) -> TrainingResult:
     """Train ``network`` with ``optimizer`` by epochs of shuffled mini-batches.
 
@@ -289,6 +295,15 @@ def train(
         raising (the service raises there when a signal asked it to stop). An
         exception it raises propagates unchanged; the parameters then hold the
         last completed update.
+    schedule : models.schedules.ConstantSchedule, optional
+        Or any object with ``rate(epoch) -> float``: before each epoch the
+        optimizer's ``lr`` is set to ``schedule.rate(epoch)`` (see
+        :mod:`models.schedules`). None keeps the optimizer's rate.
+    augmentation : callable, optional
+        ``augmentation(xb, rng) -> xb'`` of the same shape, applied to each
+        training mini-batch's inputs after gathering them, with the run's
+        generator (see :mod:`models.augmentation`); validation data are never
+        augmented. None trains on the images as they are and draws nothing for it.
 
     Returns
     -------
@@ -344,6 +359,8 @@ def train(
 
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
+        if schedule is not None:
+            optimizer.lr = schedule.rate(epoch)
         order = generator.permutation(n)
         # Overflow in a diverging run is reported by the result, not by NumPy warnings.
         with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -353,6 +370,8 @@ def train(
                 index = order[start : start + batch_size]
                 # mode="clip" lets take write straight into the buffer (the indices are valid).
                 xb = numpy.take(x_train, index, axis=0, out=x_batch[: len(index)], mode="clip")
+                if augmentation is not None:
+                    xb = augmentation(xb, generator)
                 loss, scores, grads = network.loss_and_gradient(xb, t_train[index])
                 if first is None and math.isfinite(loss):
                     first = (loss, scores.shape[1])
@@ -384,6 +403,7 @@ def train(
             seconds=time.perf_counter() - started,
             train_eval_loss=train_eval[0],
             train_eval_accuracy=train_eval[1],
+            learning_rate=getattr(optimizer, "lr", None),
         )
         result.history.append(metrics)
         if callback is not None:

@@ -403,3 +403,82 @@ def test_a_deep_copied_network_still_trains(digits_split):
     assert [m.validation_loss for m in second.history] == [m.validation_loss for m in first.history]
     for name, array in original.state_dict().items():
         np.testing.assert_array_equal(array, copied.state_dict()[name])
+
+
+# --- learning-rate schedules and augmentation -------------------------------------------------
+
+
+class RateRecordingOptimizer(CountingOptimizer):
+    """Records its ``lr`` at every update."""
+
+    def __init__(self, lr):
+        super().__init__()
+        self.lr = lr
+        self.rates = []
+
+    def update(self, params, grads):
+        self.rates.append(self.lr)
+        super().update(params, grads)
+
+
+def test_schedule_sets_the_optimizers_rate_before_each_epoch():
+    from models.schedules import make_schedule
+
+    x, t = indexed_data(10)
+    optimizer = RateRecordingOptimizer(lr=123.0)
+    result = train(RecordingNet(), optimizer, x, t, x[:4], t[:4], epochs=4, batch_size=4, rng=0,
+                   schedule=make_schedule("step", 1.0, epochs=4, warmup_epochs=1))
+    # Warmup 1 * 1/2, then 3 epochs starting 0, 1/3, 2/3 of the way: 1, 1, 0.1 (2/3 >= 1/2, < 3/4).
+    assert optimizer.rates == pytest.approx([0.5] * 3 + [1.0] * 6 + [0.1] * 3)
+    assert [metrics.learning_rate for metrics in result.history] == pytest.approx([0.5, 1.0, 1.0, 0.1])
+
+
+def test_without_schedule_the_epochs_report_the_optimizers_own_rate(digits_split):
+    x, t, xv, tv = digits_split
+    result = train(digits_network(), SGD(lr=0.05), x, t, xv, tv, epochs=2, batch_size=100, rng=0)
+    assert [metrics.learning_rate for metrics in result.history] == [0.05, 0.05]
+
+
+def test_augmentation_gets_each_training_batch_and_the_runs_generator():
+    x, t = indexed_data(10)
+    generator = np.random.default_rng(3)
+    seen = []
+
+    def augmentation(xb, rng):
+        assert rng is generator
+        seen.append(xb[:, 0].copy())
+        out = xb.copy()
+        out[:, 0] = 9 - out[:, 0]  # the network then records the mirrored row numbers
+        return out
+
+    network = RecordingNet()
+    train(network, CountingOptimizer(), x, t, x[:4], t[:4], epochs=2, batch_size=4, rng=generator,
+          augmentation=augmentation)
+    assert len(seen) == 6
+    for before, after in zip(seen, network.batches, strict=True):
+        np.testing.assert_array_equal(after, 9 - before)
+
+
+def test_augmented_training_is_reproducible_and_validation_is_never_augmented(digits_split):
+    from models.augmentation import make_augmentation
+
+    x, t, xv, tv = digits_split
+    shift = make_augmentation("shift", (8, 8))
+    xv_before = xv.copy()
+
+    def run(augmentation):
+        network = digits_network()
+        result = train(network, make_optimizer("adam", 0.01), x, t, xv, tv, epochs=2, batch_size=50,
+                       rng=np.random.default_rng(5), augmentation=augmentation)
+        return network, result
+
+    network, result = run(shift)
+    # The validation metrics are those of the plain validation images.
+    loss, accuracy = network.loss_and_accuracy(xv, tv)
+    assert result.history[-1].validation_accuracy == pytest.approx(float(accuracy), abs=1e-12)
+    assert result.history[-1].validation_loss == pytest.approx(float(loss), rel=1e-6)
+    np.testing.assert_array_equal(xv, xv_before)
+    again = run(shift)[1]
+    assert without_seconds(again.history) == without_seconds(result.history)
+    plain = run(None)[1]
+    assert without_seconds(plain.history) != without_seconds(result.history)
