@@ -116,13 +116,17 @@ class Dataset:
         Test labels, like ``t_train``.
     class_names : tuple of str
         Human-readable name of each class; label ``k`` is ``class_names[k]``.
+    image_shape : (int, int) or None, default None
+        ``(height, width)`` of the images the rows hold (``height * width ==
+        n_features``), for augmentation (:mod:`models.augmentation`); None if unknown.
 
     Raises
     ------
     ValueError
         If an array has the wrong dtype or shape, the parts disagree on the
         number of features, pixels lie outside [0, 1] or labels outside
-        ``range(len(class_names))``. The message names the field.
+        ``range(len(class_names))``, or ``image_shape`` does not multiply to the
+        number of features. The message names the field.
 
     Examples
     --------
@@ -141,9 +145,12 @@ class Dataset:
     x_test: numpy.ndarray
     t_test: numpy.ndarray
     class_names: tuple[str, ...]
+    image_shape: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         n_classes = len(self.class_names)
+        if self.image_shape is not None and numpy.prod(self.image_shape) != self.x_train.shape[-1]:
+            raise problem("Dataset.image_shape", f"(height, width) of {self.x_train.shape[-1]} pixels", self.image_shape)
         if n_classes < 2:
             raise ValueError(f"Dataset.class_names: need at least 2 classes, got {n_classes}")
         n_features = self.x_train.shape[1] if self.x_train.ndim == 2 else None
@@ -236,7 +243,7 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     Dataset
         ``name="digits"``, ``x_train`` of shape (n_train, 64) and ``x_test``
         of shape (n_test, 64), float32 in [0, 1]; labels int64 in 0..9;
-        ``class_names=("0", ..., "9")``. With the default fraction
+        ``class_names=("0", ..., "9")``, ``image_shape=(8, 8)``. With the default fraction
         n_train = 1437 and n_test = 360.
 
     Raises
@@ -261,6 +268,7 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         x_test=numpy.ascontiguousarray(x_test),
         t_test=numpy.ascontiguousarray(t_test),
         class_names=tuple(str(k) for k in range(10)),
+        image_shape=(8, 8),
     )
 
 
@@ -361,7 +369,7 @@ def _find_idx_file(directory: Path, part: str, kind: str, suffix: str, how_to_ge
     )
 
 
-def _read_images_and_labels(images_path: Path, labels_path: Path) -> tuple[numpy.ndarray, numpy.ndarray]:
+def _read_images_and_labels(images_path: Path, labels_path: Path) -> tuple[numpy.ndarray, numpy.ndarray, tuple]:
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.dtype != numpy.uint8 or images.ndim != 3:
@@ -382,7 +390,7 @@ def _read_images_and_labels(images_path: Path, labels_path: Path) -> tuple[numpy
     x = numpy.true_divide(
         images.reshape(images.shape[0], -1), numpy.float32(255.0), dtype=numpy.float32
     )
-    return x, labels.astype(numpy.int64)
+    return x, labels.astype(numpy.int64), tuple(int(size) for size in images.shape[1:])  # (rows, columns)
 
 
 def _load_idx_directory(
@@ -394,8 +402,8 @@ def _load_idx_directory(
         (part, kind): _find_idx_file(directory, part, kind, suffix, how_to_get)
         for part, kind, suffix in _IDX_FILES
     }
-    x_train, t_train = _read_images_and_labels(paths["train", "images"], paths["train", "labels"])
-    x_test, t_test = _read_images_and_labels(paths["t10k", "images"], paths["t10k", "labels"])
+    x_train, t_train, image_shape = _read_images_and_labels(paths["train", "images"], paths["train", "labels"])
+    x_test, t_test, _ = _read_images_and_labels(paths["t10k", "images"], paths["t10k", "labels"])
     if x_test.shape[1] != x_train.shape[1]:
         raise DatasetError(
             f"{paths['t10k', 'images']}: test images have {x_test.shape[1]} pixels, training images "
@@ -417,6 +425,7 @@ def _load_idx_directory(
         x_test=x_test,
         t_test=t_test,
         class_names=tuple(class_names),
+        image_shape=image_shape,
     )
 
 
@@ -449,7 +458,8 @@ def load_idx_directory(
     -------
     Dataset
         ``x_train`` of shape (n_train, rows * columns) and ``x_test`` of shape
-        (n_test, rows * columns), float32 in [0, 1]; labels int64.
+        (n_test, rows * columns), float32 in [0, 1]; labels int64; ``image_shape``
+        ``(rows, columns)`` from the training images' IDX header.
 
     Raises
     ------

@@ -383,3 +383,18 @@ def test_train_validation_split_bad_shapes():
         train_validation_split(x.ravel(), np.zeros(30, dtype=np.int64), 0.2, seed=0)
     with pytest.raises(ValueError, match=r"t: expected class indices of shape \(10,\)"):
         train_validation_split(x, np.zeros(9, dtype=np.int64), 0.2, seed=0)
+
+
+def test_image_shape_of_digits_and_of_idx_from_the_header(tmp_path):
+    assert load_digits().image_shape == (8, 8)
+    make_idx_directory(tmp_path, rows=3, cols=4)
+    data = load_idx_directory(tmp_path)
+    assert data.image_shape == (3, 4) and data.take_train(2).image_shape == (3, 4)
+
+
+def test_image_shape_must_hold_the_features():
+    x = np.zeros((4, 6), dtype=np.float32)
+    t = np.array([0, 1, 0, 1])
+    assert Dataset("d", x, t, x.copy(), t.copy(), ("a", "b"), (2, 3)).image_shape == (2, 3)
+    with pytest.raises(ValueError, match=r"^Dataset.image_shape: expected \(height, width\) of 6 pixels, got \(2, 2\)"):
+        Dataset("d", x, t, x.copy(), t.copy(), ("a", "b"), (2, 2))

@@ -248,3 +248,56 @@ def test_study_names_that_are_refused_name_file_field_value_and_rule(tmp_path, n
     path = tmp_path / "s.toml"
     path.write_text(f'name = "{name}"\n[budget]\ntrials = 3\n')
     assert error_of(path) == f"{path}: name: {shown} is not a valid study name; {RULE}"
+
+
+def test_schedule_warmup_and_augmentation_fixed_or_searched(tmp_path):
+    spec = load_spec(write(tmp_path, """
+        [dataset]
+        name = "fashion_mnist"
+        [parameters]
+        learning_rate_schedule = { choices = ["constant", "step", "cosine"] }
+        warmup_epochs = { low = 0, high = 3 }
+        augmentation = { choices = ["none", "shift", "shift_flip"] }
+        epochs = 4
+    """))
+    searched = spec.parameters.searched()
+    assert searched["learning_rate_schedule"] == Choices(choices=["constant", "step", "cosine"])
+    assert searched["warmup_epochs"] == IntRange(low=0, high=3)
+    assert searched["augmentation"] == Choices(choices=["none", "shift", "shift_flip"])
+    fixed = load_spec(write(tmp_path, """
+        [parameters]
+        learning_rate_schedule = "cosine"
+        warmup_epochs = 2
+        augmentation = "shift"
+    """, name="fixed.toml")).parameters.fixed()
+    assert (fixed["learning_rate_schedule"], fixed["warmup_epochs"], fixed["augmentation"]) == ("cosine", 2, "shift")
+    # At their defaults they are left out of the identity: studies stored before they existed resume.
+    plain = load_spec(write(tmp_path, "", name="plain.toml"))
+    assert plain.parameters.fixed()["learning_rate_schedule"] == "constant"
+    assert plain.parameters.fixed()["warmup_epochs"] == 0 and plain.parameters.fixed()["augmentation"] == "none"
+    assert not {"learning_rate_schedule", "warmup_epochs", "augmentation"} & set(plain.identity()["parameters"])
+    assert spec.identity()["parameters"]["augmentation"] == {"choices": ["none", "shift", "shift_flip"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('[parameters]\naugmentation = "shift_flip"\n',
+         "study.toml: parameters.augmentation: shift_flip mirrors images, which changes what a digit means "
+         "(dataset.name = 'digits'); use 'shift' or 'none'"),
+        ('[parameters]\naugmentation = { choices = ["shift", "shift_flip"] }\n',
+         "study.toml: parameters.augmentation: shift_flip mirrors images"),
+        ('[parameters]\nwarmup_epochs = 20\nepochs = 20\n',
+         "study.toml: parameters: warmup_epochs = 20 must be fewer than epochs (20); lower it"),
+        ('[parameters]\nwarmup_epochs = { low = 0, high = 5 }\nepochs = 5\n',
+         "study.toml: parameters: warmup_epochs (up to 5) must be fewer than epochs (5); lower it"),
+        ('[parameters]\nwarmup_epochs = -1\n', "study.toml: parameters.warmup_epochs: Input should be greater than or equal to 0"),
+        ('[parameters]\nlearning_rate_schedule = "linear"\n',
+         "study.toml: parameters.learning_rate_schedule: Input should be 'constant', 'step' or 'cosine' (got 'linear')"),
+        ('[parameters]\naugmentation = { choices = ["rotate"] }\n',
+         "study.toml: parameters.augmentation: choices[0] = 'rotate': Input should be 'none', 'shift' or 'shift_flip'"),
+    ],
+)
+def test_schedule_warmup_and_augmentation_errors(tmp_path, body, expected):
+    message = error_of(write(tmp_path, body))
+    assert expected in message and "\n" not in message

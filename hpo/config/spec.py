@@ -61,9 +61,11 @@ from hpo.config.messages import field_errors
 from hpo.config.names import check_study_name
 from hpo.config.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from hpo.errors import HpoError
+from models.augmentation import AUGMENTATIONS, MIRRORING
 from models.datasets import DATASETS
 from models.network import ACTIVATIONS, WEIGHT_INITS
 from models.optimizers import OPTIMIZERS
+from models.schedules import SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -155,9 +157,11 @@ def _kind(value: Any) -> str:
 
 
 # The names come from models/ (its tables are the one place to add an optimizer, an activation,
-# an initialization or a data set); samplers and pruners from hpo.config.registry.
+# an initialization, a schedule, an augmentation or a data set); samplers and pruners from hpo.config.registry.
 OptimizerName = Literal[tuple(OPTIMIZERS)]
 Activation = Literal[tuple(ACTIVATIONS)]
+ScheduleName = Literal[tuple(SCHEDULES)]
+AugmentationName = Literal[tuple(AUGMENTATIONS)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 WeightInit = Union[Literal[tuple(WEIGHT_INITS)], PositiveFloat]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -183,6 +187,9 @@ FIXED_TYPES: dict[str, Any] = {
     "batch_norm": bool,
     "dropout": Fraction,
     "batch_size": BatchSize,
+    "learning_rate_schedule": ScheduleName,
+    "warmup_epochs": NonNegativeInt,
+    "augmentation": AugmentationName,
 }
 RANGE_TYPES: dict[str, type] = {
     "learning_rate": FloatRange,
@@ -191,6 +198,7 @@ RANGE_TYPES: dict[str, type] = {
     "hidden_size": IntRange,
     "dropout": FloatRange,
     "batch_size": IntRange,
+    "warmup_epochs": IntRange,
 }
 # Parameters whose searched range must be log-scaled (book, section 6.5.2).
 LOG_SCALE_PARAMETERS = ("learning_rate", "weight_decay")
@@ -232,6 +240,17 @@ class Parameters(_Strict):
         the book's figures of sections 6.3 and 6.4 do), stored as the learning curves
         ``train_eval_loss`` and ``train_eval_accuracy``; one more forward pass over
         the training data per epoch.
+    learning_rate_schedule : constant, step or cosine, default "constant"
+        The rate of each epoch (:mod:`models.schedules`): step divides it by 10 at 50 %
+        and 75 % of the epochs after the warmup (He et al. 2016), cosine anneals it
+        towards 0 (Loshchilov & Hutter 2017, SGDR, without restarts).
+    warmup_epochs : int >= 0, fewer than epochs, default 0
+        Epochs of linear warmup before the schedule: epoch e <= W runs at
+        ``learning_rate * e / (W + 1)`` (Goyal et al. 2017).
+    augmentation : none, shift or shift_flip, default "none"
+        Random shifts of the training images by up to 2 pixels, and with shift_flip
+        mirror images left to right with probability 1/2 (:mod:`models.augmentation`);
+        validation and test images are never augmented. Not shift_flip for digits.
     """
 
     learning_rate: _parameter("learning_rate") = 0.01
@@ -248,6 +267,18 @@ class Parameters(_Strict):
     seed: NonNegativeInt = 0
     seed_per_trial: bool = True
     evaluate_train: bool = False
+    learning_rate_schedule: _parameter("learning_rate_schedule") = "constant"
+    warmup_epochs: _parameter("warmup_epochs") = 0
+    augmentation: _parameter("augmentation") = "none"
+
+    @model_validator(mode="after")
+    def _check_warmup(self) -> Parameters:
+        warmup = self.warmup_epochs
+        largest = max(warmup.choices) if isinstance(warmup, Choices) else getattr(warmup, "high", warmup)
+        if largest >= self.epochs:
+            given = f"= {largest}" if isinstance(warmup, int) else f"(up to {largest})"
+            raise ValueError(f"warmup_epochs {given} must be fewer than epochs ({self.epochs}); lower it")
+        return self
 
     @field_validator(*FIXED_TYPES, mode="after")
     @classmethod
@@ -385,6 +416,11 @@ class StudySpec(_Strict):
                 f"direction = {self.direction!r} does not fit metric = {self.metric!r}; "
                 f"use direction = {expected!r}"
             )
+        augmentation = self.parameters.augmentation
+        mirrored = set(augmentation.choices if isinstance(augmentation, Choices) else [augmentation]) & set(MIRRORING)
+        if self.dataset.name == "digits" and mirrored:
+            raise ValueError(f"parameters.augmentation: {', '.join(sorted(mirrored))} mirrors images, which changes "
+                             "what a digit means (dataset.name = 'digits'); use 'shift' or 'none'")
         if self.sampler.type not in SAMPLERS:
             raise ValueError(
                 f"sampler.type = {self.sampler.type!r} is not one of {', '.join(SAMPLERS)}"
@@ -437,7 +473,8 @@ class StudySpec(_Strict):
 
 
 # Parameters added after studies were first stored, with their defaults (see StudySpec.identity).
-_LATER_OPTIONS = {"seed_per_trial": True, "evaluate_train": False}
+_LATER_OPTIONS = {"seed_per_trial": True, "evaluate_train": False, "learning_rate_schedule": "constant",
+                  "warmup_epochs": 0, "augmentation": "none"}
 
 
 def load_spec(path: str | Path) -> StudySpec:

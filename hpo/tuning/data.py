@@ -30,6 +30,9 @@ class TuningData:
     x_validation : ndarray of shape (n_validation, n_features), float32
     t_validation : ndarray of shape (n_validation,), int64
     n_classes : int
+    image_shape : (int, int) or None
+        ``(height, width)`` of the images (augmentation needs it); None if the data set
+        does not say.
     """
 
     x_train: np.ndarray
@@ -37,6 +40,7 @@ class TuningData:
     x_validation: np.ndarray
     t_validation: np.ndarray
     n_classes: int
+    image_shape: tuple[int, int] | None = None
 
     @property
     def n_features(self) -> int:
@@ -90,7 +94,7 @@ def prepare_data(spec: DatasetSpec) -> TuningData:
     x_train, t_train, x_validation, t_validation = train_validation_split(
         dataset.x_train, dataset.t_train, spec.validation_fraction, seed=spec.split_seed
     )
-    return TuningData(x_train, t_train, x_validation, t_validation, dataset.n_classes)
+    return TuningData(x_train, t_train, x_validation, t_validation, dataset.n_classes, dataset.image_shape)
 
 
 def _check_split(labels: np.ndarray, spec: DatasetSpec) -> None:
