@@ -39,6 +39,7 @@ __all__ = [
     "MAX_SHIFT",
     "Shift",
     "ShiftFlip",
+    "augmentation_memory",
     "make_augmentation",
     "shift_images",
 ]
@@ -85,11 +86,26 @@ def shift_images(x: numpy.ndarray, image_shape: tuple[int, int], dy: numpy.ndarr
     plain = (rows + columns).ravel()  # (height * width,) offsets of the image within its padded copy
     # Offset of each padded image, plus where its unshifted top-left pixel would be read from.
     start = numpy.arange(n) * padded.shape[1] * padded_width + (pad - dy) * padded_width + (pad - dx)
-    index = start[:, None] + plain[None, :]
-    if flip is not None:
-        mirrored = (rows + (width - 1 - columns)).ravel()
-        index[flip] += mirrored - plain
+    if flip is None:
+        index = start[:, None] + plain[None, :]
+    else:
+        index = numpy.where(flip[:, None], (rows + (width - 1 - columns)).ravel()[None, :], plain[None, :])
+        index += start[:, None]
     return numpy.take(padded.ravel(), index)
+
+
+def augmentation_memory(batch_size: int, image_shape: tuple[int, int], itemsize: int = 4) -> int:
+    """Peak bytes that augmenting one mini-batch adds to training (:func:`shift_images`).
+
+    The zero-padded copy ``B x (height + 4) x (width + 4)`` items, the gather index
+    ``B x height x width`` indices (``intp``) and the result ``B x height x width``
+    items, with ``B = batch_size`` and ``itemsize`` the bytes of one pixel (4 for float32),
+    plus three index arrays of one image (the offsets of a plain and a mirrored image).
+    """
+    height, width = image_shape
+    index = numpy.dtype(numpy.intp).itemsize
+    padded = (height + 2 * MAX_SHIFT) * (width + 2 * MAX_SHIFT) * itemsize
+    return batch_size * (padded + height * width * (index + itemsize)) + 3 * height * width * index
 
 
 class Shift:

@@ -108,3 +108,18 @@ def test_table_and_factory():
         make_augmentation("shift", None)
     with pytest.raises(ValueError, match=r"^x: expected rows of 8 x 8 = 64 pixels, got \(2, 63\)"):
         make_augmentation("shift", (8, 8))(np.zeros((2, 63), dtype=np.float32), np.random.default_rng(0))
+
+
+def test_memory_estimate_covers_the_measured_peak():
+    import tracemalloc
+
+    from models.augmentation import augmentation_memory
+
+    batch = np.random.default_rng(0).random((128, 784), dtype=np.float32)
+    augmentation, rng = ShiftFlip((28, 28)), np.random.default_rng(0)
+    tracemalloc.start()
+    augmentation(batch, rng)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    estimate = augmentation_memory(128, (28, 28))
+    assert peak <= estimate <= 1.3 * peak

@@ -161,3 +161,58 @@ def test_a_validation_loss_study_keeps_the_lowest_epoch_and_its_weights(tmp_path
     # Some trial's lowest loss comes before its last epoch, so weights of the last epoch would give
     # another loss (measured: best epochs 6, 5 and 4 of 8).
     assert any(trial.user_attrs["best_epoch"] < 8 for trial in trials)
+
+
+SCHEDULED = """
+    name = "scheduled"
+    [budget]
+    trials = 3
+    [dataset]
+    name = "digits"
+    train_images = 300
+    [sampler]
+    type = "grid"
+    [pruner]
+    type = "none"
+    [parameters]
+    learning_rate = 0.1
+    optimizer = "sgd"
+    hidden_size = 20
+    batch_size = 50
+    epochs = 3
+    learning_rate_schedule = { choices = ["constant", "step", "cosine"] }
+    warmup_epochs = 1
+    augmentation = "shift"
+"""
+
+
+def test_a_study_searching_the_schedule_with_shifted_images_stores_each_epochs_rate(tmp_path, run_study_file, monkeypatch):
+    from hpo.results import evaluate
+    from models.augmentation import Shift
+
+    study, _ = run_study_file(tmp_path, SCHEDULED)
+    # Warmup: 0.1 * 1/2; then 2 epochs starting 0 and 1/2 of the way: step 0.1, 0.01; cosine 0.1, 0.1 * (1 + cos(pi/2)) / 2.
+    expected = {"constant": [0.05, 0.1, 0.1], "step": [0.05, 0.1, 0.01], "cosine": [0.05, 0.1, 0.05]}
+    trials = study.get_trials()
+    assert sorted(trial.params["learning_rate_schedule"] for trial in trials) == ["constant", "cosine", "step"]
+    for trial in trials:
+        assert trial.state == TrialState.COMPLETE
+        curves = trial.user_attrs["learning_curves"]
+        assert curves["learning_rate"] == pytest.approx(expected[trial.params["learning_rate_schedule"]], rel=1e-9)
+        assert len(curves["validation_accuracy"]) == 3
+    # Retraining the best trial takes the same schedule and augmentation (the rates of its best epochs).
+    retrained, train = [], evaluate.train
+
+    def recording_train(*arguments, **keywords):
+        result = train(*arguments, **keywords)
+        retrained.append((keywords, result))
+        return result
+
+    monkeypatch.setattr(evaluate, "train", recording_train)
+    best = study.best_trial
+    evaluation = evaluate.evaluate_trial(study, best)[1]
+    (keywords, result), = retrained
+    assert evaluation.card["training"]["epochs"] == best.user_attrs["best_epoch"] == result.epochs_run
+    assert isinstance(keywords["augmentation"], Shift) and keywords["augmentation"].image_shape == (8, 8)
+    assert [metrics.learning_rate for metrics in result.history] == pytest.approx(
+        expected[best.params["learning_rate_schedule"]][: result.epochs_run], rel=1e-9)

@@ -143,3 +143,13 @@ def test_a_study_too_large_for_the_machine_is_refused_before_any_trial(tmp_path,
         r"available; lower hidden_layers, hidden_size or batch_size", line), line
     assert format_bytes(needed) == "272.1 GB"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["study.toml"]  # no database, no artifacts
+
+
+def test_augmentation_adds_its_buffers_to_a_trials_memory(digits):
+    values = {**load_spec("studies/digits.toml").parameters.fixed(), "hidden_size": 50, "hidden_layers": 1,
+              "optimizer": "sgd", "learning_rate": 0.1, "batch_size": 100, "weight_decay": 0.0, "dropout": 0.0,
+              "batch_norm": False, "activation": "relu", "evaluate_train": False}
+    plain = trial_memory({**values, "augmentation": "none"}, digits)
+    # Per row of an 8 x 8 image: a padded 12 x 12 float32 copy (576 bytes), an int64 index and a float32 result
+    # of 64 pixels each (768 bytes); three int64 offsets of one image (3 x 512 bytes).
+    assert trial_memory({**values, "augmentation": "shift"}, digits) - plain == 100 * (576 + 768) + 3 * 512

@@ -33,10 +33,9 @@ from hpo.config.spec import DatasetSpec, Parameters
 from hpo.errors import HpoError
 from hpo.store import record
 from hpo.tuning.data import load_dataset
-from hpo.tuning.objective import build_network, trial_seed
+from hpo.tuning.objective import build_network, training_arguments, trial_seed
 from models.datasets import Dataset
 from models.network import MultiLayerNet, load_weights, save_weights
-from models.optimizers import make_optimizer
 from models.trainer import train
 
 WEIGHTS_FILE = "weights.npz"
@@ -145,7 +144,9 @@ def evaluate_trial(
     Retraining (the default) builds the trial's network with the trial's seed
     and trains it on all training images of the study (training plus
     validation split, ``train_images`` respected) for ``best_epoch`` epochs with
-    the trial's optimizer, learning rate, weight decay and batch size.  The
+    the trial's optimizer, learning rate, weight decay, batch size, augmentation and
+    learning-rate schedule (the schedule of the trial's ``epochs``, stopped after
+    ``best_epoch``: the rates of the epochs that made the trial's best network).  The
     test set is scored after each epoch for the model card's curve only; the
     number of epochs was fixed by tuning, so nothing is chosen on test data.
 
@@ -190,11 +191,10 @@ def evaluate_trial(
                     "epochs": trial.user_attrs.get(record.BEST_EPOCH), "train_images": None}
     else:
         epochs = int(trial.user_attrs.get(record.BEST_EPOCH, values["epochs"]))
-        result = train(
-            network, make_optimizer(values["optimizer"], values["learning_rate"]),
-            dataset.x_train, dataset.t_train, dataset.x_test, dataset.t_test,
-            epochs=epochs, batch_size=values["batch_size"], rng=rng,
-        )
+        # The trial's optimizer, schedule (over its epochs: the first best_epoch rates are the trial's) and augmentation.
+        optimizer, arguments = training_arguments(values, dataset.image_shape)
+        result = train(network, optimizer, dataset.x_train, dataset.t_train, dataset.x_test, dataset.t_test,
+                       rng=rng, **{**arguments, "epochs": epochs})
         if result.diverged:
             raise EvaluationError(f"trial {trial.number}: retraining on all training images diverged: "
                                   f"{result.message}; try --stored-weights")

@@ -25,8 +25,10 @@ from hpo.store.artifacts import upload_weights
 from hpo.store.retrying import RetryingStorage
 from hpo.tuning import resources
 from hpo.tuning.data import TuningData
+from models.augmentation import make_augmentation
 from models.network import MultiLayerNet
-from models.optimizers import make_optimizer
+from models.optimizers import Optimizer, make_optimizer
+from models.schedules import make_schedule
 from models.trainer import EpochMetrics, train
 
 
@@ -68,6 +70,26 @@ def build_network(values: dict[str, Any], n_features: int, n_classes: int, seed:
         weight_decay=values["weight_decay"],
         seed=seed,
     )
+
+
+def training_arguments(values: dict[str, Any], image_shape: tuple[int, int] | None) -> tuple[Optimizer, dict[str, Any]]:
+    """The optimizer and the keyword arguments of :func:`models.trainer.train` of one trial's settings.
+
+    One place for everything that trains from a trial's values (the objective and
+    :func:`hpo.results.evaluate.evaluate_trial`): the optimizer with the trial's
+    learning rate (a number or "default", the optimizer's own), ``epochs``,
+    ``batch_size``, the learning-rate ``schedule`` over the trial's ``epochs`` with its
+    warmup (from the optimizer's rate) and the ``augmentation`` of images of
+    ``image_shape`` ((height, width), or None when the data set does not say).
+    """
+    optimizer = make_optimizer(values["optimizer"], values["learning_rate"])
+    schedule = make_schedule(values["learning_rate_schedule"], optimizer.lr, values["epochs"], values["warmup_epochs"])
+    return optimizer, {
+        "epochs": values["epochs"],
+        "batch_size": values["batch_size"],
+        "schedule": schedule,
+        "augmentation": make_augmentation(values["augmentation"], image_shape),
+    }
 
 
 class Objective:
@@ -115,7 +137,7 @@ class Objective:
     Learning curves (per-epoch training loss/accuracy, validation loss/accuracy,
     and compute seconds of training plus validation, plus test-mode training
     loss/accuracy ``train_eval_loss`` and ``train_eval_accuracy`` with
-    ``parameters.evaluate_train``) are stored as the user attribute
+    ``parameters.evaluate_train``, and the ``learning_rate`` of each epoch) are stored as the user attribute
     ``learning_curves``; the validation metric per epoch also as intermediate
     values.  Trial *n* trains with :func:`trial_seed` of (seed, n), or with
     ``seed`` itself when ``parameters.seed_per_trial`` is false.
@@ -176,7 +198,7 @@ class Objective:
         """Build, train and report the network of ``values``; its best validation metric."""
         rng = np.random.default_rng(seed)
         network = build_network(values, self.data.n_features, self.data.n_classes, seed=rng)
-        optimizer = make_optimizer(values["optimizer"], values["learning_rate"])  # a number or "default"
+        optimizer, arguments = training_arguments(values, self.data.image_shape)
         metric = self.spec.metric
         history: list[EpochMetrics] = []
         best_state: dict[str, np.ndarray] = {}  # the network at its best epoch so far, for the weights artifact
@@ -203,12 +225,11 @@ class Objective:
                 self.data.t_train,
                 self.data.x_validation,
                 self.data.t_validation,
-                epochs=values["epochs"],
-                batch_size=values["batch_size"],
                 rng=rng,
                 callback=report,
                 evaluate_train=values["evaluate_train"],
                 before_batch=self.before_batch,
+                **arguments,
             )
         except BaseException:
             # Pruned, interrupted or failed: what it trained is kept.
@@ -250,6 +271,9 @@ def _record(history: list[EpochMetrics], metric: str, seconds: float) -> dict[st
             name: [_round(getattr(metrics, name)) for metrics in history]
             for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "seconds")
         }
+        # The rate of each epoch (the schedule's), to 6 significant digits: rates of 1e-6 must not round to 0.
+        attributes[record.LEARNING_CURVES]["learning_rate"] = [
+            None if metrics.learning_rate is None else float(f"{metrics.learning_rate:.6g}") for metrics in history]
         if history[0].train_eval_accuracy is not None:  # parameters.evaluate_train
             for name in ("train_eval_loss", "train_eval_accuracy"):
                 attributes[record.LEARNING_CURVES][name] = [_round(getattr(metrics, name)) for metrics in history]

@@ -23,6 +23,7 @@ import psutil
 from hpo.config.spec import FloatRange, IntRange, Parameters, StudySpec
 from hpo.errors import HpoError
 from hpo.tuning.data import TuningData
+from models.augmentation import augmentation_memory
 from models.memory import training_memory
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -142,10 +143,13 @@ def trial_memory(values: dict[str, Any], data: TuningData, *, keep_best_weights:
     Returns
     -------
     int
-        :func:`models.memory.training_memory` of that network, in bytes.
+        :func:`models.memory.training_memory` of that network, plus the buffers of
+        augmentation (:func:`models.augmentation.augmentation_memory`), in bytes.
     """
     train_rows = len(data.x_train)
-    return training_memory(
+    batch_rows = min(values["batch_size"], train_rows)
+    augmenting = values.get("augmentation", "none") != "none" and data.image_shape is not None
+    return (augmentation_memory(batch_rows, data.image_shape) if augmenting else 0) + training_memory(
         data.n_features,
         [values["hidden_size"]] * values["hidden_layers"],
         data.n_classes,
