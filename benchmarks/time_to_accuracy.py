@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -205,10 +206,9 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
-        import torch
-        torch_version = torch.__version__
-    except ImportError:
+    try:  # the installed version, without importing torch into this process
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
         torch_version = None
     return {"cpu_model": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
             "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
