@@ -155,6 +155,7 @@ def evaluate_trial(
     trial: optuna.trial.FrozenTrial,
     *,
     stored_weights: dict[str, np.ndarray] | None = None,
+    seed: int | None = None,
 ) -> tuple[MultiLayerNet, Evaluation]:
     """Train (or restore) the network of a completed trial and test it.
 
@@ -174,6 +175,9 @@ def evaluate_trial(
     stored_weights : dict of str to ndarray, optional
         The weights the trial itself trained (its artifact); tested as they are,
         without retraining.
+    seed : int, optional
+        Retrain with this seed instead of the trial's (``benchmarks/retraining.py``
+        measures the spread over seeds).
 
     Returns
     -------
@@ -190,10 +194,9 @@ def evaluate_trial(
         The data set's files are missing or malformed.
     """
     dataset_spec, values = trial_settings(study, trial)
-    dataset = load_dataset(dataset_spec)
-    if dataset_spec.train_images is not None:
-        dataset = dataset.take_train(dataset_spec.train_images)
-    seed = trial.user_attrs.get(record.SEED, trial_seed(values["seed"], trial.number))
+    dataset = load_training_and_test(dataset_spec)
+    if seed is None:
+        seed = trial.user_attrs.get(record.SEED, trial_seed(values["seed"], trial.number))
     training: dict[str, Any]
     if stored_weights is not None:
         network = build_network(values, dataset.x_train.shape[1], dataset.n_classes, seed=np.random.default_rng(seed))
@@ -219,6 +222,21 @@ def evaluate_trial(
         }
     evaluation = _score(network, dataset, trial, values, seed, dataset_spec, study.study_name, training)
     return network, evaluation
+
+
+def load_training_and_test(dataset_spec: DatasetSpec) -> Dataset:
+    """The study's data set: its first ``train_images`` training images (all of them by default) and the
+    test set.
+
+    Raises
+    ------
+    hpo.tuning.data.DataError
+        The data set's files are missing or malformed.
+    """
+    dataset = load_dataset(dataset_spec)
+    if dataset_spec.train_images is not None:
+        dataset = dataset.take_train(dataset_spec.train_images)
+    return dataset
 
 
 def train_network(values: dict[str, Any], n_classes: int, x_train: np.ndarray, t_train: np.ndarray,
