@@ -112,6 +112,16 @@ def test_the_top_trials_are_the_best_completed_ones_by_the_direction(finished):
         select_top_trials(study, 0)
 
 
+def test_a_minimizing_study_ranks_its_lowest_values_first():
+    study = optuna.create_study(direction="minimize")
+    for value in (0.5, 0.2, 0.9, 0.2, 0.1):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    assert [trial.number for trial in select_top_trials(study, 3)] == [4, 1, 3]  # 0.1, then 0.2 twice (lower first)
+    with pytest.raises(EvaluationError, match="has 5 completed trials"):
+        select_top_trials(study, 6)
+
+
 def test_a_saved_ensemble_loads_and_predicts_as_in_memory(finished, tmp_path):
     study = load(finished)
     trials = select_top_trials(study, 3)
@@ -157,7 +167,7 @@ def test_cli_ensemble_accuracy_is_the_mean_softmax_accuracy_of_the_saved_members
     card = json.loads((finished / "ens3" / "model_card.json").read_text())
     digits = load_digits()
     study = load(finished)
-    top = select_top_trials(study, 3)
+    top = sorted(study.trials, key=lambda trial: -trial.value)[:3]  # all 6 complete (no pruner)
     assert [member["trial"] for member in card["members"]] == [trial.number for trial in top]
     probabilities = []
     for member, trial in zip(card["members"], top):
