@@ -18,7 +18,9 @@ from hpo.cli.common import (
 )
 from hpo.config.names import file_name, path_inside
 from hpo.errors import HpoError
+from hpo.results.ensemble import evaluate_ensemble, select_top_trials
 from hpo.results.evaluate import (
+    STORED_WEIGHTS_BY_DEFAULT,
     Evaluation,
     evaluate_trial,
     prepare_model_directory,
@@ -39,21 +41,34 @@ MODELS_DIRECTORY = Path("hpo-models")
 @click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Trial to evaluate [default: the best].")
 @click.option("--out", "out_directory",
               help="Folder for weights.npz and model_card.json [default: ./hpo-models/STUDY-trial-N].")
-@click.option("--stored-weights", is_flag=True,
-              help="Test the weights the trial stored (its best epoch) instead of retraining.")
+@click.option("--stored-weights/--retrain", default=STORED_WEIGHTS_BY_DEFAULT, show_default=True,
+              help="Test the weights the trial stored (its best epoch), or retrain the trial's network on "
+                   "training + validation data.")
+@click.option("--ensemble", "ensemble_size", type=click.IntRange(min=1), metavar="K",
+              help="Combine the top K completed trials by averaging their softmax outputs [default: 1, one "
+                   "network].")
 @artifact_dir_option("Folder of the stored weights [default: beside a SQLite database, else ./hpo-artifacts].")
 @click.option("--force", is_flag=True, help="Replace a model already saved in the --out folder.")
 @format_option(("table", "json"), help="table: report for people; json: the model card.")
 def evaluate(storage: str | None, study_name: str | None, trial_number: int | None, out_directory: str | None,
-             stored_weights: bool, artifact_dir: str | None, force: bool, output_format: str) -> None:
+             stored_weights: bool, ensemble_size: int | None, artifact_dir: str | None, force: bool,
+             output_format: str) -> None:
     """Retrain the best (or --trial N) completed trial on training + validation data and test it.
 
     The network is rebuilt with the trial's parameters and seed and trained for the
     epochs at which the trial did best (or, with --stored-weights, the trial's own
     weights are loaded); it prints the test accuracy, a per-class table and the
-    confusion matrix, and saves the weights with a JSON model card.
+    confusion matrix, and saves the weights with a JSON model card.  With --ensemble K
+    the top K completed trials are each made so and their softmax outputs averaged;
+    every member's weights and one card are saved.
     """
+    if ensemble_size is not None and trial_number is not None:
+        raise HpoError("--trial and --ensemble exclude each other: --ensemble K takes the top K trials")
     study = load_study(storage, study_name)
+    if ensemble_size is not None and ensemble_size > 1:
+        _evaluate_ensemble(study, ensemble_size, storage, out_directory, stored_weights, artifact_dir, force,
+                           output_format)
+        return
     trial = select_trial(study, trial_number)
     directory = prepare_model_directory(out_directory or _default_model_directory(study, trial), overwrite=force)
     weights = None
@@ -73,10 +88,49 @@ def evaluate(storage: str | None, study_name: str | None, trial_number: int | No
                f"{len(evaluation.predictions)} test predictions")
 
 
+def _evaluate_ensemble(study: optuna.Study, size: int, storage: str | None, out_directory: str | None,
+                       stored_weights: bool, artifact_dir: str | None, force: bool, output_format: str) -> None:
+    """``hpo evaluate --ensemble K`` with K >= 2: members, ensemble, one saved folder."""
+    trials = select_top_trials(study, size)
+    default = f"{file_name(study.study_name)}-ensemble-{size}"
+    directory = prepare_model_directory(out_directory or _inside_models(default), overwrite=force)
+    weights = None
+    if stored_weights:
+        folder = artifact_directory(storage_url(storage), artifact_dir)
+        downloaded = {trial.number: download_weights(trial, folder) for trial in trials}  # all, before any work
+        weights = lambda trial: downloaded[trial.number]
+    if output_format == "table":
+        how = "their stored weights" if stored_weights else "retraining each on training + validation data"
+        click.echo(f"evaluating an ensemble of the top {size} trials of study {study.study_name} "
+                   f"({', '.join(str(trial.number) for trial in trials)}): {how}")
+    ensemble, evaluation = evaluate_ensemble(study, trials, stored_weights=weights)
+    weights_path, card_path = save_checked_model(directory, ensemble, evaluation)
+    if output_format == "json":
+        click.echo(card_path.read_text(encoding="utf-8"), nl=False)
+        return
+    rows = [{"member": str(index), "trial": str(member.trial_number),
+             "validation value": f"{member.card['validation_accuracy']:.4f}",
+             "test accuracy": f"{member.test_accuracy:.4f}"}
+            for index, member in enumerate(evaluation.members, start=1)]
+    rows.append({"member": "ensemble", "trial": "mean softmax", "validation value": "-",
+                 "test accuracy": f"{evaluation.test_accuracy:.4f}"})
+    write_rows(rows, "table", sys.stdout, title="members and ensemble (test set)", complete_with="-f json")
+    click.echo(f"ensemble test accuracy: {evaluation.test_accuracy:.4f} on {evaluation.card['test_images']} "
+               f"test images (best member alone: {evaluation.members[0].test_accuracy:.4f})")
+    _print_tables(evaluation)
+    click.echo(f"saved: {len(evaluation.members)} weights files ({weights_path.name}, ...) and {card_path}; "
+               f"reloaded, they give the same {len(evaluation.predictions)} test predictions")
+
+
 def _default_model_directory(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Path:
     """``hpo-models/STUDY-trial-N``, inside hpo-models/ whatever the stored study's name holds."""
+    return _inside_models(f"{file_name(study.study_name)}-trial-{trial.number}")
+
+
+def _inside_models(name: str) -> Path:
+    """``hpo-models/NAME``, refused when a symbolic link would lead it elsewhere."""
     try:
-        return path_inside(MODELS_DIRECTORY, f"{file_name(study.study_name)}-trial-{trial.number}")
+        return path_inside(MODELS_DIRECTORY, name)
     except ValueError as error:  # a symbolic link in hpo-models/ that leads elsewhere
         raise HpoError(f"{error}; give the model's folder with --out") from None
 
@@ -87,6 +141,11 @@ def _print_evaluation(evaluation: Evaluation) -> None:
     images = f" on {training['train_images']} images" if training["train_images"] else ""
     click.echo(f"{training['mode']}: {training['epochs']} epochs{images}")
     click.echo(f"test accuracy: {evaluation.test_accuracy:.4f} on {card['test_images']} test images")
+    _print_tables(evaluation)
+
+
+def _print_tables(evaluation: Evaluation) -> None:
+    """The per-class table (recall is the class's accuracy) and the confusion matrix."""
     write_rows(evaluation.per_class, "table", sys.stdout, title="per class (test set)", complete_with="-f json")
     names = [str(k) for k in range(len(evaluation.class_names))]
     rows = [{"true \\ predicted": name if name == str(k) else f"{k} {name}", **dict(zip(names, map(int, row)))}

@@ -11,7 +11,13 @@ an Optuna artifact) is tested instead.
 The result is saved in a folder as ``weights.npz`` (plain arrays, no pickle)
 and ``model_card.json`` (what the model is, how it was trained, what it
 scored, with which versions).  :func:`load_model` rebuilds the network from
-that folder alone.
+that folder alone.  An ensemble of several trials (:mod:`hpo.results.ensemble`)
+is saved in the same way: one weights file per member and one card listing
+them; :func:`load_model` and :func:`predict` serve it like one network.
+
+Which network stands for a trial by default (the *retraining policy*) is the
+one constant :data:`STORED_WEIGHTS_BY_DEFAULT`; ``benchmarks/retraining.py``
+measures both policies.
 """
 
 from __future__ import annotations
@@ -35,12 +41,19 @@ from hpo.store import record
 from hpo.tuning.data import load_dataset
 from hpo.tuning.objective import build_network, training_arguments, trial_seed
 from models.datasets import Dataset
+from models.ensemble import Ensemble
 from models.network import MultiLayerNet, load_weights, save_weights
-from models.trainer import train
+from models.trainer import TrainingResult, train
 
 WEIGHTS_FILE = "weights.npz"
 CARD_FILE = "model_card.json"
 CARD_FORMAT = 1
+ENSEMBLE_KIND = "ensemble"
+"""``kind`` of an ensemble's model card (a single network's card has no ``kind``)."""
+STORED_WEIGHTS_BY_DEFAULT = False
+"""The retraining policy of ``hpo evaluate`` without ``--stored-weights`` / ``--retrain``: False retrains the
+trial's network on training + validation images for its best epoch count; True tests the weights the trial
+itself trained (its best epoch on the training split).  Measured by ``benchmarks/retraining.py``."""
 
 
 class EvaluationError(HpoError):
@@ -70,6 +83,8 @@ class Evaluation:
         ``confusion[i, j]``: test images of class ``i`` predicted as ``j``.
     card : dict
         The model card (see :func:`evaluate_trial`), JSON-able.
+    members : tuple of Evaluation
+        For an ensemble, each member's own evaluation (best first); empty for one network.
     """
 
     trial_number: int
@@ -81,6 +96,7 @@ class Evaluation:
     per_class: list[dict[str, Any]]
     confusion: np.ndarray
     card: dict[str, Any]
+    members: tuple[Evaluation, ...] = ()
 
 
 def select_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -138,6 +154,7 @@ def evaluate_trial(
     trial: optuna.trial.FrozenTrial,
     *,
     stored_weights: dict[str, np.ndarray] | None = None,
+    seed: int | None = None,
 ) -> tuple[MultiLayerNet, Evaluation]:
     """Train (or restore) the network of a completed trial and test it.
 
@@ -159,6 +176,9 @@ def evaluate_trial(
     stored_weights : dict of str to ndarray, optional
         The weights the trial itself trained (its artifact); tested as they are,
         without retraining.
+    seed : int, optional
+        Retrain with this seed instead of the trial's (``benchmarks/retraining.py``
+        measures the spread over seeds).
 
     Returns
     -------
@@ -175,14 +195,12 @@ def evaluate_trial(
         The data set's files are missing or malformed.
     """
     dataset_spec, values = trial_settings(study, trial)
-    dataset = load_dataset(dataset_spec)
-    if dataset_spec.train_images is not None:
-        dataset = dataset.take_train(dataset_spec.train_images)
-    seed = trial.user_attrs.get(record.SEED, trial_seed(values["seed"], trial.number))
-    rng = np.random.default_rng(seed)
-    network = build_network(values, dataset.x_train.shape[1], dataset.n_classes, seed=rng)
+    dataset = load_training_and_test(dataset_spec)
+    if seed is None:
+        seed = trial.user_attrs.get(record.SEED, trial_seed(values["seed"], trial.number))
     training: dict[str, Any]
     if stored_weights is not None:
+        network = build_network(values, dataset.x_train.shape[1], dataset.n_classes, seed=np.random.default_rng(seed))
         try:
             network.load_state_dict(stored_weights)
         except ValueError as error:
@@ -191,10 +209,9 @@ def evaluate_trial(
                     "epochs": trial.user_attrs.get(record.BEST_EPOCH), "train_images": None}
     else:
         epochs = int(trial.user_attrs.get(record.BEST_EPOCH, values["epochs"]))
-        # The trial's optimizer, schedule (over its epochs: the first best_epoch rates are the trial's) and augmentation.
-        optimizer, arguments = training_arguments(values, dataset.image_shape)
-        result = train(network, optimizer, dataset.x_train, dataset.t_train, dataset.x_test, dataset.t_test,
-                       rng=rng, **{**arguments, "epochs": epochs})
+        network, result = train_network(values, dataset.n_classes, dataset.x_train, dataset.t_train,
+                                        dataset.x_test, dataset.t_test, epochs=epochs, seed=seed,
+                                        image_shape=dataset.image_shape)
         if result.diverged:
             raise EvaluationError(f"trial {trial.number}: retraining on all training images diverged: "
                                   f"{result.message}; try --stored-weights")
@@ -209,25 +226,109 @@ def evaluate_trial(
     return network, evaluation
 
 
-def _score(network: MultiLayerNet, dataset: Dataset, trial: optuna.trial.FrozenTrial, values: dict[str, Any],
-           seed: int, dataset_spec: DatasetSpec, study_name: str, training: dict[str, Any]) -> Evaluation:
+def load_training_and_test(dataset_spec: DatasetSpec) -> Dataset:
+    """The study's data set: its first ``train_images`` training images (all of them by default) and the
+    test set.
+
+    Raises
+    ------
+    hpo.tuning.data.DataError
+        The data set's files are missing or malformed.
+    """
+    dataset = load_dataset(dataset_spec)
+    if dataset_spec.train_images is not None:
+        dataset = dataset.take_train(dataset_spec.train_images)
+    return dataset
+
+
+def train_network(values: dict[str, Any], n_classes: int, x_train: np.ndarray, t_train: np.ndarray,
+                  x_watch: np.ndarray, t_watch: np.ndarray, *, epochs: int, seed: int,
+                  image_shape: tuple[int, int] | None = None,
+                  keep_best: str | None = None) -> tuple[MultiLayerNet, TrainingResult]:
+    """Build a trial's network from ``values`` and train it as a trial trains: one generator of ``seed``
+    draws the initial weights, then the mini-batches.
+
+    Parameters
+    ----------
+    values : dict
+        All model and training settings of a trial (:func:`trial_settings`).
+    n_classes : int
+    x_train : ndarray of shape (N, D), float32
+    t_train : ndarray of shape (N,), int64
+    x_watch, t_watch : ndarray of shape (M, D) and (M,)
+        Scored after each epoch (validation images, or test images for the card's curve only).
+    epochs : int
+        Epochs to train; the learning-rate schedule still spans the trial's ``epochs``, so the
+        first ``epochs`` rates are the trial's.
+    seed : int
+    image_shape : (height, width), optional
+        Of the flattened images, for the trial's augmentation (``Dataset.image_shape``).
+    keep_best : {"validation_accuracy", "validation_loss"}, optional
+        Keep the weights of the epoch that was best on ``x_watch`` by this metric (ties: the
+        earlier epoch), as a trial's weights artifact does; default: the last epoch's.
+
+    Returns
+    -------
+    network : MultiLayerNet
+    result : models.trainer.TrainingResult
+        Per-epoch metrics; ``diverged`` says whether training stopped early.
+    """
+    rng = np.random.default_rng(seed)
+    network = build_network(values, x_train.shape[1], n_classes, seed=rng)
+    best: dict[str, Any] = {}
+
+    def keep(metrics: Any) -> None:
+        score = getattr(metrics, keep_best) * (1 if keep_best == "validation_accuracy" else -1)
+        if "score" not in best or score > best["score"]:
+            best.update(score=score, state=network.state_dict())
+
+    # The trial's optimizer, schedule (over its epochs) and augmentation.
+    optimizer, arguments = training_arguments(values, image_shape)
+    result = train(network, optimizer, x_train, t_train, x_watch, t_watch, rng=rng,
+                   callback=keep if keep_best else None, **{**arguments, "epochs": epochs})
+    if best and not result.diverged:
+        network.load_state_dict(best["state"])
+    return network, result
+
+
+def test_report(predictions: np.ndarray, labels: np.ndarray, n_classes: int,
+                class_names: tuple[str, ...]) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Per-class scores and the confusion matrix of test predictions (scikit-learn's metrics).
+
+    Parameters
+    ----------
+    predictions, labels : ndarray of shape (n_test,), int64
+    n_classes : int
+    class_names : tuple of str
+
+    Returns
+    -------
+    per_class : list of dict
+        ``class``, ``name``, ``precision``, ``recall`` (the class's accuracy), ``f1`` and ``support``.
+    confusion : ndarray of shape (n_classes, n_classes), int64
+    """
     from sklearn.metrics import (  # two seconds to import
         confusion_matrix,
         precision_recall_fscore_support,
     )
 
-    predictions = predict(network, dataset.x_test)
-    labels = dataset.t_test
-    classes = np.arange(dataset.n_classes)
+    classes = np.arange(n_classes)
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=classes, zero_division=0
     )
     per_class = [
-        {"class": int(k), "name": dataset.class_names[k], "precision": round(float(precision[k]), 4),
+        {"class": int(k), "name": class_names[k], "precision": round(float(precision[k]), 4),
          "recall": round(float(recall[k]), 4), "f1": round(float(f1[k]), 4), "support": int(support[k])}
         for k in classes
     ]
-    confusion = confusion_matrix(labels, predictions, labels=classes)
+    return per_class, confusion_matrix(labels, predictions, labels=classes)
+
+
+def _score(network: MultiLayerNet, dataset: Dataset, trial: optuna.trial.FrozenTrial, values: dict[str, Any],
+           seed: int, dataset_spec: DatasetSpec, study_name: str, training: dict[str, Any]) -> Evaluation:
+    predictions = predict(network, dataset.x_test)
+    labels = dataset.t_test
+    per_class, confusion = test_report(predictions, labels, dataset.n_classes, dataset.class_names)
     test_accuracy = float(np.mean(predictions == labels))
     card = {
         "format": CARD_FORMAT,
@@ -243,19 +344,20 @@ def _score(network: MultiLayerNet, dataset: Dataset, trial: optuna.trial.FrozenT
         "training": training,
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
-        "versions": _versions(),
+        "versions": software_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return Evaluation(trial.number, test_accuracy, predictions, labels, dataset.x_test, dataset.class_names, per_class,
                       confusion, card)
 
 
-def predict(network: MultiLayerNet, x: np.ndarray) -> np.ndarray:
+def predict(network: MultiLayerNet | Ensemble, x: np.ndarray) -> np.ndarray:
     """Predicted classes in test mode (no dropout, running batch-norm statistics).
 
     Parameters
     ----------
-    network : MultiLayerNet
+    network : MultiLayerNet or models.ensemble.Ensemble
+        One network (argmax of its scores) or an ensemble (argmax of its mean softmax probabilities).
     x : ndarray of shape (N, D), float32
 
     Returns
@@ -266,7 +368,8 @@ def predict(network: MultiLayerNet, x: np.ndarray) -> np.ndarray:
                            for start in range(0, len(x), 4096)]).astype(np.int64)
 
 
-def _versions() -> dict[str, str]:
+def software_versions() -> dict[str, str]:
+    """Versions of Python and of the packages a model card names."""
     versions = {"python": platform.python_version()}
     for package in ("hpo-from-scratch", "numpy", "optuna", "scikit-learn"):
         try:
@@ -296,14 +399,18 @@ def prepare_model_directory(directory: str | Path, *, overwrite: bool = False) -
     return directory
 
 
-def save_model(directory: str | Path, network: MultiLayerNet, evaluation: Evaluation) -> tuple[Path, Path]:
+def save_model(directory: str | Path, network: MultiLayerNet | Ensemble,
+               evaluation: Evaluation) -> tuple[Path, Path]:
     """Write ``weights.npz`` and ``model_card.json`` into ``directory`` (created if needed).
 
-    The card records the SHA-256 of the weights file, checked by :func:`load_model`.
+    The card records the SHA-256 of the weights file, checked by :func:`load_model`.  An
+    ensemble writes one ``weights-trial-N.npz`` per member instead, each file and its SHA-256
+    named in the card's ``members`` list (in ``evaluation.members`` order).
 
     Returns
     -------
     weights_path, card_path : Path
+        For an ensemble, the first member's weights file.
 
     Raises
     ------
@@ -312,15 +419,24 @@ def save_model(directory: str | Path, network: MultiLayerNet, evaluation: Evalua
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    card_path = directory / CARD_FILE
+    if isinstance(network, Ensemble):
+        members, paths = [], []
+        for member, member_card in zip(network.networks, evaluation.card["members"]):
+            paths.append(directory / f"weights-trial-{member_card['trial']}.npz")
+            save_weights(member, paths[-1])
+            members.append({**member_card, "weights_file": paths[-1].name, "weights_sha256": _sha256(paths[-1])})
+        card = {**evaluation.card, "members": members}
+        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        return paths[0], card_path
     weights_path = directory / WEIGHTS_FILE
     save_weights(network, weights_path)
     card = {**evaluation.card, "weights_file": WEIGHTS_FILE, "weights_sha256": _sha256(weights_path)}
-    card_path = directory / CARD_FILE
     card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return weights_path, card_path
 
 
-def save_checked_model(directory: str | Path, network: MultiLayerNet, evaluation: Evaluation) -> tuple[Path, Path]:
+def save_checked_model(directory: str | Path, network: MultiLayerNet | Ensemble, evaluation: Evaluation) -> tuple[Path, Path]:
     """:func:`save_model`, then load it back and check that it predicts exactly what was tested.
 
     Returns
@@ -343,8 +459,8 @@ def save_checked_model(directory: str | Path, network: MultiLayerNet, evaluation
     return weights_path, card_path
 
 
-def load_model(directory: str | Path) -> tuple[MultiLayerNet, dict[str, Any]]:
-    """Rebuild a saved model from its folder: the card's settings plus ``weights.npz``.
+def load_model(directory: str | Path) -> tuple[MultiLayerNet | Ensemble, dict[str, Any]]:
+    """Rebuild a saved model from its folder: the card's settings plus its weights file(s).
 
     Parameters
     ----------
@@ -353,8 +469,9 @@ def load_model(directory: str | Path) -> tuple[MultiLayerNet, dict[str, Any]]:
 
     Returns
     -------
-    network : MultiLayerNet
-        Ready for :func:`predict` (float32 inputs of shape (N, n_features)).
+    network : MultiLayerNet or models.ensemble.Ensemble
+        Ready for :func:`predict` (float32 inputs of shape (N, n_features)); an
+        ensemble's card (``kind`` "ensemble") gives an Ensemble of its members.
     card : dict
         The model card.
 
@@ -365,23 +482,34 @@ def load_model(directory: str | Path) -> tuple[MultiLayerNet, dict[str, Any]]:
         checksum or shapes do not match the card.
     """
     directory = Path(directory)
-    card_path, weights_path = directory / CARD_FILE, directory / WEIGHTS_FILE
+    card_path = directory / CARD_FILE
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise EvaluationError(f"{card_path}: cannot read the model card: {error}") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise EvaluationError(f"{card_path}: not a model card of format {CARD_FORMAT}")
+    if card.get("kind") != ENSEMBLE_KIND:
+        return _load_network(directory, card_path, card, card), card
+    members = card.get("members")
+    if not isinstance(members, list) or not members or not all(isinstance(member, dict) for member in members):
+        raise EvaluationError(f"{card_path}: an ensemble's card without its list of members; save it again")
+    return Ensemble([_load_network(directory, card_path, member, card) for member in members]), card
+
+
+def _load_network(directory: Path, card_path: Path, entry: dict[str, Any], card: dict[str, Any]) -> MultiLayerNet:
+    """The network of ``entry`` (a card, or an ensemble card's member): its checked weights file, its settings."""
+    weights_path = directory / Path(str(entry.get("weights_file", WEIGHTS_FILE))).name  # never outside the folder
     try:
         checksum = _sha256(weights_path)
     except OSError as error:
         raise EvaluationError(f"{weights_path}: cannot read the weights: {error.strerror or error}") from None
-    if checksum != card.get("weights_sha256"):  # checked first: a damaged file is never parsed
+    if checksum != entry.get("weights_sha256"):  # checked first: a damaged file is never parsed
         raise EvaluationError(f"{weights_path}: checksum differs from the model card; the file was changed")
     try:
         state = load_weights(weights_path)
         data = card["data"]
-        network = build_network(card["parameters"], data["n_features"], len(data["class_names"]), seed=0)
+        network = build_network(entry["parameters"], data["n_features"], len(data["class_names"]), seed=0)
     except (KeyError, TypeError, ValueError) as error:
         raise EvaluationError(f"{card_path}: the model card does not describe a network of this project "
                               f"({type(error).__name__}: {error}); save the model again with hpo evaluate") from None
@@ -389,7 +517,7 @@ def load_model(directory: str | Path) -> tuple[MultiLayerNet, dict[str, Any]]:
         network.load_state_dict(state)
     except ValueError as error:
         raise EvaluationError(f"{weights_path}: does not fit the model card's network: {error}") from None
-    return network, card
+    return network
 
 
 def _sha256(path: Path) -> str:
