@@ -5,11 +5,15 @@ import re
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from optuna.trial import TrialState
+
+# The PostgreSQL server of the worker tests (CI: postgresql+psycopg2://postgres@127.0.0.1:5432/test), or None.
+POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES_URL")
 
 # This environment's console scripts (hpo, optuna, python): the ones of the interpreter running the tests.
 BIN = Path(sys.executable).parent
@@ -177,3 +181,63 @@ def run_study_file():
         return study, spec
 
     return run
+
+
+def _write_worker_study(folder: Path, *, trials: int, epochs: int, hidden_size: int = 32) -> tuple[Path, str]:
+    """A small study file of its own name in ``folder`` (64-hidden_size-10 on the digits, momentum, no
+    pruner, heartbeats every second, stale after 3 s): (its path, the study name)."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    path = folder / f"{name}.toml"
+    path.write_text(f"""
+name = "{name}"
+[budget]
+trials = {trials}
+[sampler]
+type = "tpe"
+seed = 0
+n_startup_trials = 4
+[pruner]
+type = "none"
+[parameters]
+learning_rate = {{ low = 1e-3, high = 1e-1, log = true }}
+weight_decay = {{ low = 1e-8, high = 1e-3, log = true }}
+optimizer = "momentum"
+hidden_layers = 1
+hidden_size = {hidden_size}
+batch_size = 32
+epochs = {epochs}
+[workers]
+heartbeat_interval_seconds = 1
+grace_period_seconds = 3
+max_retry = 2
+""")
+    return path, name
+
+
+@pytest.fixture(scope="session")
+def write_worker_study():
+    """``write_worker_study(folder, *, trials, epochs, hidden_size=32)`` -> (path, name): a small study file
+    for worker processes, with a study name of its own."""
+    return _write_worker_study
+
+
+@pytest.fixture
+def study_factory(tmp_path):
+    """``study_factory(*, trials, epochs, hidden_size=32)`` -> (path, name): a worker study file in
+    ``tmp_path`` (see ``write_worker_study``); its study is deleted from the PostgreSQL server of
+    HPO_TEST_POSTGRES_URL afterwards."""
+    import optuna
+
+    names = []
+
+    def make(**kwargs):
+        path, name = _write_worker_study(tmp_path, **kwargs)
+        names.append(name)
+        return path, name
+
+    yield make
+    for name in names:
+        try:
+            optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+        except KeyError:
+            pass

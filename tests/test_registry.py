@@ -1,5 +1,9 @@
 """hpo.config.registry: samplers and pruners by name, a random stream per trial, grids from plain data."""
 
+import importlib.util
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pytest
@@ -123,3 +127,18 @@ def test_qmc_first_trials_differ_though_they_come_before_the_search_space():
     again = optuna.create_study(sampler=build_sampler("qmc", {"seed": 3}, SPACE))
     trial = again.ask()
     assert trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True) == values[0]  # still reproducible
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="PyTorch is installed: the gp sampler works")
+def test_a_gp_study_without_pytorch_is_one_line_naming_the_extra(tmp_path, run_hpo):
+    (tmp_path / "gp.toml").write_text('name = "gp"\n[budget]\ntrials = 2\n[sampler]\ntype = "gp"\n'
+                                      '[parameters]\nlearning_rate = { low = 1e-3, high = 1e-1, log = true }\n')
+    result = run_hpo("create", "gp.toml", "--storage", f"sqlite:///{tmp_path / 'gp.db'}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [("Error: gp.toml: sampler.type = 'gp' needs PyTorch: pip install "
+                                           "'hpo-from-scratch[gp]' (or torch), or choose another sampler")]
+    assert not (tmp_path / "gp.db").exists()  # refused before the storage is opened
+    # The extra it names brings PyTorch.
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert extras["gp"] == ["torch==2.13.0"]

@@ -58,52 +58,6 @@ def compose_service(console_scripts: Path, name: str, study_file: Path,
     return command, {**os.environ, **environment}
 
 
-def write_study(folder: Path, *, trials: int, epochs: int, hidden_size: int = 32) -> tuple[Path, str]:
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    path = folder / f"{name}.toml"
-    path.write_text(f"""
-name = "{name}"
-[budget]
-trials = {trials}
-[sampler]
-type = "tpe"
-seed = 0
-n_startup_trials = 4
-[pruner]
-type = "none"
-[parameters]
-learning_rate = {{ low = 1e-3, high = 1e-1, log = true }}
-weight_decay = {{ low = 1e-8, high = 1e-3, log = true }}
-optimizer = "momentum"
-hidden_layers = 1
-hidden_size = {hidden_size}
-batch_size = 32
-epochs = {epochs}
-[workers]
-heartbeat_interval_seconds = 1
-grace_period_seconds = 3
-max_retry = 2
-""")
-    return path, name
-
-
-@pytest.fixture
-def study_factory(tmp_path):
-    names = []
-
-    def make(**kwargs):
-        path, name = write_study(tmp_path, **kwargs)
-        names.append(name)
-        return path, name
-
-    yield make
-    for name in names:
-        try:
-            optuna.delete_study(study_name=name, storage=POSTGRES_URL)
-        except KeyError:
-            pass
-
-
 def start(console_scripts: Path, service: str, study_file: Path, storage_url: str = None) -> subprocess.Popen:
     command, environment = compose_service(console_scripts, service, study_file, storage_url or POSTGRES_URL)
     return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -279,14 +233,14 @@ def test_workers_ride_out_a_postgresql_restart(study_factory, console_scripts):
     assert len(after) == 16
 
 
-def test_two_racing_creates_on_a_fresh_database_make_one_study(tmp_path, console_scripts):
+def test_two_racing_creates_on_a_fresh_database_make_one_study(tmp_path, console_scripts, write_worker_study):
     database = f"hpo_race_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as connection:
         connection.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
     fresh_url = sqlalchemy.engine.make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
     try:
-        study_file, name = write_study(tmp_path, trials=4, epochs=2)
+        study_file, name = write_worker_study(tmp_path, trials=4, epochs=2)
         creators = [start(console_scripts, "create-study", study_file, fresh_url) for _ in range(2)]
         results = finish(creators)
         assert [code for code, _ in results] == [0, 0], results

@@ -275,7 +275,9 @@ def build_sampler(name: str, arguments: dict[str, Any],
                     "choices or a range with a step (and no log scale)"
                 )
     if name == "gp" and importlib.util.find_spec("torch") is None:
-        raise ValueError("sampler.type = 'gp' needs PyTorch: pip install torch, or choose another sampler")
+        # Optuna's GPSampler fits its Gaussian process with PyTorch, which it imports only when a trial is sampled.
+        raise ValueError("sampler.type = 'gp' needs PyTorch: pip install 'hpo-from-scratch[gp]' (or torch), "
+                         "or choose another sampler")
     sampler = _construct("sampler", name, SAMPLERS[name], arguments, built)
     seed = arguments.get("seed")
     if name in _ONE_SEQUENCE_SAMPLERS or not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
