@@ -152,3 +152,62 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_ends_as_if_n
     assert taken_over not in left and not [file for file in left if file.startswith("trial-1-")]
     assert len(left) <= 1, left
     assert not [path for path in (reference_folder / "artifacts").iterdir() if "checkpoint" in path.name]
+
+
+def test_the_keeper_names_a_new_checkpoint_before_it_removes_the_old_one(tmp_path):
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from hpo.store.checkpoints import CheckpointKeeper
+
+    store = FileSystemArtifactStore(tmp_path)
+    (tmp_path / "inherited.npz").write_bytes(b"the checkpoint a retry took over")
+    named = []
+
+    def store_attribute(artifact_id):
+        # When the new id is stored, the new file is complete and the old one still there.
+        assert Checkpoint.read(open(tmp_path / artifact_id, "rb")).epoch == 2
+        assert (tmp_path / "inherited.npz").exists()
+        named.append(artifact_id)
+
+    keeper = CheckpointKeeper(7, store, store_attribute, current="inherited.npz")
+    keeper(Checkpoint(epoch=2, network={"W1": np.ones((2, 2), dtype=np.float32)}, optimizer={}, generators={},
+                      history=[]))
+    assert [path.name for path in tmp_path.iterdir()] == named == [keeper.current]
+    assert keeper.current.startswith("trial-7-epoch-2-checkpoint-")
+
+    def finished_elsewhere(artifact_id):
+        raise optuna.exceptions.UpdateFinishedTrialError("trial already finished")
+
+    keeper.store_attribute = finished_elsewhere
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        keeper(Checkpoint(epoch=4, network={}, optimizer={}, generators={}, history=[]))
+    # The retry owns the named checkpoint: it stays; the unnamed new one is gone.
+    assert [path.name for path in tmp_path.iterdir()] == named
+
+
+def test_pruned_and_completed_trials_leave_no_checkpoint(tmp_path, run_study_file):
+    from hpo.store.artifacts import open_artifact_store
+
+    store = open_artifact_store(tmp_path / "artifacts")
+    study, _ = run_study_file(tmp_path, """
+        name = "cleanup"
+        [budget]
+        trials = 2
+        [pruner]
+        type = "threshold"
+        lower = 0.2
+        n_warmup_steps = 2
+        [parameters]
+        learning_rate = { choices = [1e-9, 0.05] }
+        hidden_size = 16
+        batch_size = 64
+        epochs = 5
+    """, enqueue=[{"learning_rate": 1e-9}, {"learning_rate": 0.05}], artifact_store=store)
+    pruned, complete = study.get_trials()
+    # Checkpoints were written after epoch 1 (the pruned epoch 2 gets none; the completed trial's after 1 to 4, but
+    # not after its last), then removed.
+    assert pruned.state == TrialState.PRUNED and len(pruned.intermediate_values) == 2
+    assert pruned.user_attrs["checkpoint_artifact_id"].startswith("trial-0-epoch-1-checkpoint-")
+    assert complete.state == TrialState.COMPLETE
+    assert complete.user_attrs["checkpoint_artifact_id"].startswith("trial-1-epoch-4-checkpoint-")
+    assert [path.name for path in (tmp_path / "artifacts").iterdir()] == [complete.user_attrs["weights_artifact_id"]]

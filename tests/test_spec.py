@@ -248,3 +248,16 @@ def test_study_names_that_are_refused_name_file_field_value_and_rule(tmp_path, n
     path = tmp_path / "s.toml"
     path.write_text(f'name = "{name}"\n[budget]\ntrials = 3\n')
     assert error_of(path) == f"{path}: name: {shown} is not a valid study name; {RULE}"
+
+
+def test_checkpoint_every_epochs_defaults_to_1_and_is_not_part_of_the_identity(tmp_path):
+    assert load_spec(write(tmp_path, "")).workers.checkpoint_every_epochs == 1
+    spec = load_spec(write(tmp_path, "[workers]\ncheckpoint_every_epochs = 5", name="five.toml"))
+    assert spec.workers.checkpoint_every_epochs == 5
+    # It changes no result: a study resumes with another value.
+    assert spec.identity() == load_spec(write(tmp_path, "", name="plain.toml")).identity()
+
+
+def test_checkpoint_every_epochs_below_1_is_refused(tmp_path):
+    assert "workers.checkpoint_every_epochs: Input should be greater than or equal to 1" in error_of(
+        write(tmp_path, "[workers]\ncheckpoint_every_epochs = 0"))
