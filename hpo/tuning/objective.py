@@ -249,7 +249,6 @@ class Objective:
         self._store(trial, attributes)
         return _best(history, metric)
 
-
     def _resume(self, trial: optuna.Trial, checkpoint_id: str | None, history: list[EpochMetrics],
                 best_state: dict[str, np.ndarray]) -> Checkpoint | None:
         """The checkpoint a retry continues from, its epochs reported and put in ``history``; None to start afresh."""
