@@ -105,7 +105,7 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_ends_as_if_n
     victim = optuna.load_study(study_name=name, storage=url).trials[0]
     assert victim.state == TrialState.RUNNING and len(victim.intermediate_values) < EPOCHS
     taken_over = victim.user_attrs["checkpoint_artifact_id"]
-    checkpoint = Checkpoint.read(open(artifacts / taken_over, "rb"))
+    checkpoint = Checkpoint.read((artifacts / taken_over).read_bytes())
     assert checkpoint.epoch % 2 == 0 and checkpoint.epoch >= 2  # every 2 epochs
 
     # A second worker fails the stale trial (grace period 3 s) and runs its retry.
@@ -165,7 +165,7 @@ def test_the_keeper_names_a_new_checkpoint_before_it_removes_the_old_one(tmp_pat
 
     def store_attribute(artifact_id):
         # When the new id is stored, the new file is complete and the old one still there.
-        assert Checkpoint.read(open(tmp_path / artifact_id, "rb")).epoch == 2
+        assert Checkpoint.read((tmp_path / artifact_id).read_bytes()).epoch == 2
         assert (tmp_path / "inherited.npz").exists()
         named.append(artifact_id)
 
