@@ -14,6 +14,7 @@ entries to 0 every :data:`FLUSH_INTERVAL` updates (see there).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,59 @@ def _positive(name: str, value: float) -> float:
     return number(name, value, minimum=0.0, exclusive_minimum=True)
 
 
-class SGD:
+class _Stateful:
+    """``state_dict()`` and ``load_state_dict()`` of every optimizer, from two class attributes.
+
+    ``_PER_NAME``: attributes holding a dict parameter name -> state (arrays; Adam's
+    step counts ``t`` are ints); ``_COUNTS``: int attributes (``updates``).  A training
+    continued from a checkpoint (:mod:`models.checkpoint`) gets the same steps as one
+    that ran through only if this state comes back exactly, the counts included (they
+    time the flush of subnormal numbers and Adam's bias correction).
+    """
+
+    _PER_NAME: tuple[str, ...] = ()
+    _COUNTS: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state, e.g. ``{"v": {"all": ndarray (P,)}, "updates": 120}`` for Momentum.
+
+        Returns
+        -------
+        state : dict
+            ``{attribute: {parameter name: ndarray or int}}`` for the per-parameter state
+            and ``{attribute: int}`` for the counts.  The arrays are the optimizer's own,
+            not copies (as PyTorch's ``Optimizer.state_dict``): write or copy them before
+            the next :meth:`update`.  SGD has no state: ``{}``.
+        """
+        state: dict[str, Any] = {attribute: dict(getattr(self, attribute)) for attribute in self._PER_NAME}
+        state.update({attribute: getattr(self, attribute) for attribute in self._COUNTS})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the optimizer's state by copies of what :meth:`state_dict` returned.
+
+        Parameters
+        ----------
+        state : dict
+            Exactly the keys of :meth:`state_dict`; arrays keep their dtype.
+
+        Raises
+        ------
+        ValueError
+            The keys differ (a state of another optimizer).
+        """
+        expected = {*self._PER_NAME, *self._COUNTS}
+        if set(state) != expected:
+            raise ValueError(f"optimizer state: expected keys {sorted(expected)} of {type(self).__name__}, "
+                             f"got {sorted(state)}")
+        for attribute in self._PER_NAME:
+            setattr(self, attribute, {key: np.array(value) if isinstance(value, np.ndarray) else int(value)
+                                      for key, value in state[attribute].items()})
+        for attribute in self._COUNTS:
+            setattr(self, attribute, int(state[attribute]))
+
+
+class SGD(_Stateful):
     """Stochastic gradient descent: ``W -= lr * g``.
 
     Source: Deep Learning from Scratch, section 6.1.2.
@@ -94,7 +147,7 @@ class SGD:
             param -= self.lr * grads[key]
 
 
-class Momentum:
+class Momentum(_Stateful):
     """Momentum SGD: ``v = a * v - lr * g``; ``W += v``.
 
     Source: Deep Learning from Scratch, section 6.1.4 (Polyak's heavy ball).
@@ -117,6 +170,9 @@ class Momentum:
         Velocity per parameter name, created at its first update.
     """
 
+    _PER_NAME = ("v",)
+    _COUNTS = ("updates",)
+
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         self.lr = _positive("lr", lr)
         self.momentum = fraction("momentum", momentum)
@@ -137,7 +193,7 @@ class Momentum:
             _flush_subnormals(self.v.values())
 
 
-class Nesterov:
+class Nesterov(_Stateful):
     """Nesterov's accelerated gradient, in the book's reformulated form.
 
     ``v = a * v - lr * g``, then ``W += a * a * v - (1 + a) * lr * g`` (with the
@@ -167,6 +223,9 @@ class Nesterov:
         Velocity per parameter name.
     """
 
+    _PER_NAME = ("v",)
+    _COUNTS = ("updates",)
+
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         self.lr = _positive("lr", lr)
         self.momentum = fraction("momentum", momentum)
@@ -190,7 +249,7 @@ class Nesterov:
             _flush_subnormals(self.v.values())
 
 
-class AdaGrad:
+class AdaGrad(_Stateful):
     """AdaGrad: ``h += g * g``; ``W -= lr * g / (sqrt(h) + eps)``.
 
     Source: Duchi, Hazan & Singer 2011, "Adaptive Subgradient Methods for
@@ -215,6 +274,8 @@ class AdaGrad:
         Sum of squared gradients per parameter name.
     """
 
+    _PER_NAME = ("h",)
+
     def __init__(self, lr: float = 0.01, eps: float = 1e-7) -> None:
         self.lr = _positive("lr", lr)
         self.eps = _positive("eps", eps)
@@ -233,7 +294,7 @@ class AdaGrad:
             param -= step
 
 
-class RMSprop:
+class RMSprop(_Stateful):
     """RMSprop: ``h = r * h + (1 - r) * g * g``; ``W -= lr * g / (sqrt(h) + eps)``.
 
     Source: Hinton, Srivastava & Swersky, Neural Networks for Machine Learning,
@@ -258,6 +319,9 @@ class RMSprop:
     h : dict of str to ndarray
         Moving average of squared gradients per parameter name.
     """
+
+    _PER_NAME = ("h",)
+    _COUNTS = ("updates",)
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99, eps: float = 1e-7) -> None:
         self.lr = _positive("lr", lr)
@@ -285,7 +349,7 @@ class RMSprop:
             _flush_subnormals(self.h.values())
 
 
-class Adam:
+class Adam(_Stateful):
     """Adam: bias-corrected moving averages of the gradient and its square.
 
     With ``t`` counted from 1 per parameter name::
@@ -323,6 +387,9 @@ class Adam:
         Number of updates so far per parameter name.
     """
 
+    _PER_NAME = ("m", "v", "t")
+    _COUNTS = ("updates",)
+
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7) -> None:
         self.lr = _positive("lr", lr)
         self.beta1 = fraction("beta1", beta1)
@@ -341,8 +408,10 @@ class Adam:
                 m = self.m[key] = np.zeros_like(param)
                 self.v[key] = np.zeros_like(param)
                 self.t[key] = 0
-                self._step[key] = np.empty_like(param)
-            v, step = self.v[key], self._step[key]  # step: scratch space, reused (no allocation)
+            step = self._step.get(key)  # scratch space, reused (no allocation); not part of the state
+            if step is None:
+                step = self._step[key] = np.empty_like(param)
+            v = self.v[key]
             t = self.t[key] = self.t[key] + 1
             g = grads[key]
 

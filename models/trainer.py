@@ -12,6 +12,7 @@ whose loss explodes is stopped and reported as diverged (see :func:`divergence_l
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy
 
+from models.checkpoint import Checkpoint, random_generators
 from models.validation import as_generator, positive_int
 
 __all__ = ["DIVERGENCE_FACTOR", "EVALUATION_CHUNK", "EpochMetrics", "TrainingResult", "divergence_limit", "train"]
@@ -224,6 +226,9 @@ def train(
     before_batch: Callable[[], None] | None = None,
     schedule: Any = None,
     augmentation: Callable[[numpy.ndarray, numpy.random.Generator], numpy.ndarray] | None = None,
+    resume_from: Checkpoint | None = None,
+    checkpoint_every: int = 1,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> TrainingResult:
     """Train ``network`` with ``optimizer`` by epochs of shuffled mini-batches.
 
@@ -304,6 +309,24 @@ def train(
         training mini-batch's inputs after gathering them, with the run's
         generator (see :mod:`models.augmentation`); validation data are never
         augmented. None trains on the images as they are and draws nothing for it.
+    resume_from : models.checkpoint.Checkpoint, optional
+        Continue a training from its checkpoint: the network's parameters and
+        running statistics, the optimizer's state, the generators (``rng``, the
+        network's: :func:`models.checkpoint.random_generators`) and the divergence
+        limit are set from it, its history starts the result, and training goes on
+        with epoch ``resume_from.epoch + 1`` up to ``epochs`` (the total, as in the
+        run that wrote it). Give the same network and optimizer settings, data and
+        ``batch_size``: the result then equals (bit for bit) that of the run that
+        was never interrupted. ``callback`` sees the new epochs only.
+    checkpoint_every : int, default 1
+        With ``on_checkpoint``: take a checkpoint after every this many epochs, >= 1.
+    on_checkpoint : callable, optional
+        Called as ``on_checkpoint(checkpoint)`` after epoch *k* when *k* is a multiple
+        of ``checkpoint_every`` and not the last epoch (a finished training needs
+        none), after ``callback`` returned: an epoch the callback stops (a pruned
+        trial) gets no checkpoint, and the checkpoint's history is what the callback
+        saw. The checkpoint holds the optimizer's live arrays: write it before
+        returning. An exception it raises propagates and ends training.
 
     Returns
     -------
@@ -313,7 +336,9 @@ def train(
     Raises
     ------
     ValueError
-        If ``epochs`` or ``batch_size`` is not an integer >= 1, an ``x`` is not
+        If ``epochs``, ``batch_size`` or ``checkpoint_every`` is not an integer >= 1,
+        ``resume_from.epoch`` exceeds ``epochs``, the checkpoint does not fit the
+        network or optimizer, an ``x`` is not
         a non-empty 2-D array, ``x_validation`` has a different number of
         features than ``x_train``, a ``t`` does not match its ``x``, or ``rng``
         is not an int >= 0, a Generator or None.
@@ -339,6 +364,8 @@ def train(
     _check_data("x_train", x_train, "t_train", t_train, None)
     _check_data("x_validation", x_validation, "t_validation", t_validation, x_train.shape[1])
     generator = as_generator("rng", rng)
+    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    generators = random_generators(network, generator)
 
     # A network that keeps its parameters and gradients in two flat vectors is
     # updated in one pass over them instead of one small array at a time.
@@ -356,8 +383,11 @@ def train(
     x_batch = numpy.empty((min(batch_size, n), x_train.shape[1]), dtype=x_train.dtype)
     result = TrainingResult()
     first = None  # (first mini-batch loss, classes): they set the divergence limit
+    done = 0  # epochs completed before this call (by the run that wrote resume_from)
+    if resume_from is not None:
+        done, first = _resume(resume_from, epochs, network, optimizer, generators, result)
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(done + 1, epochs + 1):
         started = time.perf_counter()
         if schedule is not None:
             optimizer.lr = schedule.rate(epoch)
@@ -408,4 +438,23 @@ def train(
         result.history.append(metrics)
         if callback is not None:
             callback(metrics)
+        if on_checkpoint is not None and epoch % checkpoint_every == 0 and epoch < epochs:
+            on_checkpoint(Checkpoint(
+                epoch=epoch, network=network.state_dict(), optimizer=optimizer.state_dict(),
+                generators={name: source.bit_generator.state for name, source in generators.items()},
+                history=[dataclasses.asdict(metrics) for metrics in result.history], first_loss=first,
+            ))
     return result
+
+
+def _resume(checkpoint: Checkpoint, epochs: int, network: Any, optimizer: Any,
+            generators: dict[str, numpy.random.Generator], result: TrainingResult) -> tuple[int, Any]:
+    """Set the training's state from ``checkpoint``: (epochs it completed, first-loss pair)."""
+    if not 0 <= checkpoint.epoch <= epochs:
+        raise ValueError(f"resume_from: expected a checkpoint of epoch 0 to {epochs} (epochs), "
+                         f"got epoch {checkpoint.epoch}")
+    network.load_state_dict(checkpoint.network)
+    optimizer.load_state_dict(checkpoint.optimizer)
+    checkpoint.restore_generators(generators)
+    result.history.extend(EpochMetrics(**row) for row in checkpoint.history)
+    return checkpoint.epoch, checkpoint.first_loss

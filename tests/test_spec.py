@@ -301,3 +301,16 @@ def test_schedule_warmup_and_augmentation_fixed_or_searched(tmp_path):
 def test_schedule_warmup_and_augmentation_errors(tmp_path, body, expected):
     message = error_of(write(tmp_path, body))
     assert expected in message and "\n" not in message
+
+
+def test_checkpoint_every_epochs_defaults_to_1_and_is_not_part_of_the_identity(tmp_path):
+    assert load_spec(write(tmp_path, "")).workers.checkpoint_every_epochs == 1
+    spec = load_spec(write(tmp_path, "[workers]\ncheckpoint_every_epochs = 5", name="five.toml"))
+    assert spec.workers.checkpoint_every_epochs == 5
+    # It changes no result: a study resumes with another value.
+    assert spec.identity() == load_spec(write(tmp_path, "", name="plain.toml")).identity()
+
+
+def test_checkpoint_every_epochs_below_1_is_refused(tmp_path):
+    assert "workers.checkpoint_every_epochs: Input should be greater than or equal to 1" in error_of(
+        write(tmp_path, "[workers]\ncheckpoint_every_epochs = 0"))

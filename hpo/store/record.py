@@ -17,7 +17,10 @@ On each trial (by :class:`hpo.tuning.objective.Objective` and :mod:`hpo.tuning.w
 ``WORKER`` (``"worker"``), ``SEED`` (``"seed"``, of the weights and mini-batches),
 ``EPOCHS_RUN``, ``BEST_EPOCH`` (1-based), ``LEARNING_CURVES`` (per-epoch lists),
 ``TRAIN_SECONDS`` (seconds of training), ``WEIGHTS_ARTIFACT`` (the Optuna artifact id of
-the best epoch's weights), and, on a trial that ended early, ``DIVERGED`` or
+the best epoch's weights), ``CHECKPOINT_ARTIFACT`` (the artifact id of the running trial's latest
+checkpoint, :mod:`hpo.store.checkpoints`; copied to its retry, which continues from it; the file
+is removed when the trial finishes, the attribute stays), ``RESUMED_FROM_EPOCH`` (on a retry that
+continued from a checkpoint: the checkpoint's epoch), and, on a trial that ended early, ``DIVERGED`` or
 ``TOO_LARGE`` (the reason, PRUNED) or ``NOT_RUN`` (FAIL: the budget was met first).
 
 This module imports neither NumPy nor models/: reports, plots and summaries read the
@@ -34,8 +37,8 @@ import optuna
 from optuna.trial import TrialState
 
 __all__ = [
-    "BEST_EPOCH", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "LEARNING_CURVES", "NOT_RUN", "SEED",
-    "STUDY_FILE", "TOO_LARGE", "TRAIN_SECONDS", "WEIGHTS_ARTIFACT", "WORKER", "WORKER_SETTINGS",
+    "BEST_EPOCH", "CHECKPOINT_ARTIFACT", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "LEARNING_CURVES", "NOT_RUN",
+    "RESUMED_FROM_EPOCH", "SEED", "STUDY_FILE", "TOO_LARGE", "TRAIN_SECONDS", "WEIGHTS_ARTIFACT", "WORKER", "WORKER_SETTINGS",
     "differences", "stored_metric", "stored_parameters", "stored_study_file", "stored_worker_settings",
 ]
 
@@ -51,6 +54,8 @@ BEST_EPOCH = "best_epoch"
 LEARNING_CURVES = "learning_curves"
 TRAIN_SECONDS = "train_seconds"
 WEIGHTS_ARTIFACT = "weights_artifact_id"
+CHECKPOINT_ARTIFACT = "checkpoint_artifact_id"
+RESUMED_FROM_EPOCH = "resumed_from_epoch"
 DIVERGED = "diverged"
 TOO_LARGE = "too_large"
 NOT_RUN = "not_run"

@@ -22,10 +22,12 @@ from optuna.artifacts import FileSystemArtifactStore
 from hpo.config.spec import Choices, FloatRange, IntRange, StudySpec
 from hpo.store import record
 from hpo.store.artifacts import upload_weights
+from hpo.store.checkpoints import CheckpointKeeper, load_checkpoint
 from hpo.store.retrying import RetryingStorage
 from hpo.tuning import resources
 from hpo.tuning.data import TuningData
 from models.augmentation import make_augmentation
+from models.checkpoint import Checkpoint
 from models.network import MultiLayerNet
 from models.optimizers import Optimizer, make_optimizer
 from models.schedules import make_schedule
@@ -141,6 +143,13 @@ class Objective:
     ``learning_curves``; the validation metric per epoch also as intermediate
     values.  Trial *n* trains with :func:`trial_seed` of (seed, n), or with
     ``seed`` itself when ``parameters.seed_per_trial`` is false.
+
+    With an ``artifact_store``, a running trial keeps a checkpoint of its latest epoch
+    every ``workers.checkpoint_every_epochs`` epochs (:mod:`hpo.store.checkpoints`).  A
+    retry of a stale trial (Optuna copies the failed trial's user attributes to it) trains
+    with the failed trial's seed and, when it names a checkpoint, reports the checkpoint's
+    epochs as its own intermediate values (the pruner sees the same curve) and continues
+    from the next epoch; its user attribute ``resumed_from_epoch`` says from where.
     """
 
     def __init__(self, spec: StudySpec, data: TuningData, *, after_epoch: Callable[[], None] | None = None,
@@ -165,8 +174,10 @@ class Objective:
             trial.set_user_attr(key, value)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        inherited = trial.user_attrs  # a retry's copy of the failed trial's (Optuna's retry callback); else {}
         fixed = self.spec.parameters.fixed()  # the seed is never searched
         seed = trial_seed(fixed["seed"], trial.number) if fixed["seed_per_trial"] else fixed["seed"]
+        seed = inherited.get(record.SEED, seed)  # a retry trains as the trial it repeats
         self._store(trial, {**self.user_attrs, record.SEED: seed})
         values = suggest_parameters(trial, self.spec)
         # A network that cannot fit ends before it is built (resources: estimate and machine).
@@ -178,7 +189,7 @@ class Objective:
                                    f"{resources.format_bytes(available)} available",
                             untrained=_record([], self.spec.metric, 0.0))
         try:
-            return self._train(trial, values, seed)
+            return self._train(trial, values, seed, inherited.get(record.CHECKPOINT_ARTIFACT))
         except MemoryError:
             pass  # leaving the handler frees the network's arrays (the exception's frames) before storing
         self._too_large(trial, f"{described} ran out of memory while training (estimated "
@@ -194,14 +205,25 @@ class Objective:
         self._store(trial, {**(untrained or {}), record.TOO_LARGE: reason})
         raise optuna.TrialPruned(f"too large: {reason}")
 
-    def _train(self, trial: optuna.Trial, values: dict[str, Any], seed: int) -> float:
-        """Build, train and report the network of ``values``; its best validation metric."""
+    def _train(self, trial: optuna.Trial, values: dict[str, Any], seed: int, checkpoint_id: str | None) -> float:
+        """Build, train and report the network of ``values`` (from the checkpoint ``checkpoint_id`` when it can be
+        read); its best validation metric."""
         rng = np.random.default_rng(seed)
         network = build_network(values, self.data.n_features, self.data.n_classes, seed=rng)
         optimizer, arguments = training_arguments(values, self.data.image_shape)
         metric = self.spec.metric
         history: list[EpochMetrics] = []
         best_state: dict[str, np.ndarray] = {}  # the network at its best epoch so far, for the weights artifact
+        resume = self._resume(trial, checkpoint_id, history, best_state)
+        keep = None
+        if self.artifact_store is not None:
+            keeper = CheckpointKeeper(trial.number, self.artifact_store, current=checkpoint_id,
+                                      store_attribute=lambda new: self._store(trial, {record.CHECKPOINT_ARTIFACT: new}))
+
+            def keep(checkpoint: Checkpoint) -> None:
+                if _best_index(history, metric) != len(history) - 1:  # the best epoch is an earlier one: keep it too
+                    checkpoint.extras["best"] = best_state
+                keeper(checkpoint)
 
         def report(metrics: EpochMetrics) -> None:
             history.append(metrics)
@@ -230,6 +252,9 @@ class Objective:
                 evaluate_train=values["evaluate_train"],
                 before_batch=self.before_batch,
                 **arguments,
+                resume_from=resume,
+                checkpoint_every=self.spec.workers.checkpoint_every_epochs,
+                on_checkpoint=keep,
             )
         except BaseException:
             # Pruned, interrupted or failed: what it trained is kept.
@@ -244,6 +269,27 @@ class Objective:
             attributes[record.WEIGHTS_ARTIFACT] = upload_weights(network, trial, self.artifact_store)
         self._store(trial, attributes)
         return _best(history, metric)
+
+    def _resume(self, trial: optuna.Trial, checkpoint_id: str | None, history: list[EpochMetrics],
+                best_state: dict[str, np.ndarray]) -> Checkpoint | None:
+        """The checkpoint a retry continues from, its epochs reported and put in ``history``; None to start afresh."""
+        if not checkpoint_id or self.artifact_store is None:
+            return None
+        checkpoint = load_checkpoint(checkpoint_id, self.artifact_store)
+        if checkpoint is None:
+            return None
+        history.extend(EpochMetrics(**row) for row in checkpoint.history)
+        best_state.update(checkpoint.extras.get("best") or checkpoint.network)
+        for metrics in history:
+            trial.report(getattr(metrics, self.spec.metric), metrics.epoch)
+        self._store(trial, {record.RESUMED_FROM_EPOCH: checkpoint.epoch})
+        return checkpoint
+
+
+def _best_index(history: list[EpochMetrics], metric: str) -> int:
+    """Index in ``history`` of the best epoch, the earliest on ties."""
+    scores = [getattr(metrics, metric) for metrics in history]
+    return int(np.argmax(scores) if metric == "validation_accuracy" else np.argmin(scores))
 
 
 def _best(history: list[EpochMetrics], metric: str) -> float:
@@ -264,9 +310,7 @@ def _record(history: list[EpochMetrics], metric: str, seconds: float) -> dict[st
     the study database small)."""
     attributes: dict[str, Any] = {record.TRAIN_SECONDS: round(seconds, 3), record.EPOCHS_RUN: len(history)}
     if history:
-        scores = [getattr(metrics, metric) for metrics in history]
-        best_index = int(np.argmax(scores) if metric == "validation_accuracy" else np.argmin(scores))
-        attributes[record.BEST_EPOCH] = history[best_index].epoch
+        attributes[record.BEST_EPOCH] = history[_best_index(history, metric)].epoch
         attributes[record.LEARNING_CURVES] = {
             name: [_round(getattr(metrics, name)) for metrics in history]
             for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "seconds")

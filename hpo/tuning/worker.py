@@ -42,6 +42,7 @@ from hpo import interrupts
 from hpo.config.spec import StudySpec
 from hpo.errors import HpoError
 from hpo.store import record
+from hpo.store.checkpoints import remove_checkpoint
 from hpo.store.retrying import DEFAULT_PATIENCE_SECONDS, RetryingStorage
 from hpo.store.storage import TRANSIENT_ERRORS, HeartbeatStorage
 from hpo.tuning.data import TuningData
@@ -294,15 +295,24 @@ def _ask(study: optuna.Study) -> optuna.Trial:
         return study.ask()
 
 
-def _fail(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, why: str) -> None:
-    """Mark ``trial`` FAIL after an interruption or a bug, trying for a few seconds only (no signal cuts them short)."""
+def _fail(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, why: str,
+          objective: Objective | None = None) -> None:
+    """Mark ``trial`` FAIL after an interruption or a bug, trying for a few seconds only (no signal cuts them short).
+
+    A trial this call failed loses its checkpoint (nothing retries it); one failed elsewhere
+    already keeps it for its retry.
+    """
     try:
         with storage.patience(FAIL_PATIENCE_SECONDS):
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            # Optuna has no public accessor for a trial's storage id; its own heartbeat thread uses this one.
+            running = storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+            frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     except TRANSIENT_ERRORS as error:
         _logger.warning(f"Trial {trial.number} ({why}) could not be marked FAIL: the database is unreachable "
                         f"({type(error).__name__}); other workers fail it once its heartbeat is stale")
         return
+    if running and objective is not None:
+        remove_checkpoint(frozen.user_attrs.get(record.CHECKPOINT_ARTIFACT), objective.artifact_store)
     _logger.warning(f"Trial {trial.number} failed: {why}")
 
 
@@ -345,6 +355,7 @@ def _run_trial(study: optuna.Study, storage: RetryingStorage, trial: optuna.Tria
         if frozen.state != TrialState.PRUNED:
             _finished_elsewhere(trial, frozen.state)
             return
+        remove_checkpoint(frozen.user_attrs.get(record.CHECKPOINT_ARTIFACT), objective.artifact_store)
         _logger.info(f"Trial {trial.number} pruned. {pruned}")
         return
     except optuna.exceptions.UpdateFinishedTrialError:
@@ -353,19 +364,20 @@ def _run_trial(study: optuna.Study, storage: RetryingStorage, trial: optuna.Tria
     except TRANSIENT_ERRORS as error:
         # The database went away in a call without retries (a suggestion, say): this
         # trial is lost, the worker is not.
-        _fail(study, storage, trial, f"the database was unreachable ({type(error).__name__})")
+        _fail(study, storage, trial, f"the database was unreachable ({type(error).__name__})", objective)
         return
     except interrupts.Interrupted as interrupted:
-        _fail(study, storage, trial, f"interrupted by {interrupted}")
+        _fail(study, storage, trial, f"interrupted by {interrupted}", objective)
         raise
     except BaseException as error:
         # A bug: the trial is FAIL at once, then the error goes on.
-        _fail(study, storage, trial, repr(error))
+        _fail(study, storage, trial, repr(error), objective)
         raise
     frozen = _tell(study, storage, trial, value)
     if frozen.state != TrialState.COMPLETE:
         _finished_elsewhere(trial, frozen.state)
         return
+    remove_checkpoint(frozen.user_attrs.get(record.CHECKPOINT_ARTIFACT), objective.artifact_store)
     best = study.best_trial
     _logger.info(
         f"Trial {trial.number} finished with value: {value:.6g} and parameters: {trial.params}. "

@@ -1,0 +1,213 @@
+"""A worker killed (SIGKILL) mid-trial: the retry continues from the trial's checkpoint and ends as if never
+interrupted, on SQLite and on PostgreSQL (HPO_TEST_POSTGRES_URL)."""
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import numpy as np
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from hpo.store.artifacts import download_weights
+from models.checkpoint import Checkpoint
+
+POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+EPOCHS = 24
+
+STUDY = """
+name = "{name}"
+[budget]
+trials = 1
+[pruner]
+type = "none"
+[parameters]
+learning_rate = 0.01
+optimizer = "adam"
+hidden_layers = 2
+hidden_size = 128
+batch_norm = true
+dropout = 0.2
+weight_decay = 1e-4
+batch_size = 4
+epochs = {epochs}
+[workers]
+heartbeat_interval_seconds = 1
+grace_period_seconds = 3
+checkpoint_every_epochs = 2
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path):
+    """(storage URL, study name) of a fresh study database; the PostgreSQL study is deleted afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'study.db'}", "resume"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("set HPO_TEST_POSTGRES_URL to a PostgreSQL URL to run the PostgreSQL resume test")
+    request.getfixturevalue("postgres_lock")  # one test at a time on the server (tests/conftest.py)
+    name = f"test_resume_{uuid.uuid4().hex[:12]}"
+    yield POSTGRES_URL, name
+    try:
+        optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+    except KeyError:
+        pass
+
+
+def worker(hpo_command, hpo_environment, folder, url, artifacts):
+    return subprocess.Popen([hpo_command, "worker", "study.toml", "--storage", url, "--artifact-dir", str(artifacts),
+                             "--no-progress"], cwd=folder, env=hpo_environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def checkpointed(url, name):
+    """Trial 0 once it names a checkpoint, else None."""
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    return trials[0] if trials and "checkpoint_artifact_id" in trials[0].user_attrs else None
+
+
+def without_seconds(curves):
+    return {name: values for name, values in curves.items() if name != "seconds"}
+
+
+def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_ends_as_if_never_interrupted(
+        storage, tmp_path, hpo_command, hpo_environment, run_hpo):
+    url, name = storage
+    (tmp_path / "study.toml").write_text(STUDY.format(name=name, epochs=EPOCHS))
+    artifacts = tmp_path / "artifacts"
+    created = run_hpo("create", "study.toml", "--storage", url, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+
+    # The first worker is killed once its trial holds a checkpoint.
+    first = worker(hpo_command, hpo_environment, tmp_path, url, artifacts)
+    wait_for(lambda: checkpointed(url, name), first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    first.stdout.close()
+    first.stderr.close()
+    victim = optuna.load_study(study_name=name, storage=url).trials[0]
+    assert victim.state == TrialState.RUNNING and len(victim.intermediate_values) < EPOCHS
+    taken_over = victim.user_attrs["checkpoint_artifact_id"]
+    checkpoint = Checkpoint.read((artifacts / taken_over).read_bytes())
+    assert checkpoint.epoch % 2 == 0 and checkpoint.epoch >= 2  # every 2 epochs
+
+    # A second worker fails the stale trial (grace period 3 s) and runs its retry.
+    second = worker(hpo_command, hpo_environment, tmp_path, url, artifacts)
+    _, log = second.communicate(timeout=600)
+    assert second.returncode == 0, log
+    trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    retry = trials[1]
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0 and retry.params == victim.params
+    assert retry.user_attrs["seed"] == victim.user_attrs["seed"]
+    # It resumed: it trained the epochs after the checkpoint's only. The epochs before are the killed worker's own
+    # (their wall times come from the checkpoint; a run of its own would have measured others).
+    assert retry.user_attrs["resumed_from_epoch"] == checkpoint.epoch
+    curves = retry.user_attrs["learning_curves"]
+    assert curves["seconds"][:checkpoint.epoch] == [round(row["seconds"], 5) for row in checkpoint.history]
+    assert sorted(retry.intermediate_values) == list(range(1, EPOCHS + 1))
+
+    # The same trial run without interruption (same study file, trial 0, same seed), on SQLite.
+    reference_folder = tmp_path / "reference"
+    reference_folder.mkdir()
+    (reference_folder / "study.toml").write_text(STUDY.format(name=name, epochs=EPOCHS))
+    ran = run_hpo("run", "study.toml", "--storage", "sqlite:///reference.db", "--artifact-dir", "artifacts",
+                  "--no-progress", cwd=reference_folder)
+    assert ran.returncode == 0, ran.stderr
+    (reference,) = optuna.load_study(study_name=name, storage="sqlite:///" + str(reference_folder / "reference.db")
+                                     ).get_trials()
+    assert reference.state == TrialState.COMPLETE and reference.user_attrs["seed"] == retry.user_attrs["seed"]
+    assert "resumed_from_epoch" not in reference.user_attrs
+    assert without_seconds(curves) == without_seconds(reference.user_attrs["learning_curves"])
+    np.testing.assert_allclose([retry.intermediate_values[epoch] for epoch in range(1, EPOCHS + 1)],
+                               [reference.intermediate_values[epoch] for epoch in range(1, EPOCHS + 1)], rtol=1e-6)
+    assert retry.value == pytest.approx(reference.value, rel=1e-6)
+    assert retry.user_attrs["best_epoch"] == reference.user_attrs["best_epoch"]
+    weights = download_weights(retry, artifacts)
+    expected = download_weights(reference, reference_folder / "artifacts")
+    assert sorted(weights) == sorted(expected) and "running_var2" in weights
+    for key in expected:
+        np.testing.assert_allclose(weights[key], expected[key], rtol=1e-6, atol=1e-7, err_msg=key)
+
+    # Checkpoints are gone once the trial finished: the one taken over, and the retry's own. A kill between writing
+    # a checkpoint and naming it may leave one file no trial names, never more.
+    left = sorted(path.name for path in artifacts.iterdir() if "checkpoint" in path.name)
+    assert taken_over not in left and not [file for file in left if file.startswith("trial-1-")]
+    assert len(left) <= 1, left
+    assert not [path for path in (reference_folder / "artifacts").iterdir() if "checkpoint" in path.name]
+
+
+def test_the_keeper_names_a_new_checkpoint_before_it_removes_the_old_one(tmp_path):
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from hpo.store.checkpoints import CheckpointKeeper
+
+    store = FileSystemArtifactStore(tmp_path)
+    (tmp_path / "inherited.npz").write_bytes(b"the checkpoint a retry took over")
+    named = []
+
+    def store_attribute(artifact_id):
+        # When the new id is stored, the new file is complete and the old one still there.
+        assert Checkpoint.read((tmp_path / artifact_id).read_bytes()).epoch == 2
+        assert (tmp_path / "inherited.npz").exists()
+        named.append(artifact_id)
+
+    keeper = CheckpointKeeper(7, store, store_attribute, current="inherited.npz")
+    keeper(Checkpoint(epoch=2, network={"W1": np.ones((2, 2), dtype=np.float32)}, optimizer={}, generators={},
+                      history=[]))
+    assert [path.name for path in tmp_path.iterdir()] == named == [keeper.current]
+    assert keeper.current.startswith("trial-7-epoch-2-checkpoint-")
+
+    def finished_elsewhere(artifact_id):
+        raise optuna.exceptions.UpdateFinishedTrialError("trial already finished")
+
+    keeper.store_attribute = finished_elsewhere
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        keeper(Checkpoint(epoch=4, network={}, optimizer={}, generators={}, history=[]))
+    # The retry owns the named checkpoint: it stays; the unnamed new one is gone.
+    assert [path.name for path in tmp_path.iterdir()] == named
+
+
+def test_pruned_and_completed_trials_leave_no_checkpoint(tmp_path, run_study_file):
+    from hpo.store.artifacts import open_artifact_store
+
+    store = open_artifact_store(tmp_path / "artifacts")
+    study, _ = run_study_file(tmp_path, """
+        name = "cleanup"
+        [budget]
+        trials = 2
+        [pruner]
+        type = "threshold"
+        lower = 0.2
+        n_warmup_steps = 2
+        [parameters]
+        learning_rate = { choices = [1e-9, 0.05] }
+        hidden_size = 16
+        batch_size = 64
+        epochs = 5
+    """, enqueue=[{"learning_rate": 1e-9}, {"learning_rate": 0.05}], artifact_store=store)
+    pruned, complete = study.get_trials()
+    # Checkpoints were written after epoch 1 (the pruned epoch 2 gets none; the completed trial's after 1 to 4, but
+    # not after its last), then removed.
+    assert pruned.state == TrialState.PRUNED and len(pruned.intermediate_values) == 2
+    assert pruned.user_attrs["checkpoint_artifact_id"].startswith("trial-0-epoch-1-checkpoint-")
+    assert complete.state == TrialState.COMPLETE
+    assert complete.user_attrs["checkpoint_artifact_id"].startswith("trial-1-epoch-4-checkpoint-")
+    assert [path.name for path in (tmp_path / "artifacts").iterdir()] == [complete.user_attrs["weights_artifact_id"]]
