@@ -8,10 +8,12 @@ import io
 import numpy as np
 import pytest
 
+from models.augmentation import make_augmentation
 from models.checkpoint import Checkpoint, random_generators
 from models.datasets import load_digits, train_validation_split
 from models.network import MultiLayerNet
 from models.optimizers import OPTIMIZERS, Adam, Momentum, make_optimizer
+from models.schedules import make_schedule
 from models.trainer import train
 
 
@@ -38,7 +40,10 @@ def without_seconds(history):
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_resumed_training_equals_uninterrupted_training_bit_for_bit(digits_split, optimizer):
     x, t, xv, tv = digits_split
-    settings = {"epochs": 6, "batch_size": 50}
+    # A cosine schedule after a warmup epoch and shifted, mirrored mini-batches: the rate comes from the
+    # epoch and the augmentation draws from the trainer's generator, so both must continue exactly.
+    settings = {"epochs": 6, "batch_size": 50, "schedule": make_schedule("cosine", 0.01, 6, 1),
+                "augmentation": make_augmentation("shift_flip", (8, 8))}
     # Run through: 6 epochs.
     network, rng = network_and_generator(7)
     whole = train(network, make_optimizer(optimizer, 0.01), x, t, xv, tv, rng=rng, **settings)
@@ -65,6 +70,9 @@ def test_resumed_training_equals_uninterrupted_training_bit_for_bit(digits_split
     resumed = train(network, make_optimizer(optimizer, 0.01), x, t, xv, tv, rng=rng, resume_from=checkpoint,
                     callback=lambda metrics: seen.append(metrics.epoch), **settings)
     assert seen == [4, 5, 6]
+    assert [metrics.learning_rate for metrics in resumed.history] == pytest.approx(
+        [0.005, 0.01, 0.01 * 0.5 * (1 + np.cos(np.pi / 5)), 0.01 * 0.5 * (1 + np.cos(2 * np.pi / 5)),
+         0.01 * 0.5 * (1 + np.cos(3 * np.pi / 5)), 0.01 * 0.5 * (1 + np.cos(4 * np.pi / 5))])
     assert without_seconds(resumed.history) == without_seconds(whole.history)
     state = network.state_dict()
     assert sorted(state) == sorted(expected) and "running_mean1" in state
