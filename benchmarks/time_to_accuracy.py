@@ -126,11 +126,11 @@ def _best_so_far(storage: optuna.storages.BaseStorage) -> float | None:
 
 
 def run_service(study_file: Path, folder: Path, *, budget_seconds: float, target: float,
-                full_curve: bool) -> dict[str, Any]:
+                full_curve: bool, jobs: int = 2) -> dict[str, Any]:
     """``hpo run`` as a subprocess until the target (polled in the storage every 2 s) or the budget."""
     hpo = Path(sys.executable).with_name("hpo")
     command = [str(hpo), "run", str(study_file), "--storage", f"sqlite:///{folder / 'study.db'}",
-               "--study-name", STUDY_NAME, "--artifact-dir", str(folder / "artifacts"), "--no-progress"]
+               "--study-name", STUDY_NAME, "--artifact-dir", str(folder / "artifacts"), "--no-progress", "--jobs", str(jobs)]
     storage = None
     launched, started = datetime.datetime.now(), time.time()
     with open(folder / "hpo-run.log", "w") as log:
@@ -160,7 +160,7 @@ def run_service(study_file: Path, folder: Path, *, budget_seconds: float, target
     trials = study.get_trials(deepcopy=False)
     states = [trial.state.name.lower() for trial in trials]
     return {"command": ["hpo", "run", str(study_file), "--storage", "sqlite:///TEMPORARY/study.db",
-                        "--study-name", STUDY_NAME, "--artifact-dir", "TEMPORARY/artifacts", "--no-progress"],
+                        "--study-name", STUDY_NAME, "--artifact-dir", "TEMPORARY/artifacts", "--no-progress", "--jobs", str(jobs)],
             "events": epoch_events(trials, launched), "wall_seconds": round(wall, 1),
             "trials": {state: states.count(state) for state in sorted(set(states))},
             "epochs": sum(trial.user_attrs.get(record.EPOCHS_RUN, 0) for trial in trials)}
@@ -254,6 +254,8 @@ def main() -> None:
     parser.add_argument("--study-file", default="studies/fashion_mnist.toml")
     parser.add_argument("--target", type=float, default=0.89, help="Validation accuracy to reach.")
     parser.add_argument("--budget-minutes", type=float, default=20.0, help="Wall-time budget of each side.")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="Worker processes of hpo run (the main job's --jobs 2: one per core).")
     parser.add_argument("--full-curve", action="store_true", help="Run the whole budget even after the target.")
     parser.add_argument("--sides", nargs="+", choices=("service", "optuna_torch"), default=["service", "optuna_torch"])
     parser.add_argument("--out", default="benchmarks/results/time_to_accuracy.json")
@@ -290,7 +292,7 @@ def main() -> None:
         print(f"{side} ...", file=sys.stderr)
         if side == "service":
             with tempfile.TemporaryDirectory(prefix="hpo-tta-") as folder:
-                measured = run_service(study_file, Path(folder), **options)
+                measured = run_service(study_file, Path(folder), jobs=arguments.jobs, **options)
         else:
             measured = run_torch(study_file, **options)
         events = measured.pop("events")
