@@ -164,7 +164,8 @@ def test_dashboard_serves_the_trials_with_curves_attributes_and_weights(finished
         assert int(attributes["epochs_run"]) == 3 and int(attributes["seed"]) == frozen.user_attrs["seed"]
         assert float(attributes["train_seconds"]) > 0
         curves = json.loads(attributes["learning_curves"])
-        assert set(curves) == {"train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "seconds"}
+        assert set(curves) == {"train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "seconds",
+                                "learning_rate"}
         assert curves["validation_accuracy"] == pytest.approx([steps[1], steps[2], steps[3]], abs=1e-5)
         # The weights artifact: listed with the trial and downloadable through the dashboard.
         [artifact] = trial["artifacts"]
