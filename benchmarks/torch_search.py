@@ -172,7 +172,7 @@ def accuracy(model: Any, x: Any, t: Any) -> float:
     """Fraction of (x, t) the model classifies correctly in test mode."""
     import torch
 
-    model.eval()
+    model.train(False)  # test mode: batch norm uses its running statistics, dropout is off (same as Module.eval)
     correct = 0
     with torch.no_grad():
         for start in range(0, len(t), EVALUATION_CHUNK):

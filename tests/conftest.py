@@ -61,6 +61,44 @@ def run_hpo(hpo_command):
     return run
 
 
+TINY_STUDY = """
+name = "tiny"
+[budget]
+trials = 6
+[dataset]
+name = "digits"
+[sampler]
+type = "tpe"
+seed = 3
+[pruner]
+type = "none"
+[parameters]
+learning_rate = { low = 1e-3, high = 1e-1, log = true }
+weight_decay = { low = 1e-8, high = 1e-3, log = true }
+optimizer = "adam"
+hidden_layers = 1
+hidden_size = 32
+batch_norm = true
+dropout = { low = 0.0, high = 0.3 }
+batch_size = 32
+epochs = 5
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory, run_hpo):
+    """A finished 6-trial digits study "tiny" (with its weights artifacts) in ./hpo.db of a fresh folder: the folder.
+
+    Shared by the evaluate and ensemble tests (one run per test process); tests add trials to it or write
+    their models into folders of their own names, never remove what others read.
+    """
+    folder = tmp_path_factory.mktemp("tiny-study")
+    (folder / "tiny.toml").write_text(TINY_STUDY)
+    result = run_hpo("run", "tiny.toml", "--no-progress", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
 def _numerical_gradient(f, x, h=1e-5):
     """Central differences of the scalar function ``f()`` with respect to ``x``, perturbed in place."""
     grad = np.zeros_like(x)

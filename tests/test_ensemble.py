@@ -25,30 +25,6 @@ from models.network import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STUDY = """
-name = "tiny"
-[budget]
-trials = 6
-[dataset]
-name = "digits"
-[sampler]
-type = "tpe"
-seed = 3
-[pruner]
-type = "none"
-[parameters]
-learning_rate = { low = 1e-3, high = 1e-1, log = true }
-weight_decay = { low = 1e-8, high = 1e-3, log = true }
-optimizer = "adam"
-hidden_layers = 1
-hidden_size = 32
-batch_norm = true
-dropout = { low = 0.0, high = 0.3 }
-batch_size = 32
-epochs = 5
-"""
-
-
 class FixedScores:
     """A stand-in network whose scores are given: ``predict(x)`` returns ``scores`` for the rows of ``x``."""
 
@@ -86,14 +62,10 @@ def test_an_ensemble_averages_probabilities_not_scores():
         Ensemble([])
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, run_hpo):
-    """A finished 6-trial digits study (with its weights artifacts) in ./hpo.db of a fresh folder."""
-    folder = tmp_path_factory.mktemp("ensemble")
-    (folder / "tiny.toml").write_text(STUDY)
-    result = run_hpo("run", "tiny.toml", "--no-progress", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder
+@pytest.fixture
+def finished(tiny_study):
+    """The shared finished 6-trial digits study (conftest's ``tiny_study``): its folder."""
+    return tiny_study
 
 
 def load(folder):
@@ -103,7 +75,8 @@ def load(folder):
 def test_the_top_trials_are_the_best_completed_ones_by_the_direction(finished):
     study = load(finished)
     top = select_top_trials(study, 3)
-    values = sorted((trial.value for trial in study.trials), reverse=True)
+    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    values = sorted((trial.value for trial in complete), reverse=True)
     assert [trial.value for trial in top] == values[:3]
     assert top[0].number == study.best_trial.number
     with pytest.raises(EvaluationError, match=r"^--ensemble 7: study 'tiny' has 6 completed trials; ask for at most 6$"):
@@ -167,7 +140,9 @@ def test_cli_ensemble_accuracy_is_the_mean_softmax_accuracy_of_the_saved_members
     card = json.loads((finished / "ens3" / "model_card.json").read_text())
     digits = load_digits()
     study = load(finished)
-    top = sorted(study.trials, key=lambda trial: -trial.value)[:3]  # all 6 complete (no pruner)
+    # The 6 trials of the run are complete (no pruner); other tests may add pruned and failed ones.
+    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    top = sorted(complete, key=lambda trial: -trial.value)[:3]
     assert [member["trial"] for member in card["members"]] == [trial.number for trial in top]
     probabilities = []
     for member, trial in zip(card["members"], top):

@@ -18,37 +18,11 @@ from hpo.results.evaluate import (
 )
 from models.datasets import load_digits
 
-STUDY = """
-name = "tiny"
-[budget]
-trials = 6
-[dataset]
-name = "digits"
-[sampler]
-type = "tpe"
-seed = 3
-[pruner]
-type = "none"
-[parameters]
-learning_rate = { low = 1e-3, high = 1e-1, log = true }
-weight_decay = { low = 1e-8, high = 1e-3, log = true }
-optimizer = "adam"
-hidden_layers = 1
-hidden_size = 32
-batch_norm = true
-batch_size = 32
-epochs = 5
-"""
 
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, run_hpo):
-    """A finished 6-trial digits study in ./hpo.db of a fresh folder."""
-    folder = tmp_path_factory.mktemp("evaluate")
-    (folder / "tiny.toml").write_text(STUDY)
-    result = run_hpo("run", "tiny.toml", "--no-progress", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder
+@pytest.fixture
+def finished(tiny_study):
+    """The shared finished 6-trial digits study (conftest's ``tiny_study``): its folder."""
+    return tiny_study
 
 
 def load(folder):
