@@ -143,19 +143,56 @@ class Checkpoint:
                 arrays = {name: archive[name] for name in archive.files}
             except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
                 raise ValueError(f"damaged checkpoint archive ({error})") from None
-        tree = json.loads(str(arrays.pop(_JSON_ENTRY)))
-        if tree.get("format") != FORMAT:
-            raise ValueError(f"checkpoint format {tree.get('format')!r}, expected {FORMAT}")
-        first = tree["first_loss"]
-        return cls(
-            epoch=int(tree["epoch"]),
-            network=_join(tree["network"], arrays),
-            optimizer=_join(tree["optimizer"], arrays),
-            generators=tree["generators"],
-            history=tree["history"],
-            first_loss=(float(first[0]), int(first[1])) if first is not None else None,
-            extras=_join(tree["extras"], arrays),
-        )
+        try:
+            tree = json.loads(str(arrays.pop(_JSON_ENTRY)))
+        except ValueError as error:
+            raise ValueError(f"damaged checkpoint archive ({error})") from None
+        if not isinstance(tree, dict) or tree.get("format") != FORMAT:
+            found = tree.get("format") if isinstance(tree, dict) else None
+            raise ValueError(f"checkpoint format {found!r}, expected {FORMAT}")
+        try:
+            first = tree["first_loss"]
+            if not isinstance(tree["generators"], dict) or not isinstance(tree["history"], list) or not all(
+                    isinstance(row, dict) for row in tree["history"]):
+                raise TypeError("generators must be an object and history a list of objects")
+            return cls(
+                epoch=int(tree["epoch"]),
+                network=_join(tree["network"], arrays),
+                optimizer=_join(tree["optimizer"], arrays),
+                generators=tree["generators"],
+                history=tree["history"],
+                first_loss=(float(first[0]), int(first[1])) if first is not None else None,
+                extras=_join(tree["extras"], arrays),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            raise ValueError(f"damaged checkpoint contents ({type(error).__name__}: {error})") from None
+
+    def check(self, epochs: int, network: Any, generators: dict[str, np.random.Generator]) -> None:
+        """Raise ValueError unless this checkpoint can continue a training of ``epochs`` epochs of ``network``.
+
+        It must be of epoch 0 to ``epochs`` with one history row per epoch, hold every
+        parameter and running statistic of ``network`` in its shape, and a state for every
+        generator of ``generators`` (:func:`random_generators`).  :func:`models.trainer.train`
+        checks this before it changes anything, so does the service before a retry reports
+        the checkpoint's epochs.
+
+        Raises
+        ------
+        ValueError
+            Naming the first thing that does not fit.
+        """
+        if not 0 <= self.epoch <= epochs:
+            raise ValueError(f"resume_from: expected a checkpoint of epoch 0 to {epochs} (epochs), got epoch {self.epoch}")
+        if len(self.history) != self.epoch:
+            raise ValueError(f"checkpoint of epoch {self.epoch} holds {len(self.history)} history rows")
+        for name, array in network.state_dict().items():
+            saved = self.network.get(name)
+            if saved is None or saved.shape != array.shape:
+                found = "nothing" if saved is None else f"shape {saved.shape}"
+                raise ValueError(f"checkpoint: {name} of shape {array.shape} expected, found {found}")
+        missing = sorted(set(generators) - set(self.generators))
+        if missing:
+            raise ValueError(f"checkpoint: no generator state for {missing}; it holds {sorted(self.generators)}")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Checkpoint:

@@ -450,9 +450,7 @@ def train(
 def _resume(checkpoint: Checkpoint, epochs: int, network: Any, optimizer: Any,
             generators: dict[str, numpy.random.Generator], result: TrainingResult) -> tuple[int, Any]:
     """Set the training's state from ``checkpoint``: (epochs it completed, first-loss pair)."""
-    if not 0 <= checkpoint.epoch <= epochs:
-        raise ValueError(f"resume_from: expected a checkpoint of epoch 0 to {epochs} (epochs), "
-                         f"got epoch {checkpoint.epoch}")
+    checkpoint.check(epochs, network, generators)
     network.load_state_dict(checkpoint.network)
     optimizer.load_state_dict(checkpoint.optimizer)
     checkpoint.restore_generators(generators)

@@ -198,8 +198,9 @@ def postgres_lock(tmp_path_factory):
 
 @pytest.fixture
 def run_study_file():
-    """``run_study_file(tmp_path, text, enqueue=(), artifact_store=None)`` -> (study, spec): the study file
-    ``text`` (dedented) run to its budget by one worker in this process, on SQLite in ``tmp_path``."""
+    """``run_study_file(tmp_path, text, enqueue=(), artifact_store=None, user_attrs=None)`` -> (study, spec): the
+    study file ``text`` (dedented) run to its budget by one worker in this process, on SQLite in ``tmp_path``;
+    ``enqueue`` trials' parameters are queued first, with ``user_attrs`` (as Optuna's retry queues a trial)."""
     import textwrap
 
     from hpo.config.spec import load_spec
@@ -208,13 +209,13 @@ def run_study_file():
     from hpo.tuning.study import open_study
     from hpo.tuning.worker import run_worker
 
-    def run(tmp_path, study_file, *, enqueue=(), artifact_store=None):
+    def run(tmp_path, study_file, *, enqueue=(), artifact_store=None, user_attrs=None):
         (tmp_path / "s.toml").write_text(textwrap.dedent(study_file))
         spec = load_spec(tmp_path / "s.toml")
         storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
         study = open_study(spec, storage, spec.name)
         for parameters in enqueue:
-            study.enqueue_trial(parameters)
+            study.enqueue_trial(parameters, user_attrs=user_attrs)
         run_worker(study, storage, spec, prepare_data(spec.dataset), artifact_store=artifact_store)
         return study, spec
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 
 import numpy as np
 import pytest
@@ -191,3 +192,72 @@ def test_resume_from_a_checkpoint_past_the_epochs_is_refused(digits_split):
     checkpoint = Checkpoint(epoch=5, network=network.state_dict(), optimizer={}, generators={}, history=[])
     with pytest.raises(ValueError, match="resume_from: expected a checkpoint of epoch 0 to 3"):
         train(network, make_optimizer("sgd"), x, t, xv, tv, rng=rng, epochs=3, batch_size=50, resume_from=checkpoint)
+
+
+def checkpoint_of_epoch_2(digits_split):
+    """The checkpoint after epoch 2 of a 4-epoch training of :func:`network_and_generator`'s network."""
+    x, t, xv, tv = digits_split
+    network, rng = network_and_generator(5)
+    taken = []
+
+    def keep(checkpoint):
+        taken.append(checkpoint.to_bytes())
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(network, make_optimizer("momentum", 0.01), x, t, xv, tv, rng=rng, epochs=4, batch_size=100,
+              checkpoint_every=2, on_checkpoint=keep)
+    return taken[0]
+
+
+def rewritten(data, change):
+    """The checkpoint archive ``data`` with its JSON entry changed by ``change(tree)`` (a file edited by hand)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    tree = json.loads(str(arrays["checkpoint.json"]))
+    change(tree)
+    arrays["checkpoint.json"] = np.array(json.dumps(tree))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("change", [
+    lambda tree: tree.pop("first_loss"),
+    lambda tree: tree.update(history="x"),
+    lambda tree: tree.update(generators=[1, 2]),
+    lambda tree: tree.update(epoch="two"),
+])
+def test_a_checkpoint_whose_contents_were_changed_is_refused_with_a_reason(digits_split, change):
+    data = checkpoint_of_epoch_2(digits_split)
+    assert Checkpoint.from_bytes(data).epoch == 2  # the untouched archive reads
+    with pytest.raises(ValueError, match=r"^damaged checkpoint contents \("):
+        Checkpoint.from_bytes(rewritten(data, change))
+
+
+def test_check_refuses_a_checkpoint_that_does_not_fit_the_training_before_anything_changes(digits_split):
+    x, t, xv, tv = digits_split
+    data = checkpoint_of_epoch_2(digits_split)
+    network, rng = network_and_generator(5)
+    generators = random_generators(network, rng)
+    Checkpoint.from_bytes(data).check(4, network, generators)  # fits: no error
+    cases = [
+        (rewritten(data, lambda tree: tree.update(epoch=99)), network, generators,
+         r"expected a checkpoint of epoch 0 to 4 \(epochs\), got epoch 99"),
+        (rewritten(data, lambda tree: tree.update(history=tree["history"][:1])), network, generators,
+         "checkpoint of epoch 2 holds 1 history rows"),
+        (rewritten(data, lambda tree: tree.update(generators={})), network, generators, "no generator state for"),
+    ]
+    other = MultiLayerNet(64, [16, 32], 10, batch_norm=True, dropout=0.2, seed=0)
+    cases.append((data, other, random_generators(other, rng), r"W1 of shape \(64, 16\) expected, found shape \(64, 32\)"))
+    for archive, target, its_generators, reason in cases:
+        checkpoint = Checkpoint.from_bytes(archive)
+        with pytest.raises(ValueError, match=reason):
+            checkpoint.check(4, target, its_generators)
+    # train() checks first: a refused checkpoint leaves the network as it was.
+    before = network.state_dict()
+    with pytest.raises(ValueError, match="got epoch 99"):
+        train(network, make_optimizer("momentum", 0.01), x, t, xv, tv, rng=rng, epochs=4, batch_size=100,
+              resume_from=Checkpoint.from_bytes(cases[0][0]))
+    for name, array in network.state_dict().items():
+        np.testing.assert_array_equal(array, before[name])

@@ -211,3 +211,45 @@ def test_pruned_and_completed_trials_leave_no_checkpoint(tmp_path, run_study_fil
     assert complete.state == TrialState.COMPLETE
     assert complete.user_attrs["checkpoint_artifact_id"].startswith("trial-1-epoch-4-checkpoint-")
     assert [path.name for path in (tmp_path / "artifacts").iterdir()] == [complete.user_attrs["weights_artifact_id"]]
+
+
+def test_a_retry_whose_checkpoint_does_not_fit_logs_it_and_trains_from_epoch_1(tmp_path, run_study_file, caplog):
+    """A checkpoint edited by hand (here: of epoch 99 of a 5-epoch trial) must not crash the worker."""
+    import io
+    import json
+
+    from hpo.store.artifacts import open_artifact_store
+    from hpo.store.checkpoints import save_checkpoint
+    from models.network import MultiLayerNet
+
+    store = open_artifact_store(tmp_path / "artifacts")
+    network = MultiLayerNet(64, [16], 10, seed=0)
+    checkpoint = Checkpoint(epoch=2, network=network.state_dict(), optimizer={}, generators={},
+                            history=[], first_loss=None)
+    buffer = io.BytesIO(checkpoint.to_bytes())
+    with np.load(buffer, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    tree = json.loads(str(arrays["checkpoint.json"]))
+    tree["epoch"] = 99
+    arrays["checkpoint.json"] = np.array(json.dumps(tree))
+    edited = io.BytesIO()
+    np.savez(edited, **arrays)
+    artifact_id = save_checkpoint(Checkpoint.from_bytes(edited.getvalue()), 0, store)
+    study, _ = run_study_file(tmp_path, """
+        name = "edited"
+        [budget]
+        trials = 1
+        [pruner]
+        type = "none"
+        [parameters]
+        learning_rate = 0.05
+        hidden_size = 16
+        batch_size = 64
+        epochs = 5
+    """, enqueue=[{}], artifact_store=store, user_attrs={"seed": 7, "checkpoint_artifact_id": artifact_id})
+    [trial] = study.get_trials()
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5]  # all its own epochs: it started at epoch 1
+    assert "resumed_from_epoch" not in trial.user_attrs and trial.user_attrs["seed"] == 7
+    assert f"checkpoint {artifact_id}: it does not fit trial 0" in caplog.text
+    assert "expected a checkpoint of epoch 0 to 5 (epochs), got epoch 99" in caplog.text

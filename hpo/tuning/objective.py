@@ -10,6 +10,7 @@ never used here.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -27,11 +28,13 @@ from hpo.store.retrying import RetryingStorage
 from hpo.tuning import resources
 from hpo.tuning.data import TuningData
 from models.augmentation import make_augmentation
-from models.checkpoint import Checkpoint
+from models.checkpoint import Checkpoint, random_generators
 from models.network import MultiLayerNet
 from models.optimizers import Optimizer, make_optimizer
 from models.schedules import make_schedule
 from models.trainer import EpochMetrics, train
+
+_logger = logging.getLogger(__name__)
 
 
 def suggest_parameters(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -214,7 +217,8 @@ class Objective:
         metric = self.spec.metric
         history: list[EpochMetrics] = []
         best_state: dict[str, np.ndarray] = {}  # the network at its best epoch so far, for the weights artifact
-        resume = self._resume(trial, checkpoint_id, history, best_state)
+        resume = self._resume(trial, checkpoint_id, history, best_state, values["epochs"],
+                              network=network, generators=random_generators(network, rng))
         keep = None
         if self.artifact_store is not None:
             keeper = CheckpointKeeper(trial.number, self.artifact_store, current=checkpoint_id,
@@ -271,14 +275,27 @@ class Objective:
         return _best(history, metric)
 
     def _resume(self, trial: optuna.Trial, checkpoint_id: str | None, history: list[EpochMetrics],
-                best_state: dict[str, np.ndarray]) -> Checkpoint | None:
-        """The checkpoint a retry continues from, its epochs reported and put in ``history``; None to start afresh."""
+                best_state: dict[str, np.ndarray], epochs: int, *, network: MultiLayerNet,
+                generators: dict[str, np.random.Generator]) -> Checkpoint | None:
+        """The checkpoint a retry continues from, its epochs reported and put in ``history``; None to start afresh.
+
+        A checkpoint that does not fit the trial (:meth:`models.checkpoint.Checkpoint.check`: its epoch,
+        history, parameter shapes or generators; a file changed by hand, say) is logged and ignored
+        before anything is reported: the retry then trains from epoch 1.
+        """
         if not checkpoint_id or self.artifact_store is None:
             return None
         checkpoint = load_checkpoint(checkpoint_id, self.artifact_store)
         if checkpoint is None:
             return None
-        history.extend(EpochMetrics(**row) for row in checkpoint.history)
+        try:
+            checkpoint.check(epochs, network, generators)
+            rows = [EpochMetrics(**row) for row in checkpoint.history]
+        except (TypeError, ValueError) as error:
+            _logger.warning(f"checkpoint {checkpoint_id}: it does not fit trial {trial.number} ({error}); "
+                            "the trial trains from epoch 1")
+            return None
+        history.extend(rows)
         best_state.update(checkpoint.extras.get("best") or checkpoint.network)
         for metrics in history:
             trial.report(getattr(metrics, self.spec.metric), metrics.epoch)
