@@ -144,6 +144,9 @@ def test_cli_ensemble_accuracy_is_the_mean_softmax_accuracy_of_the_saved_members
     complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     top = sorted(complete, key=lambda trial: -trial.value)[:3]
     assert [member["trial"] for member in card["members"]] == [trial.number for trial in top]
+    accuracies = [member["test_accuracy"] for member in card["members"]]
+    assert (f"(the best trial alone: {accuracies[0]:.4f}; the most accurate member alone: {max(accuracies):.4f})"
+            in result.stdout)
     probabilities = []
     for member, trial in zip(card["members"], top):
         network = build_network(member["parameters"], 64, 10, seed=0)
@@ -171,6 +174,12 @@ def test_an_ensemble_of_one_is_plain_evaluate(finished, run_hpo):
     first, second = json.loads(one.stdout), json.loads(plain.stdout)
     first.pop("created"), second.pop("created")
     assert first == second and "kind" not in first
+    # --trial N with --ensemble 1 is plain `hpo evaluate --trial N`.
+    number = load(finished).best_trial.number
+    chosen = run_hpo("evaluate", "--stored-weights", "--trial", str(number), "--ensemble", "1", "--out", "one-trial",
+                     "-f", "json", cwd=finished)
+    assert chosen.returncode == 0, chosen.stderr
+    assert json.loads(chosen.stdout)["trial"] == number
 
 
 @pytest.mark.parametrize(("arguments", "status", "message"), [

@@ -62,7 +62,7 @@ def evaluate(storage: str | None, study_name: str | None, trial_number: int | No
     the top K completed trials are each made so and their softmax outputs averaged;
     every member's weights and one card are saved.
     """
-    if ensemble_size is not None and trial_number is not None:
+    if ensemble_size is not None and ensemble_size > 1 and trial_number is not None:
         raise HpoError("--trial and --ensemble exclude each other: --ensemble K takes the top K trials")
     study = load_study(storage, study_name)
     if ensemble_size is not None and ensemble_size > 1:
@@ -116,7 +116,8 @@ def _evaluate_ensemble(study: optuna.Study, size: int, storage: str | None, out_
                  "test accuracy": f"{evaluation.test_accuracy:.4f}"})
     write_rows(rows, "table", sys.stdout, title="members and ensemble (test set)", complete_with="-f json")
     click.echo(f"ensemble test accuracy: {evaluation.test_accuracy:.4f} on {evaluation.card['test_images']} "
-               f"test images (best member alone: {evaluation.members[0].test_accuracy:.4f})")
+               f"test images (the best trial alone: {evaluation.members[0].test_accuracy:.4f}; the most "
+               f"accurate member alone: {max(member.test_accuracy for member in evaluation.members):.4f})")
     _print_tables(evaluation)
     click.echo(f"saved: {len(evaluation.members)} weights files ({weights_path.name}, ...) and {card_path}; "
                f"reloaded, they give the same {len(evaluation.predictions)} test predictions")
