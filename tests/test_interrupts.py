@@ -169,8 +169,9 @@ def test_a_signal_before_any_mini_batch_fails_the_trial_at_once(spec_and_data, t
     with pytest.raises(interrupts.Interrupted):
         run_worker(study, storage, spec, data)
     assert batches["count"] == 3  # the signal stopped training before the next mini-batch
-    (trial,) = study.get_trials()
+    trial, retry = study.get_trials()
     assert trial.state == TrialState.FAIL and not trial.intermediate_values
+    assert retry.state == TrialState.WAITING and retry.params == trial.params  # queued again at once
 
 
 def test_a_signal_during_garbage_collection_is_not_lost(handlers):

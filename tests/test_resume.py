@@ -154,6 +154,55 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_ends_as_if_n
     assert not [path for path in (reference_folder / "artifacts").iterdir() if "checkpoint" in path.name]
 
 
+def sigterm_once_checkpointed(hpo_command, hpo_environment, folder, url, name, artifacts):
+    """A worker sent SIGTERM (a pod evicted) once trial 0 holds a checkpoint: (that checkpoint's id, its log)."""
+    first = worker(hpo_command, hpo_environment, folder, url, artifacts)
+    wait_for(lambda: checkpointed(url, name), first)
+    first.send_signal(signal.SIGTERM)
+    _, log = first.communicate(timeout=60)
+    assert first.returncode == 143, log
+    assert "Traceback" not in log
+    return optuna.load_study(study_name=name, storage=url).trials[0].user_attrs["checkpoint_artifact_id"], log
+
+
+def test_a_signalled_worker_s_trial_is_queued_again_at_once_and_resumed_from_its_checkpoint(
+        storage, tmp_path, hpo_command, hpo_environment, run_hpo):
+    url, name = storage
+    (tmp_path / "study.toml").write_text(STUDY.format(name=name, epochs=EPOCHS))
+    artifacts = tmp_path / "artifacts"
+    assert run_hpo("create", "study.toml", "--storage", url, cwd=tmp_path).returncode == 0
+
+    taken_over, log = sigterm_once_checkpointed(hpo_command, hpo_environment, tmp_path, url, name, artifacts)
+    # At once, without waiting for a grace period: FAIL, and a WAITING retry that names the kept checkpoint.
+    victim, retry = optuna.load_study(study_name=name, storage=url).get_trials()
+    assert (victim.state, retry.state) == (TrialState.FAIL, TrialState.WAITING)
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0 and retry.params == victim.params
+    assert retry.user_attrs["checkpoint_artifact_id"] == taken_over and (artifacts / taken_over).is_file()
+    assert "interrupted by SIGTERM; queued again with the same parameters (retry 1 of 2)" in log
+    epoch = Checkpoint.read((artifacts / taken_over).read_bytes()).epoch
+
+    second = worker(hpo_command, hpo_environment, tmp_path, url, artifacts)
+    _, log = second.communicate(timeout=600)
+    assert second.returncode == 0, log
+    victim, retry = optuna.load_study(study_name=name, storage=url).get_trials()
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_epoch"] == epoch >= 2
+    assert sorted(retry.intermediate_values) == list(range(1, EPOCHS + 1))
+    assert not [path for path in artifacts.iterdir() if "checkpoint" in path.name]
+
+
+def test_a_signalled_trial_with_no_retry_left_loses_its_checkpoint(tmp_path, hpo_command, hpo_environment, run_hpo):
+    url, name = f"sqlite:///{tmp_path / 'study.db'}", "no-retry"
+    (tmp_path / "study.toml").write_text(STUDY.format(name=name, epochs=EPOCHS) + "max_retry = 0\n")
+    artifacts = tmp_path / "artifacts"
+    assert run_hpo("create", "study.toml", "--storage", url, cwd=tmp_path).returncode == 0
+
+    taken_over, log = sigterm_once_checkpointed(hpo_command, hpo_environment, tmp_path, url, name, artifacts)
+    assert "not queued again: retried 0 times already" in log
+    assert [trial.state for trial in optuna.load_study(study_name=name, storage=url).get_trials()] == [TrialState.FAIL]
+    assert not (artifacts / taken_over).exists()
+    assert not [path for path in artifacts.iterdir() if "checkpoint" in path.name]
+
+
 def test_the_keeper_names_a_new_checkpoint_before_it_removes_the_old_one(tmp_path):
     from optuna.artifacts import FileSystemArtifactStore
 

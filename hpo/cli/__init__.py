@@ -3,8 +3,9 @@
 Flags follow Optuna's own CLI (``--storage``, ``--study-name``, ``-f``).  User
 errors (bad study file, unreachable storage, missing data) print one line,
 ``Error: ...``, and exit with status 1, without a traceback; Ctrl-C exits
-with 130 and SIGTERM with 143, leaving the interrupted trial marked FAIL so
-the study can be resumed with the same command.
+with 130 and SIGTERM with 143, leaving the interrupted trial marked FAIL and
+queued again (it continues from its checkpoint), so the study can be resumed with
+the same command.
 
 One module per family of commands, each registering its commands on
 :data:`hpo.cli.app.main`: ``running`` (run, create, worker, stale), ``reading``

@@ -142,8 +142,10 @@ def command_line(*arguments: str) -> str:
 
 
 def exit_interrupted(interrupted: interrupts.Interrupted, resume: str | None) -> None:
-    """Exit with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP); the worker has marked its trial FAIL (or logged
-    why not)."""
+    """Exit with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP).
+
+    The worker has marked its trial FAIL and queued it again (or logged why not).
+    """
     if resume is not None:
         try:
             click.echo(f"\nInterrupted by {interrupted}: finished trials are stored; resume with: {resume}", err=True)

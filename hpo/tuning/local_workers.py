@@ -108,8 +108,8 @@ def worker_process(study_file: str, study_name: str, blas_threads: int) -> int:
 def _stop(workers: list[subprocess.Popen[str]]) -> None:
     """Pass a stop on to each worker still running, once: SIGTERM, whatever this process received.
 
-    A worker that has its handlers (:mod:`hpo.interrupts`) marks its trial FAIL and exits
-    with 143; one still importing ends at once and silently (SIGINT would print a
+    A worker that has its handlers (:mod:`hpo.interrupts`) marks its trial FAIL (queued
+    again) and exits with 143; one still importing ends at once and silently (SIGINT would print a
     ``KeyboardInterrupt`` traceback there).
     """
     for worker in workers:
@@ -133,7 +133,7 @@ def run_local_workers(
 
     ``artifact_dir`` reaches the workers as ``$HPO_ARTIFACT_DIR``.  A signal recorded
     by :func:`hpo.interrupts.install` (Ctrl-C, SIGTERM) is passed on to every worker
-    once, as SIGTERM, and no further worker is started; they mark their trials FAIL and
+    once, as SIGTERM, and no further worker is started; they mark their trials FAIL (queued again) and
     exit, then :class:`hpo.interrupts.Interrupted` is raised here.
 
     Raises

@@ -18,7 +18,8 @@ share one study in one database.  Each worker:
   (`hpo stale --trial`), also when that comes while it stores the trial's result;
 - stops at a safe point when a signal asks it to (:mod:`hpo.interrupts`): the
   trial it owns is marked FAIL first, at whatever moment of the loop the signal
-  came.
+  came, and queued again like a stale trial, keeping its checkpoint (a pod evicted
+  or preempted, ``docker stop``, Ctrl-C: the next worker continues the trial).
 
 The loop is Optuna's ask-and-tell interface (``study.ask``, ``study.tell``).
 """
@@ -44,7 +45,7 @@ from hpo.errors import HpoError
 from hpo.store import record
 from hpo.store.checkpoints import remove_checkpoint
 from hpo.store.retrying import DEFAULT_PATIENCE_SECONDS, RetryingStorage
-from hpo.store.storage import TRANSIENT_ERRORS, HeartbeatStorage
+from hpo.store.storage import TRANSIENT_ERRORS, HeartbeatStorage, RetryStaleTrial
 from hpo.tuning.data import TuningData
 from hpo.tuning.objective import Objective
 from hpo.tuning.progress import Progress
@@ -238,13 +239,16 @@ def run_worker(
     ------
     hpo.interrupts.Interrupted
         A signal recorded by :func:`hpo.interrupts.install` (SIGINT, SIGTERM): the
-        trial this worker owned, if any, is marked FAIL first.
+        trial this worker owned, if any, is marked FAIL and queued again first.
     """
     if not isinstance(storage, RetryingStorage):
         # Every storage call of the loop must wait out an outage: run on the study through the wrapper.
         storage = RetryingStorage(storage)
         study = optuna.load_study(study_name=study.study_name, storage=storage, sampler=study.sampler,
                                   pruner=study.pruner)
+    retry = storage.get_heartbeat_stale_trial_callback()
+    if isinstance(retry, RetryStaleTrial):
+        retry.artifact_store = artifact_store  # a trial failed and not retried again loses its checkpoint
     budget = spec.budget.trials
     stale_check = StaleCheck(study, storage.get_heartbeat_interval() or POLL_SECONDS)
     objective = Objective(spec, data, after_epoch=stale_check, artifact_store=artifact_store,
@@ -296,21 +300,30 @@ def _ask(study: optuna.Study) -> optuna.Trial:
 
 
 def _fail(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, why: str,
-          objective: Objective | None = None) -> None:
+          objective: Objective | None = None, *, queue_again: bool = False) -> None:
     """Mark ``trial`` FAIL after an interruption or a bug, trying for a few seconds only (no signal cuts them short).
 
-    A trial this call failed loses its checkpoint (nothing retries it); one failed elsewhere
-    already keeps it for its retry.
+    With ``queue_again`` (a signal: Ctrl-C, ``docker stop``, a pod evicted or preempted),
+    the trial is then queued again like a stale trial (the storage's stale-trial callback,
+    :class:`hpo.store.storage.RetryStaleTrial`: same parameters, up to ``workers.max_retry``
+    times) and keeps its checkpoint, so the next worker continues it from its latest
+    checkpointed epoch.  A trial this call failed and did not queue again loses its
+    checkpoint; one failed elsewhere already keeps it for its retry.
     """
     try:
         with storage.patience(FAIL_PATIENCE_SECONDS):
             # Optuna has no public accessor for a trial's storage id; its own heartbeat thread uses this one.
             running = storage.get_trial(trial._trial_id).state == TrialState.RUNNING
             frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            retry = storage.get_heartbeat_stale_trial_callback() if running and queue_again else None
+            if retry is not None:
+                retry(study, frozen, reason=why)
     except TRANSIENT_ERRORS as error:
-        _logger.warning(f"Trial {trial.number} ({why}) could not be marked FAIL: the database is unreachable "
-                        f"({type(error).__name__}); other workers fail it once its heartbeat is stale")
+        _logger.warning(f"Trial {trial.number} ({why}) could not be marked FAIL or queued again: the database is "
+                        f"unreachable ({type(error).__name__}); other workers fail it once its heartbeat is stale")
         return
+    if retry is not None:
+        return  # the callback logged the trial's end, queued it again or removed its checkpoint
     if running and objective is not None:
         remove_checkpoint(frozen.user_attrs.get(record.CHECKPOINT_ARTIFACT), objective.artifact_store)
     _logger.warning(f"Trial {trial.number} failed: {why}")
@@ -367,7 +380,7 @@ def _run_trial(study: optuna.Study, storage: RetryingStorage, trial: optuna.Tria
         _fail(study, storage, trial, f"the database was unreachable ({type(error).__name__})", objective)
         return
     except interrupts.Interrupted as interrupted:
-        _fail(study, storage, trial, f"interrupted by {interrupted}", objective)
+        _fail(study, storage, trial, f"interrupted by {interrupted}", objective, queue_again=True)
         raise
     except BaseException as error:
         # A bug: the trial is FAIL at once, then the error goes on.
