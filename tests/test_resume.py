@@ -262,6 +262,28 @@ def test_pruned_and_completed_trials_leave_no_checkpoint(tmp_path, run_study_fil
     assert [path.name for path in (tmp_path / "artifacts").iterdir()] == [complete.user_attrs["weights_artifact_id"]]
 
 
+def test_checkpoint_every_epochs_0_writes_no_checkpoint(tmp_path, run_study_file):
+    from hpo.store.artifacts import open_artifact_store
+
+    store = open_artifact_store(tmp_path / "artifacts")
+    study, _ = run_study_file(tmp_path, """
+        name = "no-checkpoints"
+        [budget]
+        trials = 1
+        [parameters]
+        learning_rate = 0.05
+        hidden_size = 16
+        batch_size = 64
+        epochs = 3
+        [workers]
+        checkpoint_every_epochs = 0
+    """, artifact_store=store)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.COMPLETE and len(trial.intermediate_values) == 3
+    assert "checkpoint_artifact_id" not in trial.user_attrs
+    assert [path.name for path in (tmp_path / "artifacts").iterdir()] == [trial.user_attrs["weights_artifact_id"]]
+
+
 def test_a_retry_whose_checkpoint_does_not_fit_logs_it_and_trains_from_epoch_1(tmp_path, run_study_file, caplog):
     """A checkpoint edited by hand (here: of epoch 99 of a 5-epoch trial) must not crash the worker."""
     import io

@@ -311,6 +311,7 @@ def test_checkpoint_every_epochs_defaults_to_1_and_is_not_part_of_the_identity(t
     assert spec.identity() == load_spec(write(tmp_path, "", name="plain.toml")).identity()
 
 
-def test_checkpoint_every_epochs_below_1_is_refused(tmp_path):
-    assert "workers.checkpoint_every_epochs: Input should be greater than or equal to 1" in error_of(
-        write(tmp_path, "[workers]\ncheckpoint_every_epochs = 0"))
+def test_checkpoint_every_epochs_0_turns_checkpoints_off_and_below_0_is_refused(tmp_path):
+    assert load_spec(write(tmp_path, "[workers]\ncheckpoint_every_epochs = 0")).workers.checkpoint_every_epochs == 0
+    assert "workers.checkpoint_every_epochs: Input should be greater than or equal to 0" in error_of(
+        write(tmp_path, "[workers]\ncheckpoint_every_epochs = -1", name="negative.toml"))

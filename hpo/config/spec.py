@@ -358,15 +358,15 @@ class Workers(_Strict):
     worker: any worker marks it FAIL (checked between trials and after every epoch)
     and it is retried, with the same parameters, up to ``max_retry`` times.  A running
     trial keeps a checkpoint of its latest epoch every ``checkpoint_every_epochs``
-    epochs (in the artifact folder); its retry continues from there instead of epoch 1
-    (see :mod:`hpo.store.checkpoints`).  None of these change a trial's result, so they
+    epochs (in the artifact folder; 0 turns checkpoints off); its retry continues from
+    there instead of epoch 1 (see :mod:`hpo.store.checkpoints`).  None of these change a trial's result, so they
     are not part of the study's identity (:meth:`StudySpec.identity`).
     """
 
     heartbeat_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 10
     grace_period_seconds: Annotated[int, Field(ge=2, le=86_400)] = 60
     max_retry: NonNegativeInt = 2
-    checkpoint_every_epochs: Annotated[int, Field(ge=1)] = 1
+    checkpoint_every_epochs: NonNegativeInt = 1  # 0: no checkpoints
 
     @model_validator(mode="after")
     def _check(self) -> "Workers":

@@ -220,7 +220,8 @@ class Objective:
         resume = self._resume(trial, checkpoint_id, history, best_state, values["epochs"],
                               network=network, generators=random_generators(network, rng))
         keep = None
-        if self.artifact_store is not None:
+        every = self.spec.workers.checkpoint_every_epochs
+        if self.artifact_store is not None and every > 0:
             keeper = CheckpointKeeper(trial.number, self.artifact_store, current=checkpoint_id,
                                       store_attribute=lambda new: self._store(trial, {record.CHECKPOINT_ARTIFACT: new}))
 
@@ -257,7 +258,7 @@ class Objective:
                 before_batch=self.before_batch,
                 **arguments,
                 resume_from=resume,
-                checkpoint_every=self.spec.workers.checkpoint_every_epochs,
+                checkpoint_every=max(every, 1),  # (every = 0: no keep, no checkpoints)
                 on_checkpoint=keep,
             )
         except BaseException:
