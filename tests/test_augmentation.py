@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hpo.config.spec import load_spec
+from hpo.tuning.data import DataError
 from models.augmentation import (
     AUGMENTATIONS,
     Shift,
@@ -123,3 +125,34 @@ def test_memory_estimate_covers_the_measured_peak():
     tracemalloc.stop()
     estimate = augmentation_memory(128, (28, 28))
     assert peak <= estimate <= 1.3 * peak
+
+
+@pytest.mark.parametrize("augmentation", ['"shift"', '{ choices = ["none", "shift"] }'])
+def test_a_study_of_8x8_digits_refuses_shifts_in_one_line(tmp_path, augmentation):
+    from hpo.tuning.study import prepare_study
+
+    path = tmp_path / "digits.toml"
+    path.write_text(f'name = "digits"\n[budget]\ntrials = 1\n[parameters]\naugmentation = {augmentation}\n')
+    with pytest.raises(DataError) as raised:
+        prepare_study(load_spec(path), f"sqlite:///{tmp_path / 'hpo.db'}", source=str(path))
+    assert str(raised.value) == (
+        f"{path}: parameters.augmentation: shift moves images by up to 2 pixels, too far for the 8 x 8 images of "
+        "dataset 'digits' (shifts need sides of at least 16 pixels); use augmentation = 'none'")
+    assert not (tmp_path / "hpo.db").exists()  # refused before any database is made
+
+
+def test_shifts_of_28x28_images_and_no_augmentation_of_8x8_images_are_accepted(tmp_path):
+    from hpo.tuning.data import TuningData, check_augmentation_fits
+
+    images = np.zeros((1, 4), dtype=np.float32)
+    labels = np.zeros(1, dtype=np.int64)
+    path = tmp_path / "ok.toml"
+    path.write_text('name = "ok"\n[budget]\ntrials = 1\n[dataset]\nname = "fashion_mnist"\n'
+                    '[parameters]\naugmentation = { choices = ["none", "shift", "shift_flip"] }\n')
+    check_augmentation_fits(load_spec(path), TuningData(images, labels, images, labels, 10, (28, 28)))
+    path.write_text('name = "ok"\n[budget]\ntrials = 1\n')
+    check_augmentation_fits(load_spec(path), TuningData(images, labels, images, labels, 10, (8, 8)))
+    with pytest.raises(DataError, match="15 x 28 images"):
+        path.write_text('name = "ok"\n[budget]\ntrials = 1\n[dataset]\nname = "fashion_mnist"\n'
+                        '[parameters]\naugmentation = "shift"\n')
+        check_augmentation_fits(load_spec(path), TuningData(images, labels, images, labels, 10, (15, 28)))

@@ -284,7 +284,7 @@ def test_schedule_warmup_and_augmentation_fixed_or_searched(tmp_path):
     [
         ('[parameters]\naugmentation = "shift_flip"\n',
          "study.toml: parameters.augmentation: shift_flip mirrors images, which changes what a digit means "
-         "(dataset.name = 'digits'); use 'shift' or 'none'"),
+         "(dataset.name = 'digits'); use 'none'"),
         ('[parameters]\naugmentation = { choices = ["shift", "shift_flip"] }\n',
          "study.toml: parameters.augmentation: shift_flip mirrors images"),
         ('[parameters]\nwarmup_epochs = 20\nepochs = 20\n',

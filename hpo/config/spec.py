@@ -425,7 +425,7 @@ class StudySpec(_Strict):
         mirrored = set(augmentation.choices if isinstance(augmentation, Choices) else [augmentation]) & set(MIRRORING)
         if self.dataset.name == "digits" and mirrored:
             raise ValueError(f"parameters.augmentation: {', '.join(sorted(mirrored))} mirrors images, which changes "
-                             "what a digit means (dataset.name = 'digits'); use 'shift' or 'none'")
+                             "what a digit means (dataset.name = 'digits'); use 'none'")
         if self.sampler.type not in SAMPLERS:
             raise ValueError(
                 f"sampler.type = {self.sampler.type!r} is not one of {', '.join(SAMPLERS)}"

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpo.config.spec import DatasetSpec
+from hpo.config.spec import Choices, DatasetSpec, StudySpec
 from hpo.errors import HpoError
+from models.augmentation import AUGMENTATIONS, MAX_SHIFT, MIN_IMAGE_SIDE
 from models.datasets import DATASETS, Dataset, DatasetError, train_validation_split
 
 
@@ -95,6 +96,27 @@ def prepare_data(spec: DatasetSpec) -> TuningData:
         dataset.x_train, dataset.t_train, spec.validation_fraction, seed=spec.split_seed
     )
     return TuningData(x_train, t_train, x_validation, t_validation, dataset.n_classes, dataset.image_shape)
+
+
+def check_augmentation_fits(spec: StudySpec, data: TuningData) -> None:
+    """Refuse shift augmentations of images too small for them (sides below :data:`models.augmentation.MIN_IMAGE_SIDE`).
+
+    Raises
+    ------
+    DataError
+        ``parameters.augmentation`` fixes or allows "shift" or "shift_flip" and the data set's
+        images (``data.image_shape``) have a side below 16 pixels (scikit-learn's 8 x 8 digits).
+    """
+    augmentation = spec.parameters.augmentation
+    names = augmentation.choices if isinstance(augmentation, Choices) else [augmentation]
+    shifting = sorted(name for name in set(names) if AUGMENTATIONS.get(name) is not None)
+    if shifting and data.image_shape is not None and min(data.image_shape) < MIN_IMAGE_SIDE:
+        height, width = data.image_shape
+        raise DataError(
+            f"parameters.augmentation: {', '.join(shifting)} moves images by up to {MAX_SHIFT} pixels, too far for "
+            f"the {height} x {width} images of dataset {spec.dataset.name!r} (shifts need sides of at least "
+            f"{MIN_IMAGE_SIDE} pixels); use augmentation = 'none'"
+        )
 
 
 def _check_split(labels: np.ndarray, spec: DatasetSpec) -> None:
