@@ -203,6 +203,30 @@ def test_a_signalled_trial_with_no_retry_left_loses_its_checkpoint(tmp_path, hpo
     assert not [path for path in artifacts.iterdir() if "checkpoint" in path.name]
 
 
+def test_a_stale_trial_with_no_retry_left_loses_its_checkpoint(tmp_path, hpo_command, hpo_environment, run_hpo):
+    url, name = f"sqlite:///{tmp_path / 'study.db'}", "stale-no-retry"
+    (tmp_path / "study.toml").write_text(STUDY.format(name=name, epochs=4) + "max_retry = 0\n")
+    artifacts = tmp_path / "artifacts"
+    assert run_hpo("create", "study.toml", "--storage", url, cwd=tmp_path).returncode == 0
+    first = worker(hpo_command, hpo_environment, tmp_path, url, artifacts)
+    wait_for(lambda: checkpointed(url, name), first)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    taken_over = optuna.load_study(study_name=name, storage=url).trials[0].user_attrs["checkpoint_artifact_id"]
+    assert (artifacts / taken_over).is_file()
+
+    # The next worker fails the stale trial (not queued again: max_retry = 0), removes its checkpoint, and runs
+    # a new trial of its own from epoch 1.
+    second = worker(hpo_command, hpo_environment, tmp_path, url, artifacts)
+    _, log = second.communicate(timeout=300)
+    assert second.returncode == 0, log
+    assert "not queued again: retried 0 times already" in log
+    trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "resumed_from_epoch" not in trials[1].user_attrs
+    assert not [path for path in artifacts.iterdir() if "checkpoint" in path.name]
+
+
 def test_the_keeper_names_a_new_checkpoint_before_it_removes_the_old_one(tmp_path):
     from optuna.artifacts import FileSystemArtifactStore
 
