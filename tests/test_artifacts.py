@@ -50,7 +50,7 @@ def test_weights_round_trip_and_errors(tmp_path):
     [meta] = optuna.artifacts.get_all_artifact_meta(study.trials[0], storage=study._storage)
     assert meta.filename == "trial-0-weights.npz" and meta.artifact_id == artifact_id
 
-    with pytest.raises(ArtifactError, match=f"are not in {tmp_path / 'other'}; give the folder"):
+    with pytest.raises(ArtifactError, match=f"are not in the artifact folder {tmp_path / 'other'}; give the folder"):
         download_weights(study.trials[0], tmp_path / "other")
     pruned = study.ask()
     study.tell(pruned, state=TrialState.PRUNED)

@@ -203,3 +203,142 @@ def test_a_damaged_saved_model_is_one_evaluation_error(finished, tmp_path, damag
         expected = "the model card does not describe a network of this project"
     with pytest.raises(EvaluationError, match=expected):
         load_model(tmp_path / "m")
+
+
+def _siblings_left(folder, name):
+    """Lock files and temporary folders of ``hpo evaluate`` left beside the model folder ``name``."""
+    return sorted(path.name for path in folder.iterdir() if path.name.startswith(f".{name}."))
+
+
+def test_two_evaluates_at_once_into_one_new_folder_one_wins(finished, hpo_command, hpo_environment):
+    import subprocess
+
+    study = load(finished)
+    complete = [trial.number for trial in study.get_trials() if trial.state == TrialState.COMPLETE]
+    for round_ in range(4):
+        name = f"race-{round_}"
+        trials = (complete[0], complete[1])
+        processes = [subprocess.Popen([hpo_command, "evaluate", "--stored-weights", "--trial", str(number),
+                                       "--out", name, "-f", "json"], cwd=finished, env=hpo_environment(),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for number in trials]
+        outputs = [process.communicate(timeout=300) for process in processes]
+        codes = [process.returncode for process in processes]
+        assert sorted(codes) == [0, 1], outputs
+        winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+        lines = outputs[loser][1].strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {name} "), lines
+        assert "--out" in lines[0]
+        # The folder holds the winner's model, whole: its card and weights, which reload with their checksum.
+        assert sorted(path.name for path in (finished / name).iterdir()) == ["model_card.json", "weights.npz"]
+        _, card = load_model(finished / name)
+        assert card == json.loads(outputs[winner][0])
+        assert card["trial"] == trials[winner]
+        assert _siblings_left(finished, name) == []
+
+
+def test_force_replaces_the_whole_model_and_keeps_files_it_did_not_write(finished, run_hpo):
+    study = load(finished)
+    top = sorted((trial for trial in study.get_trials() if trial.state == TrialState.COMPLETE),
+                 key=lambda trial: (-trial.value, trial.number))
+    members = lambda k: sorted(["model_card.json"] + [f"weights-trial-{trial.number}.npz" for trial in top[:k]])
+    folder = finished / "forced"
+    steps = [(["--ensemble", "3"], members(3)),
+             (["--ensemble", "2", "--force"], members(2)),   # 5 -> 3 in the report: no old member stays
+             (["--force"], ["model_card.json", "weights.npz"]),  # an ensemble replaced by one network
+             (["--ensemble", "2", "--force"], members(2))]   # and the reverse
+    for arguments, files in steps:
+        result = run_hpo("evaluate", "--stored-weights", "--out", "forced", *arguments, "-f", "json", cwd=finished)
+        assert result.returncode == 0, result.stderr
+        assert sorted(path.name for path in folder.iterdir()) == files
+        _, card = load_model(folder)
+        assert card == json.loads(result.stdout)
+        assert _siblings_left(finished, "forced") == []
+    # A file hpo did not write: --force refuses to replace the folder, which keeps everything.
+    (folder / "notes.txt").write_text("mine")
+    card = (folder / "model_card.json").read_text()
+    result = run_hpo("evaluate", "--stored-weights", "--out", "forced", "--force", cwd=finished)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("Error: forced holds notes.txt, which is not a saved model's file; --force "
+                                     "replaces only a saved model; move it away or choose another --out")
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert (folder / "model_card.json").read_text() == card
+    load_model(folder)
+    assert _siblings_left(finished, "forced") == []
+    # Without --force, a folder of other files is not written into either.
+    (finished / "papers").mkdir()
+    (finished / "papers" / "draft.tex").write_text("x")
+    result = run_hpo("evaluate", "--stored-weights", "--out", "papers", cwd=finished)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("Error: papers holds draft.tex, which is not a saved model's file; choose "
+                                     "another --out (a new or empty folder)")
+    assert [path.name for path in (finished / "papers").iterdir()] == ["draft.tex"]
+    # An empty folder is fine.
+    (finished / "empty-out").mkdir()
+    result = run_hpo("evaluate", "--stored-weights", "--out", "empty-out", cwd=finished)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (finished / "empty-out").iterdir()) == ["model_card.json", "weights.npz"]
+
+
+def test_a_failed_save_keeps_the_model_the_folder_held(finished, tmp_path, monkeypatch):
+    from hpo.results import evaluate as evaluate_module
+    from hpo.store.artifacts import download_weights
+
+    study = load(finished)
+    trial = study.best_trial
+    weights = download_weights(trial, finished / "hpo-artifacts")
+    network, evaluation = evaluate_trial(study, trial, stored_weights=weights)
+    evaluate_module.save_checked_model(tmp_path / "m", network, evaluation)
+    before = {path.name: path.read_bytes() for path in (tmp_path / "m").iterdir()}
+    real_predict = evaluate_module.predict
+    monkeypatch.setattr(evaluate_module, "predict", lambda net, x: real_predict(net, x) + 1)
+    with evaluate_module.prepare_model_directory(tmp_path / "m", overwrite=True) as folder:
+        with pytest.raises(EvaluationError, match="does not reproduce the tested predictions"):
+            evaluate_module.save_checked_model(folder, network, evaluation)
+        with pytest.raises(EvaluationError, match="is being written by another hpo evaluate"):
+            evaluate_module.prepare_model_directory(tmp_path / "m", overwrite=True)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "m").iterdir()} == before
+    assert _siblings_left(tmp_path, "m") == []
+
+
+def test_stored_weights_missing_from_the_artifact_folder_are_one_clear_line(finished, tmp_path, run_hpo):
+    import shutil
+
+    shutil.copy(finished / "hpo.db", tmp_path / "hpo.db")
+    shutil.copytree(finished / "hpo-artifacts", tmp_path / "hpo-artifacts")
+    study = load(tmp_path)
+    best = study.best_trial
+    (tmp_path / "hpo-artifacts" / best.user_attrs["weights_artifact_id"]).unlink()
+    folder = (tmp_path / "hpo-artifacts").resolve()
+    result = run_hpo("evaluate", "--stored-weights", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"Error: weights of trial {best.number} (artifact {best.user_attrs['weights_artifact_id']}) are not in the "
+        f"artifact folder {folder}; give the folder the workers wrote to with --artifact-dir, or evaluate with "
+        "--retrain")
+    # A COMPLETE trial that recorded no weights artifact at all.
+    distributions = {"learning_rate": FloatDistribution(1e-3, 1e-1, log=True),
+                     "weight_decay": FloatDistribution(1e-8, 1e-3, log=True),
+                     "dropout": FloatDistribution(0.0, 0.3)}
+    study.add_trial(optuna.trial.create_trial(
+        value=0.5, params={"learning_rate": 0.01, "weight_decay": 1e-5, "dropout": 0.1},
+        distributions=distributions))
+    number = len(study.trials) - 1
+    result = run_hpo("evaluate", "--stored-weights", "--trial", str(number), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"Error: weights of trial {number} are not in the artifact folder {folder}: the trial recorded no "
+        "weights artifact; evaluate it with --retrain")
+    assert not (tmp_path / "hpo-models").exists() or not any((tmp_path / "hpo-models").iterdir())
+
+
+def test_an_out_link_to_a_folder_gets_the_model_in_that_folder(finished, tmp_path, run_hpo):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for arguments in ([], ["--force"]):
+        result = run_hpo("evaluate", "--stored-weights", "--out", str(tmp_path / "link"), *arguments, cwd=finished)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "link").is_symlink()
+        assert sorted(path.name for path in (tmp_path / "real").iterdir()) == ["model_card.json", "weights.npz"]
+        load_model(tmp_path / "link")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["link", "real"]

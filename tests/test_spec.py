@@ -80,6 +80,12 @@ def test_fixed_and_searched_parameters(tmp_path):
         ("[parameters]\nbatch_norm = 1", "parameters.batch_norm: Input should be a valid boolean (got 1)"),
         ("[parameters]\nhidden_size = { choices = [\"32\", 64] }",
          "parameters.hidden_size: choices[0] = '32': Input should be a valid integer"),
+        ("[parameters]\noptimizer = { choices = [\"adam\", \"adam\"] }",
+         "parameters.optimizer: choices[1] = 'adam' repeats choices[0]; give each value once"),
+        ("[parameters]\nbatch_size = { choices = [128, 64, 128] }",
+         "parameters.batch_size: choices[2] = 128 repeats choices[0]; give each value once"),
+        ("[parameters]\ndropout = { choices = [0, 0.5, 0.0] }",
+         "parameters.dropout: choices[2] = 0.0 repeats choices[0]; give each value once"),
         ("[parameters]\nlearning_rate = inf", "parameters.learning_rate: Input should be a finite number (got inf)"),
         ("[parameters]\nseed = -1", "parameters.seed: Input should be greater than or equal to 0 (got -1)"),
         ("[parameters]\nhidden_size = 100000000", "parameters.hidden_size: Input should be less than or equal to 16384"),
@@ -315,3 +321,19 @@ def test_checkpoint_every_epochs_0_turns_checkpoints_off_and_below_0_is_refused(
     assert load_spec(write(tmp_path, "[workers]\ncheckpoint_every_epochs = 0")).workers.checkpoint_every_epochs == 0
     assert "workers.checkpoint_every_epochs: Input should be greater than or equal to 0" in error_of(
         write(tmp_path, "[workers]\ncheckpoint_every_epochs = -1", name="negative.toml"))
+
+
+def test_repeated_choices_of_a_study_stored_before_they_were_refused_still_load():
+    import json
+
+    from pydantic import ValidationError
+
+    from hpo.config.spec import Parameters
+
+    stored = json.dumps({"optimizer": {"choices": ["adam", "adam"]}, "batch_size": 32})
+    with pytest.raises(ValidationError, match=r"choices\[1\] = 'adam' repeats choices\[0\]"):
+        Parameters.model_validate_json(stored)
+    parameters = Parameters.model_validate_json(stored, context={"stored": True})
+    assert parameters.searched()["optimizer"].choices == ["adam", "adam"]
+    assert Parameters.model_validate_json(json.dumps({"optimizer": {"choices": ["sgd", "adam"]}})).searched() == {
+        "optimizer": Choices(choices=["sgd", "adam"])}

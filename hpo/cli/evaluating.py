@@ -22,6 +22,7 @@ from hpo.results.ensemble import evaluate_ensemble, select_top_trials
 from hpo.results.evaluate import (
     STORED_WEIGHTS_BY_DEFAULT,
     Evaluation,
+    ModelFolder,
     evaluate_trial,
     prepare_model_directory,
     save_checked_model,
@@ -40,7 +41,8 @@ MODELS_DIRECTORY = Path("hpo-models")
 @study_name_option()
 @click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Trial to evaluate [default: the best].")
 @click.option("--out", "out_directory",
-              help="Folder for weights.npz and model_card.json [default: ./hpo-models/STUDY-trial-N].")
+              help="A new or empty folder for weights.npz and model_card.json [default: "
+                   "./hpo-models/STUDY-trial-N].")
 @click.option("--stored-weights/--retrain", default=STORED_WEIGHTS_BY_DEFAULT, show_default=True,
               help="Test the weights the trial stored (its best epoch), or retrain the trial's network on "
                    "training + validation data.")
@@ -48,7 +50,8 @@ MODELS_DIRECTORY = Path("hpo-models")
               help="Combine the top K completed trials by averaging their softmax outputs [default: 1, one "
                    "network].")
 @artifact_dir_option("Folder of the stored weights [default: beside a SQLite database, else ./hpo-artifacts].")
-@click.option("--force", is_flag=True, help="Replace a model already saved in the --out folder.")
+@click.option("--force", is_flag=True, help="Replace a model already saved in the --out folder (the whole "
+                                            "folder; refused if it holds other files).")
 @format_option(("table", "json"), help="table: report for people; json: the model card.")
 def evaluate(storage: str | None, study_name: str | None, trial_number: int | None, out_directory: str | None,
              stored_weights: bool, ensemble_size: int | None, artifact_dir: str | None, force: bool,
@@ -70,7 +73,13 @@ def evaluate(storage: str | None, study_name: str | None, trial_number: int | No
                            output_format)
         return
     trial = select_trial(study, trial_number)
-    directory = prepare_model_directory(out_directory or _default_model_directory(study, trial), overwrite=force)
+    with prepare_model_directory(out_directory or _default_model_directory(study, trial), overwrite=force) as folder:
+        _evaluate_one(study, trial, folder, storage, stored_weights, artifact_dir, output_format)
+
+
+def _evaluate_one(study: optuna.Study, trial: optuna.trial.FrozenTrial, directory: ModelFolder, storage: str | None,
+                  stored_weights: bool, artifact_dir: str | None, output_format: str) -> None:
+    """``hpo evaluate`` of one trial into the claimed folder ``directory``."""
     weights = None
     if stored_weights:
         weights = download_weights(trial, artifact_directory(storage_url(storage), artifact_dir))
@@ -93,7 +102,14 @@ def _evaluate_ensemble(study: optuna.Study, size: int, storage: str | None, out_
     """``hpo evaluate --ensemble K`` with K >= 2: members, ensemble, one saved folder."""
     trials = select_top_trials(study, size)
     default = f"{file_name(study.study_name)}-ensemble-{size}"
-    directory = prepare_model_directory(out_directory or _inside_models(default), overwrite=force)
+    with prepare_model_directory(out_directory or _inside_models(default), overwrite=force) as folder:
+        _evaluate_top(study, trials, folder, storage, stored_weights, artifact_dir, output_format)
+
+
+def _evaluate_top(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], directory: ModelFolder,
+                  storage: str | None, stored_weights: bool, artifact_dir: str | None, output_format: str) -> None:
+    """The ensemble of ``trials`` into the claimed folder ``directory``."""
+    size = len(trials)
     weights = None
     if stored_weights:
         folder = artifact_directory(storage_url(storage), artifact_dir)

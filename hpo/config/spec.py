@@ -287,6 +287,10 @@ class Parameters(_Strict):
         if isinstance(value, Choices):
             for index, choice in enumerate(value.choices):
                 _validate_value(name, choice, f"choices[{index}]")
+            for index, choice in enumerate(value.choices):
+                first = next(k for k, earlier in enumerate(value.choices) if earlier == choice)
+                if first < index and not (info.context or {}).get("stored"):  # stored studies keep theirs
+                    raise ValueError(f"choices[{index}] = {choice!r} repeats choices[{first}]; give each value once")
         elif isinstance(value, (FloatRange, IntRange)):
             _validate_value(name, value.low, "low")
             _validate_value(name, value.high, "high")

@@ -164,6 +164,11 @@ def download_weights(trial: optuna.trial.FrozenTrial, directory: str | os.PathLi
         stored), or the file is missing from ``directory`` or not a weights archive.
     """
     artifact_id = trial.user_attrs.get(record.WEIGHTS_ARTIFACT)
+    if not artifact_id and trial.state == optuna.trial.TrialState.COMPLETE:  # run before weights were stored, say
+        raise ArtifactError(
+            f"weights of trial {trial.number} are not in the artifact folder {Path(directory).resolve()}: the trial "
+            "recorded no weights artifact; evaluate it with --retrain"
+        )
     if not artifact_id:
         raise ArtifactError(
             f"trial {trial.number} has no stored weights (state {trial.state.name}; only completed trials store them)"
@@ -175,8 +180,9 @@ def download_weights(trial: optuna.trial.FrozenTrial, directory: str | os.PathLi
             optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
         except (ArtifactNotFound, FileNotFoundError):
             raise ArtifactError(
-                f"weights of trial {trial.number} (artifact {artifact_id}) are not in {Path(directory).resolve()}; "
-                "give the folder the workers wrote to with --artifact-dir"
+                f"weights of trial {trial.number} (artifact {artifact_id}) are not in the artifact folder "
+                f"{Path(directory).resolve()}; "
+                "give the folder the workers wrote to with --artifact-dir, or evaluate with --retrain"
             ) from None
         except ValueError as error:  # an artifact id that is a path: not written by hpo
             raise ArtifactError(f"trial {trial.number}: {error}") from None
