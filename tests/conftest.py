@@ -6,10 +6,12 @@ import socket
 import subprocess
 import sys
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 # The PostgreSQL server of the worker tests (CI: postgresql+psycopg2://postgres@127.0.0.1:5432/test), or None.
@@ -144,6 +146,23 @@ def _assert_each_trial_finished_by_one_worker(trials, logs):
     assert sorted(finished_by) == sorted(finished)
     assert {number: trial.user_attrs["worker"] for number, trial in finished.items()} == finished_by
     return finished_by
+
+
+def _retried_trial_number(trial):
+    """Optuna's ``RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)``, without its ExperimentalWarning."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*retried_trial_number is experimental",
+                                category=ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+@pytest.fixture(scope="session")
+def retried_trial_number():
+    """``retried_trial_number(trial)``: the number of the trial that ``trial`` retries (Optuna's
+    ``RetryHeartbeatStaleTrialCallback.retried_trial_number``, an experimental function), or None."""
+    return _retried_trial_number
 
 
 @pytest.fixture(scope="session")

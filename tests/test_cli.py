@@ -24,6 +24,7 @@ from hpo.config.spec import load_spec
 from hpo.store import record
 from hpo.store.storage import HeartbeatStorage, open_storage
 from hpo.tuning.study import open_study
+from hpo.tuning.worker import _ask
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = 'name = "x"\n[budget]\ntrials = 2\n[parameters]\nepochs = 1\n'
@@ -252,12 +253,13 @@ def test_dataset_sizes_that_cannot_be_split_name_the_field(tmp_path, dataset, fr
 def test_stale_lists_running_trials_and_fails_them(tmp_path, hpo):
     (tmp_path / "study.toml").write_text(VALID + "[workers]\nheartbeat_interval_seconds = 1\ngrace_period_seconds = 2\n")
     assert hpo("create", "study.toml", cwd=tmp_path).returncode == 0
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'hpo.db'}", heartbeat_interval=1, grace_period=2)
+    # As a worker opens it: heartbeats every 1 s, stale after 2 s.
+    storage = open_storage(f"sqlite:///{tmp_path / 'hpo.db'}", heartbeat=load_spec(tmp_path / "study.toml").heartbeat())
     study = optuna.load_study(study_name="x", storage=storage)
-    beating = study.ask()            # a worker that died after one heartbeat
+    beating = _ask(study)            # a worker that died after one heartbeat
     storage.record_heartbeat(beating._trial_id)
     beating.set_user_attr("worker", "host-a:17")
-    silent = study.ask()             # a worker killed between study.ask() and its first heartbeat
+    silent = _ask(study)             # a worker killed between study.ask() and its first heartbeat
     listed = hpo("stale", cwd=tmp_path)
     assert listed.returncode == 0 and "running trials of x" in listed.stdout
     assert f"│ {beating.number} " in listed.stdout and f"│ {silent.number} " in listed.stdout
@@ -277,7 +279,7 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path, hpo):
     retries = [trial for trial in trials if trial.state == TrialState.WAITING]  # the retries of the stale trials
     assert sorted(trial.system_attrs["failed_trial"] for trial in retries) == [beating.number, silent.number]
 
-    picked_up = study.ask()          # a worker takes a retry ...
+    picked_up = _ask(study)          # a worker takes a retry ...
     by_hand = hpo("stale", "--trial", str(picked_up.number), cwd=tmp_path)  # ... and its trial is failed by hand
     assert by_hand.returncode == 0 and f"trial {picked_up.number}: marked FAIL by hand" in by_hand.stdout
     # Retried like a stale trial: the retry of a retry (it inherits the first trial's user attributes until its

@@ -23,7 +23,7 @@ from hpo.store import record
 from hpo.store.storage import HeartbeatStorage, open_storage
 from hpo.tuning.data import prepare_data
 from hpo.tuning.study import open_study
-from hpo.tuning.worker import run_worker
+from hpo.tuning.worker import _ask, run_worker
 
 STUDY = """
 name = "signals"
@@ -202,7 +202,7 @@ def test_a_trial_that_never_beat_is_stale_after_the_grace_period(spec_and_data, 
     # A worker killed (SIGKILL) between study.ask() and its first heartbeat.
     spec, data = spec_and_data
     storage, study = open_fresh(spec, tmp_path, "silent")
-    silent = study.ask()
+    silent = _ask(study)
     assert storage._get_stale_trial_ids(study._study_id) == []  # younger than the grace period (2 s)
     frozen = study.get_trials()[silent.number]
     aged = frozen.datetime_start - __import__("datetime").timedelta(seconds=3)

@@ -10,14 +10,12 @@ import uuid
 import numpy as np
 import optuna
 import pytest
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo.store.artifacts import download_weights
 from models.checkpoint import Checkpoint
 
 POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 EPOCHS = 24
 
 STUDY = """
@@ -88,7 +86,7 @@ def without_seconds(curves):
 
 
 def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_ends_as_if_never_interrupted(
-        storage, tmp_path, hpo_command, hpo_environment, run_hpo):
+        storage, tmp_path, hpo_command, hpo_environment, run_hpo, retried_trial_number):
     url, name = storage
     (tmp_path / "study.toml").write_text(STUDY.format(name=name, epochs=EPOCHS))
     artifacts = tmp_path / "artifacts"
@@ -115,7 +113,7 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_ends_as_if_n
     trials = optuna.load_study(study_name=name, storage=url).get_trials()
     assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     retry = trials[1]
-    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0 and retry.params == victim.params
+    assert retried_trial_number(retry) == 0 and retry.params == victim.params
     assert retry.user_attrs["seed"] == victim.user_attrs["seed"]
     # It resumed: it trained the epochs after the checkpoint's only. The epochs before are the killed worker's own
     # (their wall times come from the checkpoint; a run of its own would have measured others).

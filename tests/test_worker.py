@@ -11,7 +11,6 @@ import subprocess
 
 import optuna
 import pytest
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 import hpo.tuning.objective
@@ -21,12 +20,7 @@ from hpo.store.retrying import RetryingStorage
 from hpo.store.storage import HeartbeatStorage, open_storage
 from hpo.tuning.data import prepare_data
 from hpo.tuning.study import open_study
-from hpo.tuning.worker import run_worker
-
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
-    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize"),
-]
+from hpo.tuning.worker import _ask, run_worker
 
 BUDGET = 3
 STUDY = f"""
@@ -59,7 +53,7 @@ def study_and_spec(tmp_path):
     storage = RetryingStorage(open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=spec.heartbeat()))
     study = open_study(spec, storage, spec.name)
     for _ in range(BUDGET - 1):  # finished by workers before
-        study.tell(study.ask(), 0.5)
+        study.tell(_ask(study), 0.5)
     return study, storage, spec
 
 
@@ -80,7 +74,7 @@ def trainings(monkeypatch):
 def other_worker_claims_a_trial(study: optuna.Study) -> optuna.Trial:
     """Another worker's ``study.ask()`` on its own Study object: the budget's last slot, RUNNING."""
     other = optuna.load_study(study_name=study.study_name, storage=study._storage)
-    trial = other.ask()
+    trial = _ask(other)
     trial.set_user_attr("worker", "other-host:1")
     return trial
 
@@ -138,7 +132,7 @@ def test_a_trial_started_after_the_budget_was_claimed_ends_not_run_without_train
 
 
 def test_a_trial_failed_by_hand_while_its_worker_stores_it_stays_failed_and_is_retried_once(
-        study_and_spec, monkeypatch, caplog, tmp_path, hpo_command):
+        study_and_spec, monkeypatch, caplog, tmp_path, hpo_command, retried_trial_number):
     study, storage, spec = study_and_spec
     url = f"sqlite:///{tmp_path / 'study.db'}"
     victims = []
@@ -169,7 +163,7 @@ def test_a_trial_failed_by_hand_while_its_worker_stores_it_stays_failed_and_is_r
         (f"Trial {victim} was already marked FAIL elsewhere (by another worker after a late heartbeat, or by hand "
          "with `hpo stale --trial`); going on with the next trial")]
     # Its retry ran once, with its parameters, and completed the budget.
-    retries = [trial for trial in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) == victim]
+    retries = [trial for trial in trials if retried_trial_number(trial) == victim]
     assert len(retries) == 1
     (retry,) = retries
     assert retry.state == TrialState.COMPLETE and retry.params == failed.params

@@ -31,7 +31,6 @@ pytestmark = [
     # One test at a time uses the server, whichever xdist process runs it: they count its connections.
     pytest.mark.usefixtures("postgres_lock"),
     pytest.mark.skipif(not POSTGRES_URL, reason="set HPO_TEST_POSTGRES_URL to a PostgreSQL URL to run the worker tests"),
-    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
 ]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -181,7 +180,8 @@ def test_four_workers_share_one_budget_exactly(study_factory, console_scripts, w
         worker_id(process.pid) for process in workers}
 
 
-def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(study_factory, console_scripts):
+def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(study_factory, console_scripts,
+                                                                              retried_trial_number):
     study_file, name = study_factory(trials=10, epochs=60)
     workers, victim, pid = two_workers_and_a_running_trial(console_scripts, study_file, name)
     workers[pid].send_signal(signal.SIGKILL)
@@ -195,7 +195,7 @@ def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(st
     results = finish(workers.values())
     assert [code for code, _ in results] == [0], results
     trials = load(name).get_trials()
-    retries = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim.number]
+    retries = [t for t in trials if retried_trial_number(t) == victim.number]
     assert len(retries) == 1 and retries[0].params == victim.params
     assert len([t for t in trials if t.state in FINISHED]) == 10
 

@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo.config.spec import load_spec
@@ -129,7 +128,7 @@ def test_two_workers_finish_disjoint_sets_of_trials(tmp_path, hpo_command, worke
 
 
 def test_a_running_trial_failed_by_hand_stays_failed_its_worker_goes_on_and_the_retry_runs_once(
-        tmp_path, hpo_command, worker_id, finished_in_log):
+        tmp_path, hpo_command, worker_id, finished_in_log, retried_trial_number):
     # Trial 0 trains slowly (about 0.1 to 0.3 s an epoch), trial 1 fast. The worker is alone, so it
     # takes trial 1 and then the retry of trial 0 whatever the moment it sees trial 0 failed.
     # (With several workers, one asking in the moment between the FAIL and the retry's creation
@@ -158,7 +157,7 @@ def test_a_running_trial_failed_by_hand_stays_failed_its_worker_goes_on_and_the_
     assert failed.state == TrialState.FAIL and failed.value is None  # not overwritten by its worker
     assert 1 <= len(failed.intermediate_values) < 20
     # The retry ran once, with trial 0's parameters, after the queued trial 1.
-    retries = [trial for trial in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) == 0]
+    retries = [trial for trial in trials if retried_trial_number(trial) == 0]
     assert len(retries) == 1
     (retry,) = retries
     assert retry.number == 2 and retry.state == TrialState.COMPLETE and retry.params == failed.params

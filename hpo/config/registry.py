@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -193,6 +194,14 @@ def _check_value(kind: str, key: str, value: Any, accepted: list[str]) -> None:
         raise ValueError(f"{kind}.{key} = {value!r}: expected {' or '.join(accepted)}")
 
 
+def _new(cls: type, arguments: dict[str, Any], built: dict[str, Any] | None = None) -> Any:
+    """``cls(**arguments, **built)`` without Optuna's ExperimentalWarning: the study file chose the class
+    (``qmc``, ``bruteforce``, ...) and its arguments, experimental ones included."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        return cls(**arguments, **(built or {}))
+
+
 def _construct(kind: str, name: str, cls: type, arguments: dict[str, Any], built: dict[str, Any] | None = None) -> Any:
     """``cls(**arguments, **built)``: ``arguments`` come from the study file and are checked,
     ``built`` are objects made here (the grid sampler's search space)."""
@@ -210,7 +219,7 @@ def _construct(kind: str, name: str, cls: type, arguments: dict[str, Any], built
         # Optuna checks few types itself; a wrong type would fail in the middle of a study.
         _check_value(kind, key, value, _accepted_types(signature[key]))
     try:
-        return cls(**arguments, **(built or {}))
+        return _new(cls, arguments, built)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{kind}: optuna.{kind}s.{cls.__name__} refused the arguments: {error}") from None
 
@@ -283,7 +292,7 @@ def build_sampler(name: str, arguments: dict[str, Any],
     if name in _ONE_SEQUENCE_SAMPLERS or not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         return sampler
     # Checked once above; each trial's sampler differs only in its seed.
-    return TrialSeededSampler(lambda trial_seed: SAMPLERS[name](**{**arguments, "seed": trial_seed}, **built), seed)
+    return TrialSeededSampler(lambda trial_seed: _new(SAMPLERS[name], {**arguments, "seed": trial_seed}, built), seed)
 
 
 def build_pruner(name: str, arguments: dict[str, Any], *, epochs: int) -> optuna.pruners.BasePruner:
