@@ -164,7 +164,7 @@ def sigterm_once_checkpointed(hpo_command, hpo_environment, folder, url, name, a
 
 
 def test_a_signalled_worker_s_trial_is_queued_again_at_once_and_resumed_from_its_checkpoint(
-        storage, tmp_path, hpo_command, hpo_environment, run_hpo):
+        storage, tmp_path, hpo_command, hpo_environment, run_hpo, retried_trial_number):
     url, name = storage
     (tmp_path / "study.toml").write_text(STUDY.format(name=name, epochs=EPOCHS))
     artifacts = tmp_path / "artifacts"
@@ -174,7 +174,7 @@ def test_a_signalled_worker_s_trial_is_queued_again_at_once_and_resumed_from_its
     # At once, without waiting for a grace period: FAIL, and a WAITING retry that names the kept checkpoint.
     victim, retry = optuna.load_study(study_name=name, storage=url).get_trials()
     assert (victim.state, retry.state) == (TrialState.FAIL, TrialState.WAITING)
-    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0 and retry.params == victim.params
+    assert retried_trial_number(retry) == 0 and retry.params == victim.params
     assert retry.user_attrs["checkpoint_artifact_id"] == taken_over and (artifacts / taken_over).is_file()
     assert "interrupted by SIGTERM; queued again with the same parameters (retry 1 of 2)" in log
     epoch = Checkpoint.read((artifacts / taken_over).read_bytes()).epoch
