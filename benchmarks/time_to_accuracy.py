@@ -10,9 +10,9 @@ validation split (the service's own :func:`hpo.tuning.data.prepare_data`: for
 train and 12,000 to validate, stratified and shuffled with the file's ``split_seed``),
 each in a process of its own on the machine's cores, one after the other:
 
-- ``service``: ``hpo run STUDY_FILE`` as a subprocess with a fresh SQLite storage in a
-  temporary folder and the command's defaults (one worker, the BLAS library's default
-  threads: 2 on a 2-core machine);
+- ``service``: ``hpo run STUDY_FILE --jobs 2`` (``--jobs``; the main job's command: one
+  worker process per core, one BLAS thread each) as a subprocess with a fresh SQLite
+  storage in a temporary folder;
 - ``optuna_torch``: what a user would otherwise write, an Optuna script in the style of
   Optuna's PyTorch example (``benchmarks/torch_search.py``: TPE, median pruner with
   Optuna's defaults, ``trial.report`` and ``should_prune`` after every epoch) training a

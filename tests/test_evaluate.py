@@ -1,4 +1,5 @@
-"""`hpo evaluate`: retrain a completed trial, test it once, save a model that reloads to the same predictions."""
+"""`hpo evaluate`: test a completed trial's stored weights (or retrain it) once, save a model that reloads to the same
+predictions."""
 
 import copy
 import json
@@ -30,7 +31,7 @@ def load(folder):
 
 
 def test_evaluate_reports_the_test_accuracy_of_the_saved_model(finished, run_hpo):
-    result = run_hpo("evaluate", "--out", "model", "-f", "json", cwd=finished)
+    result = run_hpo("evaluate", "--retrain", "--out", "model", "-f", "json", cwd=finished)
     assert result.returncode == 0, result.stderr
     card = json.loads(result.stdout)
     best = load(finished).best_trial

@@ -23,6 +23,7 @@ from hpo.results.evaluate import (
     STORED_WEIGHTS_BY_DEFAULT,
     Evaluation,
     ModelFolder,
+    check_made_by_hpo,
     evaluate_trial,
     prepare_model_directory,
     save_checked_model,
@@ -56,18 +57,20 @@ MODELS_DIRECTORY = Path("hpo-models")
 def evaluate(storage: str | None, study_name: str | None, trial_number: int | None, out_directory: str | None,
              stored_weights: bool, ensemble_size: int | None, artifact_dir: str | None, force: bool,
              output_format: str) -> None:
-    """Retrain the best (or --trial N) completed trial on training + validation data and test it.
+    """Test the best (or --trial N) completed trial on the test set.
 
-    The network is rebuilt with the trial's parameters and seed and trained for the
-    epochs at which the trial did best (or, with --stored-weights, the trial's own
-    weights are loaded); it prints the test accuracy, a per-class table and the
-    confusion matrix, and saves the weights with a JSON model card.  With --ensemble K
-    the top K completed trials are each made so and their softmax outputs averaged;
-    every member's weights and one card are saved.
+    The trial's own weights (its best epoch) are loaded from the artifact folder (or,
+    with --retrain, the network is rebuilt with the trial's parameters and seed and
+    trained on training + validation data for the epochs at which the trial did best);
+    it prints the test accuracy, a per-class table and the confusion matrix, and saves
+    the weights with a JSON model card.  With --ensemble K the top K completed trials
+    are each made so and their softmax outputs averaged; every member's weights and one
+    card are saved.
     """
     if ensemble_size is not None and ensemble_size > 1 and trial_number is not None:
         raise HpoError("--trial and --ensemble exclude each other: --ensemble K takes the top K trials")
     study = load_study(storage, study_name)
+    check_made_by_hpo(study)  # before looking for its trials' weights
     if ensemble_size is not None and ensemble_size > 1:
         _evaluate_ensemble(study, ensemble_size, storage, out_directory, stored_weights, artifact_dir, force,
                            output_format)
