@@ -283,6 +283,7 @@ def test_force_replaces_the_whole_model_and_keeps_files_it_did_not_write(finishe
 
 def test_a_failed_save_keeps_the_model_the_folder_held(finished, tmp_path, monkeypatch):
     from hpo.results import evaluate as evaluate_module
+    from hpo.results.model_folder import ModelFolderError
     from hpo.store.artifacts import download_weights
 
     study = load(finished)
@@ -296,7 +297,7 @@ def test_a_failed_save_keeps_the_model_the_folder_held(finished, tmp_path, monke
     with evaluate_module.prepare_model_directory(tmp_path / "m", overwrite=True) as folder:
         with pytest.raises(EvaluationError, match="does not reproduce the tested predictions"):
             evaluate_module.save_checked_model(folder, network, evaluation)
-        with pytest.raises(EvaluationError, match="is being written by another hpo evaluate"):
+        with pytest.raises(ModelFolderError, match="is being written by another hpo evaluate"):
             evaluate_module.prepare_model_directory(tmp_path / "m", overwrite=True)
     assert {path.name: path.read_bytes() for path in (tmp_path / "m").iterdir()} == before
     assert _siblings_left(tmp_path, "m") == []

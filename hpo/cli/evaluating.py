@@ -22,13 +22,12 @@ from hpo.results.ensemble import evaluate_ensemble, select_top_trials
 from hpo.results.evaluate import (
     STORED_WEIGHTS_BY_DEFAULT,
     Evaluation,
-    ModelFolder,
     check_made_by_hpo,
     evaluate_trial,
-    prepare_model_directory,
     save_checked_model,
     select_trial,
 )
+from hpo.results.model_folder import ModelFolder, prepare_model_directory
 from hpo.results.report import write_rows
 from hpo.store.artifacts import artifact_directory, download_weights
 from hpo.store.storage import storage_url

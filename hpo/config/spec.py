@@ -287,8 +287,7 @@ class Parameters(_Strict):
         if isinstance(value, Choices):
             for index, choice in enumerate(value.choices):
                 _validate_value(name, choice, f"choices[{index}]")
-            for index, choice in enumerate(value.choices):
-                first = next(k for k, earlier in enumerate(value.choices) if earlier == choice)
+                first = value.choices.index(choice)  # the first equal one
                 if first < index and not (info.context or {}).get("stored"):  # stored studies keep theirs
                     raise ValueError(f"choices[{index}] = {choice!r} repeats choices[{first}]; give each value once")
         elif isinstance(value, (FloatRange, IntRange)):
@@ -431,9 +430,7 @@ class StudySpec(_Strict):
             raise ValueError(f"parameters.augmentation: {', '.join(sorted(mirrored))} mirrors images, which changes "
                              "what a digit means (dataset.name = 'digits'); use 'none'")
         if self.sampler.type not in SAMPLERS:
-            raise ValueError(
-                f"sampler.type = {self.sampler.type!r} is not one of {', '.join(SAMPLERS)}"
-            )
+            raise ValueError(f"sampler.type = {self.sampler.type!r} is not one of {', '.join(SAMPLERS)}")
         if self.pruner.type not in PRUNERS:
             raise ValueError(
                 f"pruner.type = {self.pruner.type!r} is not one of {', '.join(PRUNERS)}"

@@ -22,19 +22,14 @@ measures both policies.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import json
-import os
 import platform
-import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import optuna
@@ -42,6 +37,7 @@ from optuna.trial import TrialState
 
 from hpo.config.spec import DatasetSpec, Parameters
 from hpo.errors import HpoError
+from hpo.results.model_folder import ModelFolder, prepare_model_directory
 from hpo.store import record
 from hpo.tuning.data import load_dataset
 from hpo.tuning.objective import build_network, training_arguments, trial_seed
@@ -397,165 +393,6 @@ def software_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
-
-
-MODEL_FILE_PATTERN = re.compile(r"model_card\.json|weights\.npz|weights-trial-\d+\.npz")
-"""Names of the files a saved model consists of (a card, one network's or ensemble members' weights)."""
-
-
-class ModelFolder:
-    """The ``--out`` folder of one ``hpo evaluate``, claimed before any training (:func:`prepare_model_directory`).
-
-    Claimed by an exclusive lock file beside it (``.NAME.hpo-lock``, created with O_CREAT | O_EXCL), so
-    that of two commands given the same folder exactly one goes on.  The model is written into a fresh
-    sibling folder and renamed into place (:meth:`install`): the named folder never holds half a model.
-    Use it as a context manager; leaving it removes the lock, the unused sibling folder, and the folder
-    itself if this claim created it and it is still empty.
-
-    Raises
-    ------
-    EvaluationError
-        When made, as :func:`prepare_model_directory` says.
-    """
-
-    def __init__(self, path: Path, *, replace: bool) -> None:
-        self.path = path
-        self.replace = replace
-        target = Path(os.path.realpath(path))  # a link to a folder: the folder it leads to is replaced
-        if not target.name:
-            raise EvaluationError(f"{path} cannot hold a saved model; give a folder with --out")
-        self._target = target
-        self._lock = target.with_name(f".{target.name}.hpo-lock")
-        self._staging: Path | None = None
-        self._created = False
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise EvaluationError(f"cannot create the model folder {path}: {error.strerror or error}") from None
-        try:
-            descriptor = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            raise EvaluationError(
-                f"{path} is being written by another hpo evaluate (lock file {self._lock}); choose another --out, "
-                f"or remove {self._lock} if no hpo evaluate is running") from None
-        except OSError as error:
-            raise EvaluationError(f"cannot create the model folder {path}: {error.strerror or error}") from None
-        with os.fdopen(descriptor, "w") as lock:
-            lock.write(f"{os.getpid()}\n")
-        try:
-            self._check_contents()
-            try:
-                os.mkdir(target)  # atomic: fails if it exists
-                self._created = True
-            except FileExistsError:
-                if not target.is_dir():
-                    raise EvaluationError(f"cannot create the model folder {path}: a file is in the way") from None
-            self._staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.hpo-new-"))
-        except OSError as error:
-            self.release()
-            raise EvaluationError(f"cannot create the model folder {path}: {error.strerror or error}") from None
-        except BaseException:
-            self.release()
-            raise
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    @property
-    def staging(self) -> Path:
-        """The sibling folder the model is written into before :meth:`install`."""
-        if self._staging is None:
-            raise EvaluationError(f"the model folder {self.path} was released")
-        return self._staging
-
-    def _check_contents(self) -> None:
-        """Refuse a folder that holds files of no saved model, or (without ``replace``) a saved model.
-
-        Raises
-        ------
-        EvaluationError
-            As said; the message names one such file.
-        """
-        target = self._target
-        if not target.is_dir():
-            return
-        names = sorted(entry.name for entry in target.iterdir())
-        foreign = [name for name in names if not MODEL_FILE_PATTERN.fullmatch(name) or (target / name).is_dir()]
-        if foreign:
-            what = ("--force replaces only a saved model; move it away or choose another --out" if self.replace
-                    else "choose another --out (a new or empty folder)")
-            raise EvaluationError(f"{self.path} holds {foreign[0]}, which is not a saved model's file; {what}")
-        if names and not self.replace:
-            raise EvaluationError(f"{self.path} already holds a saved model; choose another --out, or --force to "
-                                  "replace it")
-
-    def install(self) -> None:
-        """Put the model written in :attr:`staging` in place of the folder's contents, by renames.
-
-        Raises
-        ------
-        EvaluationError
-            The folder now holds files of no saved model (or, without ``replace``, a model), or a rename failed;
-            the folder then keeps what it held.
-        """
-        self._check_contents()
-        staging, target = self.staging, self._target
-        try:
-            if not target.exists() or not any(target.iterdir()):
-                os.replace(staging, target)  # over an empty folder, allowed
-            else:
-                aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.hpo-old-"))
-                os.replace(target, aside)
-                try:
-                    os.replace(staging, target)
-                except OSError:
-                    os.replace(aside, target)
-                    raise
-                shutil.rmtree(aside, ignore_errors=True)
-        except OSError as error:
-            raise EvaluationError(f"cannot save the model in {self.path}: {error.strerror or error}") from None
-        self._staging = None
-        self._created = False
-
-    def release(self) -> None:
-        """Remove the lock, the unused sibling folder, and the folder if this claim made it and it is empty."""
-        if self._staging is not None:
-            shutil.rmtree(self._staging, ignore_errors=True)
-            self._staging = None
-        if self._created:
-            with contextlib.suppress(OSError):
-                self._target.rmdir()  # only if still empty
-            self._created = False
-        with contextlib.suppress(FileNotFoundError):
-            self._lock.unlink()
-
-
-def prepare_model_directory(directory: str | Path, *, overwrite: bool = False) -> ModelFolder:
-    """Claim the folder a model will be saved in, before any training (see :class:`ModelFolder`).
-
-    Parameters
-    ----------
-    directory : str or Path
-        The ``--out`` folder: new, empty, or (with ``overwrite``) holding a saved model only.
-    overwrite : bool
-        ``--force``: the saved model in the folder is replaced, as a whole, by the new one.
-
-    Returns
-    -------
-    ModelFolder
-        To pass to :func:`save_checked_model`; leave it (``with``) when done.
-
-    Raises
-    ------
-    EvaluationError
-        Another hpo evaluate claimed the folder (its lock file exists); the folder already holds a
-        saved model and ``overwrite`` is False; it holds a file that is not a saved model's; or it
-        cannot be created (a file is in the way, no permission).
-    """
-    return ModelFolder(Path(directory), replace=overwrite)
 
 
 def save_model(directory: str | Path, network: MultiLayerNet | Ensemble,
