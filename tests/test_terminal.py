@@ -139,7 +139,32 @@ def test_the_resume_hint_of_a_file_with_a_space_can_be_pasted(tmp_path, hpo_comm
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     hint = stderr.split("resume with: ", 1)[1].strip()
-    assert shlex.split(hint) == [hpo_command, "run", "my study.toml", "--study-name", "terminal"]
+    assert shlex.split(hint) == [hpo_command, "run", "my study.toml", "--study-name", "terminal", "--no-progress"]
+
+
+def test_the_resume_hint_repeats_the_options_that_matter(tmp_path, hpo_command, hpo_environment):
+    # Above all the artifact folder: the interrupted trials' checkpoints are there.
+    (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 30", "epochs = 3000"))
+    process = subprocess.Popen([hpo_command, "run", "study.toml", "--jobs", "2", "--blas-threads", "1",
+                                "--artifact-dir", "my artifacts", "--no-progress"], cwd=tmp_path,
+                               env=hpo_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until the workers checkpointed a trial
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name="terminal", storage=storage).get_trials()
+        except KeyError:
+            continue
+        if any("checkpoint_artifact_id" in trial.user_attrs for trial in trials):
+            break
+    process.terminate()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    hint = shlex.split(stderr.split("resume with: ", 1)[1].strip())
+    assert hint[:5] == [hpo_command, "run", "study.toml", "--study-name", "terminal"]
+    assert hint[5:9] == ["--jobs", "2", "--blas-threads", "1"] and hint[-1] == "--no-progress"
+    assert hint[9] == "--artifact-dir" and (tmp_path / hint[10]).resolve() == (tmp_path / "my artifacts").resolve()
 
 
 @pytest.mark.parametrize("jobs, threads, cores, warned", [(64, 1, 2, True), (2, 1, 2, False), (1, 4, 2, True),

@@ -80,7 +80,12 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
                               progress=not no_progress, artifact_dir=directory)
         interrupts.check()  # a signal that came after the loop's last safe point
     except interrupts.Interrupted as interrupted:
-        exit_interrupted(interrupted, command_line("run", study_file, *where))
+        # The same options again: above all the artifact folder, where the interrupted trials' checkpoints are.
+        again = [*where, *(["--jobs", str(jobs)] if jobs > 1 else []),
+                 *(["--blas-threads", str(blas_threads)] if blas_threads is not None else []),
+                 *(["--artifact-dir", str(directory)] if artifact_dir else []),
+                 *(["--no-progress"] if no_progress else [])]
+        exit_interrupted(interrupted, command_line("run", study_file, *again))
     interrupts.exit_at_once()  # the summary owns nothing: a signal now ends the process at once
     if jobs == 1:
         click.echo(f"stopped: {result.reason}")
@@ -124,8 +129,11 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
         result = run_study(prepared, progress=not no_progress, artifact_store=store)
         interrupts.check()  # a signal that came after the loop's last safe point
     except interrupts.Interrupted as interrupted:
-        exit_interrupted(interrupted, command_line("worker", study_file, *storage_arguments(storage, url),
-                                                   "--study-name", prepared.study.study_name))
+        again = [*storage_arguments(storage, url), "--study-name", prepared.study.study_name,
+                 *(["--blas-threads", str(blas_threads)] if blas_threads != 1 else []),
+                 *(["--artifact-dir", str(directory)] if artifact_dir else []),
+                 *(["--no-progress"] if no_progress else [])]
+        exit_interrupted(interrupted, command_line("worker", study_file, *again))
     interrupts.exit_at_once()
     click.echo(f"worker done: {result.trials_started} trials started; {result.reason}")
 
