@@ -101,6 +101,24 @@ def tiny_study(tmp_path_factory, run_hpo):
     return folder
 
 
+@pytest.fixture(scope="session")
+def digits_16x16_idx(tmp_path_factory) -> Path:
+    """A folder of the four MNIST-format files holding scikit-learn's digits scaled up to 16 x 16 pixels (each pixel
+    as 2 x 2, values 0..255 as uint8; the first 1,437 images to train, the other 360 to test): a small data set whose
+    images are large enough for shift augmentations (study files refuse shifts of the 8 x 8 digits)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.rint(np.kron(digits.images, np.ones((2, 2))) * (255 / 16)).astype(np.uint8)
+    labels = digits.target.astype(np.uint8)
+    folder = tmp_path_factory.mktemp("digits-16x16")
+    for part, rows in (("train", slice(0, 1437)), ("t10k", slice(1437, None))):
+        for kind, array in (("images", images[rows]), ("labels", labels[rows])):
+            header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+            (folder / f"{part}-{kind}-idx{array.ndim}-ubyte").write_bytes(header + array.tobytes())
+    return folder
+
+
 def _numerical_gradient(f, x, h=1e-5):
     """Central differences of the scalar function ``f()`` with respect to ``x``, perturbed in place."""
     grad = np.zeros_like(x)

@@ -127,18 +127,15 @@ def test_memory_estimate_covers_the_measured_peak():
     assert peak <= estimate <= 1.3 * peak
 
 
-@pytest.mark.parametrize("augmentation", ['"shift"', '{ choices = ["none", "shift"] }'])
-def test_a_study_of_8x8_digits_refuses_shifts_in_one_line(tmp_path, augmentation):
-    from hpo.tuning.study import prepare_study
-
-    path = tmp_path / "digits.toml"
-    path.write_text(f'name = "digits"\n[budget]\ntrials = 1\n[parameters]\naugmentation = {augmentation}\n')
-    with pytest.raises(DataError) as raised:
-        prepare_study(load_spec(path), f"sqlite:///{tmp_path / 'hpo.db'}", source=str(path))
-    assert str(raised.value) == (
-        f"{path}: parameters.augmentation: shift moves images by up to 2 pixels, too far for the 8 x 8 images of "
-        "dataset 'digits' (shifts need sides of at least 16 pixels); use augmentation = 'none'")
-    assert not (tmp_path / "hpo.db").exists()  # refused before any database is made
+def test_hpo_create_refuses_shifts_of_8x8_digits_in_one_line(tmp_path, run_hpo):
+    # `hpo create` loads no data: the study file itself refuses shifts of digits, before any database is made.
+    (tmp_path / "digits.toml").write_text('name = "digits"\n[budget]\ntrials = 1\n[parameters]\n'
+                                          'augmentation = { choices = ["none", "shift"] }\n')
+    result = run_hpo("create", "digits.toml", "--storage", f"sqlite:///{tmp_path / 'hpo.db'}", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "Error: digits.toml: parameters.augmentation: shift shifts images by up to 2 pixels: too much for 8 x 8 digits "
+        "(dataset.name = 'digits'); use 'none'")
+    assert not (tmp_path / "hpo.db").exists()
 
 
 def test_shifts_of_28x28_images_and_no_augmentation_of_8x8_images_are_accepted(tmp_path):
@@ -152,6 +149,14 @@ def test_shifts_of_28x28_images_and_no_augmentation_of_8x8_images_are_accepted(t
     check_augmentation_fits(load_spec(path), TuningData(images, labels, images, labels, 10, (28, 28)))
     path.write_text('name = "ok"\n[budget]\ntrials = 1\n')
     check_augmentation_fits(load_spec(path), TuningData(images, labels, images, labels, 10, (8, 8)))
+    # Small images of an IDX data set are only known once loaded: refused then, by `hpo run` and `hpo worker`.
+    path.write_text('name = "ok"\n[budget]\ntrials = 1\n[dataset]\nname = "fashion_mnist"\n'
+                    '[parameters]\naugmentation = { choices = ["none", "shift"] }\n')
+    with pytest.raises(DataError) as raised:
+        check_augmentation_fits(load_spec(path), TuningData(images, labels, images, labels, 10, (8, 8)))
+    assert str(raised.value) == (
+        "parameters.augmentation: shift moves images by up to 2 pixels, too far for the 8 x 8 images of dataset "
+        "'fashion_mnist' (shifts need sides of at least 16 pixels); use augmentation = 'none'")
     with pytest.raises(DataError, match="15 x 28 images"):
         path.write_text('name = "ok"\n[budget]\ntrials = 1\n[dataset]\nname = "fashion_mnist"\n'
                         '[parameters]\naugmentation = "shift"\n')

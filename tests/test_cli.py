@@ -578,7 +578,7 @@ def test_reading_commands_read_a_study_of_any_name_and_evaluate_writes_inside_hp
     assert (json.loads(result.stdout)["number"], json.loads(result.stdout)["value"]) == (0, 0.5)
     result = hpo("evaluate", "--retrain", "--storage", storage, "--study-name", name, cwd=work)
     assert result.returncode == 0, result.stderr
-    model = work / "hpo-models" / "_._.._escape_x-trial-0"
+    model = work / "hpo-models" / "_._.._escape_x-trial-0-retrained"
     assert (model / "weights.npz").is_file() and (model / "model_card.json").is_file()
     assert json.loads((model / "model_card.json").read_text())["study"] == name
     assert not (tmp_path / "escape").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a"]
@@ -589,7 +589,7 @@ def test_evaluate_refuses_a_default_folder_that_a_link_leads_outside_hpo_models(
     (tmp_path / "hpo-models").mkdir()
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "hpo-models" / "x-trial-0").symlink_to(tmp_path / "elsewhere")
-    result = hpo("evaluate", "--retrain", "--storage", storage, cwd=tmp_path)
+    result = hpo("evaluate", "--storage", storage, cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == (f"Error: hpo-models/x-trial-0 leads outside hpo-models "
                                      f"(to {tmp_path / 'elsewhere'}); give the model's folder with --out")

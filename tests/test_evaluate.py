@@ -344,3 +344,35 @@ def test_an_out_link_to_a_folder_gets_the_model_in_that_folder(finished, tmp_pat
         assert sorted(path.name for path in (tmp_path / "real").iterdir()) == ["model_card.json", "weights.npz"]
         load_model(tmp_path / "link")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_stored_and_retrained_models_of_a_trial_get_their_own_default_folders(finished, tmp_path, run_hpo):
+    # The README's block in order: `hpo evaluate`, then `hpo evaluate --retrain`, on a copy of the finished study.
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(finished, work, ignore=shutil.ignore_patterns("hpo-models", "model", "kept", "other", "stored"))
+    best = load(work).best_trial.number
+    stored = run_hpo("evaluate", cwd=work)
+    assert stored.returncode == 0, stored.stderr
+    retrained = run_hpo("evaluate", "--retrain", cwd=work)
+    assert retrained.returncode == 0, retrained.stderr
+    ensemble = run_hpo("evaluate", "--ensemble", "2", "--retrain", cwd=work)
+    assert ensemble.returncode == 0, ensemble.stderr
+    folders = sorted(path.name for path in (work / "hpo-models").iterdir())
+    assert folders == ["tiny-ensemble-2-retrained", f"tiny-trial-{best}", f"tiny-trial-{best}-retrained"]
+    modes = [json.loads((work / "hpo-models" / name / "model_card.json").read_text())["training"]["mode"]
+             for name in folders[1:]]
+    assert modes[0].startswith("stored weights") and not modes[1].startswith("stored weights")
+
+
+def test_a_saved_model_folder_has_the_modes_of_an_ordinary_folder(finished, tmp_path, run_hpo):
+    # Readable by the dashboard or a colleague as any folder made with the umask (mkdtemp alone makes 0700).
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    result = run_hpo("evaluate", "--out", str(tmp_path / "shared"), cwd=finished)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o777 & ~mask

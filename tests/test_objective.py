@@ -168,7 +168,8 @@ SCHEDULED = """
     [budget]
     trials = 3
     [dataset]
-    name = "digits"
+    name = "idx"
+    directory = "{directory}"
     train_images = 300
     [sampler]
     type = "grid"
@@ -186,11 +187,12 @@ SCHEDULED = """
 """
 
 
-def test_a_study_searching_the_schedule_with_shifted_images_stores_each_epochs_rate(tmp_path, run_study_file, monkeypatch):
+def test_a_study_searching_the_schedule_with_shifted_images_stores_each_epochs_rate(tmp_path, run_study_file,
+                                                                                    monkeypatch, digits_16x16_idx):
     from hpo.results import evaluate
     from models.augmentation import Shift
 
-    study, _ = run_study_file(tmp_path, SCHEDULED)
+    study, _ = run_study_file(tmp_path, SCHEDULED.replace("{directory}", str(digits_16x16_idx)))
     # Warmup: 0.1 * 1/2; then 2 epochs starting 0 and 1/2 of the way: step 0.1, 0.01; cosine 0.1, 0.1 * (1 + cos(pi/2)) / 2.
     expected = {"constant": [0.05, 0.1, 0.1], "step": [0.05, 0.1, 0.01], "cosine": [0.05, 0.1, 0.05]}
     trials = study.get_trials()
@@ -213,6 +215,6 @@ def test_a_study_searching_the_schedule_with_shifted_images_stores_each_epochs_r
     evaluation = evaluate.evaluate_trial(study, best)[1]
     (keywords, result), = retrained
     assert evaluation.card["training"]["epochs"] == best.user_attrs["best_epoch"] == result.epochs_run
-    assert isinstance(keywords["augmentation"], Shift) and keywords["augmentation"].image_shape == (8, 8)
+    assert isinstance(keywords["augmentation"], Shift) and keywords["augmentation"].image_shape == (16, 16)
     assert [metrics.learning_rate for metrics in result.history] == pytest.approx(
         expected[best.params["learning_rate_schedule"]][: result.epochs_run], rel=1e-9)

@@ -271,6 +271,8 @@ def test_schedule_warmup_and_augmentation_fixed_or_searched(tmp_path):
     assert searched["warmup_epochs"] == IntRange(low=0, high=3)
     assert searched["augmentation"] == Choices(choices=["none", "shift", "shift_flip"])
     fixed = load_spec(write(tmp_path, """
+        [dataset]
+        name = "fashion_mnist"
         [parameters]
         learning_rate_schedule = "cosine"
         warmup_epochs = 2
@@ -289,10 +291,13 @@ def test_schedule_warmup_and_augmentation_fixed_or_searched(tmp_path):
     ("body", "expected"),
     [
         ('[parameters]\naugmentation = "shift_flip"\n',
-         "study.toml: parameters.augmentation: shift_flip mirrors images, which changes what a digit means "
+         "study.toml: parameters.augmentation: shift_flip shifts images by up to 2 pixels and mirrors them, which "
+         "changes what a digit means: too much for 8 x 8 digits (dataset.name = 'digits'); use 'none'"),
+        ('[parameters]\naugmentation = { choices = ["none", "shift"] }\n',
+         "study.toml: parameters.augmentation: shift shifts images by up to 2 pixels: too much for 8 x 8 digits "
          "(dataset.name = 'digits'); use 'none'"),
         ('[parameters]\naugmentation = { choices = ["shift", "shift_flip"] }\n',
-         "study.toml: parameters.augmentation: shift_flip mirrors images"),
+         "study.toml: parameters.augmentation: shift, shift_flip shifts images by up to 2 pixels and mirrors them"),
         ('[parameters]\nwarmup_epochs = 20\nepochs = 20\n',
          "study.toml: parameters: warmup_epochs = 20 must be fewer than epochs (20); lower it"),
         ('[parameters]\nwarmup_epochs = { low = 0, high = 5 }\nepochs = 5\n',
@@ -337,3 +342,10 @@ def test_repeated_choices_of_a_study_stored_before_they_were_refused_still_load(
     assert parameters.searched()["optimizer"].choices == ["adam", "adam"]
     assert Parameters.model_validate_json(json.dumps({"optimizer": {"choices": ["sgd", "adam"]}})).searched() == {
         "optimizer": Choices(choices=["sgd", "adam"])}
+
+
+def test_several_problems_are_one_line_naming_each(tmp_path):
+    message = error_of(write(tmp_path, '[dataset]\nname = "mnist"\n[parameters]\nepochs = 0\n'))
+    assert "\n" not in message
+    assert "study.toml: dataset.name: Input should be 'digits', 'fashion_mnist' or 'idx' (got 'mnist')" in message
+    assert "; " in message and "study.toml: parameters.epochs: " in message

@@ -42,7 +42,7 @@ MODELS_DIRECTORY = Path("hpo-models")
 @click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Trial to evaluate [default: the best].")
 @click.option("--out", "out_directory",
               help="A new or empty folder for weights.npz and model_card.json [default: "
-                   "./hpo-models/STUDY-trial-N].")
+                   "./hpo-models/STUDY-trial-N, or STUDY-trial-N-retrained with --retrain].")
 @click.option("--stored-weights/--retrain", default=STORED_WEIGHTS_BY_DEFAULT, show_default=True,
               help="Test the weights the trial stored (its best epoch), or retrain the trial's network on "
                    "training + validation data.")
@@ -75,7 +75,8 @@ def evaluate(storage: str | None, study_name: str | None, trial_number: int | No
                            output_format)
         return
     trial = select_trial(study, trial_number)
-    with prepare_model_directory(out_directory or _default_model_directory(study, trial), overwrite=force) as folder:
+    default = _default_model_directory(study, f"trial-{trial.number}", stored_weights) if not out_directory else None
+    with prepare_model_directory(out_directory or default, overwrite=force) as folder:
         _evaluate_one(study, trial, folder, storage, stored_weights, artifact_dir, output_format)
 
 
@@ -103,8 +104,8 @@ def _evaluate_ensemble(study: optuna.Study, size: int, storage: str | None, out_
                        stored_weights: bool, artifact_dir: str | None, force: bool, output_format: str) -> None:
     """``hpo evaluate --ensemble K`` with K >= 2: members, ensemble, one saved folder."""
     trials = select_top_trials(study, size)
-    default = f"{file_name(study.study_name)}-ensemble-{size}"
-    with prepare_model_directory(out_directory or _inside_models(default), overwrite=force) as folder:
+    default = _default_model_directory(study, f"ensemble-{size}", stored_weights) if not out_directory else None
+    with prepare_model_directory(out_directory or default, overwrite=force) as folder:
         _evaluate_top(study, trials, folder, storage, stored_weights, artifact_dir, output_format)
 
 
@@ -141,9 +142,10 @@ def _evaluate_top(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], d
                f"reloaded, they give the same {len(evaluation.predictions)} test predictions")
 
 
-def _default_model_directory(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Path:
-    """``hpo-models/STUDY-trial-N``, inside hpo-models/ whatever the stored study's name holds."""
-    return _inside_models(f"{file_name(study.study_name)}-trial-{trial.number}")
+def _default_model_directory(study: optuna.Study, what: str, stored_weights: bool) -> Path:
+    """``hpo-models/STUDY-WHAT`` (``-retrained`` added when retrained: the two models of a trial differ), inside
+    hpo-models/ whatever the stored study's name holds."""
+    return _inside_models(f"{file_name(study.study_name)}-{what}{'' if stored_weights else '-retrained'}")
 
 
 def _inside_models(name: str) -> Path:

@@ -61,7 +61,7 @@ from hpo.config.messages import field_errors
 from hpo.config.names import check_study_name
 from hpo.config.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from hpo.errors import HpoError
-from models.augmentation import AUGMENTATIONS, MIRRORING
+from models.augmentation import AUGMENTATIONS, MAX_SHIFT, MIRRORING
 from models.datasets import DATASETS
 from models.network import ACTIVATIONS, WEIGHT_INITS
 from models.optimizers import OPTIMIZERS
@@ -420,21 +420,19 @@ class StudySpec(_Strict):
     def _check(self) -> "StudySpec":
         expected = "maximize" if self.metric == "validation_accuracy" else "minimize"
         if self.direction != expected:
-            raise ValueError(
-                f"direction = {self.direction!r} does not fit metric = {self.metric!r}; "
-                f"use direction = {expected!r}"
-            )
+            raise ValueError(f"direction = {self.direction!r} does not fit metric = {self.metric!r}; "
+                             f"use direction = {expected!r}")
         augmentation = self.parameters.augmentation
-        mirrored = set(augmentation.choices if isinstance(augmentation, Choices) else [augmentation]) & set(MIRRORING)
-        if self.dataset.name == "digits" and mirrored:
-            raise ValueError(f"parameters.augmentation: {', '.join(sorted(mirrored))} mirrors images, which changes "
-                             "what a digit means (dataset.name = 'digits'); use 'none'")
+        shifting = set(augmentation.choices if isinstance(augmentation, Choices) else [augmentation]) - {"none"}
+        if self.dataset.name == "digits" and shifting:  # here too, not only with the data: `hpo create` loads none
+            mirrors = " and mirrors them, which changes what a digit means" if shifting & set(MIRRORING) else ""
+            raise ValueError(f"parameters.augmentation: {', '.join(sorted(shifting))} shifts images by up to "
+                             f"{MAX_SHIFT} pixels{mirrors}: too much for 8 x 8 digits (dataset.name = 'digits'); "
+                             "use 'none'")
         if self.sampler.type not in SAMPLERS:
             raise ValueError(f"sampler.type = {self.sampler.type!r} is not one of {', '.join(SAMPLERS)}")
         if self.pruner.type not in PRUNERS:
-            raise ValueError(
-                f"pruner.type = {self.pruner.type!r} is not one of {', '.join(PRUNERS)}"
-            )
+            raise ValueError(f"pruner.type = {self.pruner.type!r} is not one of {', '.join(PRUNERS)}")
         # Building them once here turns bad arguments into file errors.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -520,7 +518,8 @@ def load_spec(path: str | Path) -> StudySpec:
     try:
         return StudySpec.model_validate(data)
     except ValidationError as error:
-        raise SpecError("\n".join(f"{path}: {line}" for line in format_errors(error))) from None
+        problems = format_errors(error)  # one line, however many problems: the first, then the others after "; "
+        raise SpecError(f"{path}: {problems[0]}" + "".join(f"; {path}: {line}" for line in problems[1:])) from None
 
 
 # Location parts that name pydantic's union members, not fields of the file.

@@ -20,6 +20,13 @@ from typing import Self
 from hpo.errors import HpoError
 
 
+def _umask() -> int:
+    """The process's file mode creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class ModelFolderError(HpoError):
     """The model folder cannot be claimed, written or replaced; one line."""
 
@@ -76,6 +83,7 @@ class ModelFolder:
                 if not target.is_dir():
                     raise ModelFolderError(f"cannot create the model folder {path}: a file is in the way") from None
             self._staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.hpo-new-"))
+            os.chmod(self._staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the model folder is an ordinary one
         except OSError as error:
             self.release()
             raise ModelFolderError(f"cannot create the model folder {path}: {error.strerror or error}") from None

@@ -233,8 +233,9 @@ class RetryStaleTrial:
             age = (datetime.datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
             reason = f"no heartbeat within the grace period of {self._grace_period_seconds} s (started {age:.0f} s ago)"
         queued = failures <= self._max_retry
-        outcome = (f"queued again with the same parameters (retry {failures} of {self._max_retry})"
-                   if queued else f"not queued again: retried {self._max_retry} times already")
+        outcome = (f"queued again with the same parameters (retry {failures} of {self._max_retry})" if queued
+                   else f"not queued again: retried {self._max_retry} times already" if self._max_retry
+                   else "not queued again (workers.max_retry = 0)")
         who = f"of worker {worker}" if worker else "(its worker never recorded itself)"
         _logger.warning(f"Trial {trial.number} {who} failed: {reason}; {outcome}")
         if not queued:
