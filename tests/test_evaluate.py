@@ -376,3 +376,16 @@ def test_a_saved_model_folder_has_the_modes_of_an_ordinary_folder(finished, tmp_
     result = run_hpo("evaluate", "--out", str(tmp_path / "shared"), cwd=finished)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o777 & ~mask
+
+
+def test_predict_names_the_expected_shape(finished, tmp_path, run_hpo):
+    result = run_hpo("evaluate", "--out", str(tmp_path / "m"), cwd=finished)
+    assert result.returncode == 0, result.stderr
+    network, card = load_model(tmp_path / "m")
+    images = load_digits().x_test
+    with pytest.raises(ValueError, match=r"^x: expected an array of shape \(N, 64\) \(the card's data.n_features\), "
+                                         r"got shape \(360, 10\)$"):
+        predict(network, images[:, :10])
+    with pytest.raises(ValueError, match=r"got shape \(64,\)$"):
+        predict(network, images[0])
+    assert card["data"]["n_features"] == 64 and predict(network, images[:3]).shape == (3,)

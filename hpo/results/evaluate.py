@@ -375,11 +375,22 @@ def predict(network: MultiLayerNet | Ensemble, x: np.ndarray) -> np.ndarray:
     network : MultiLayerNet or models.ensemble.Ensemble
         One network (argmax of its scores) or an ensemble (argmax of its mean softmax probabilities).
     x : ndarray of shape (N, D), float32
+        D is the network's input size (the card's ``data.n_features``); pixels scaled to [0, 1]
+        as in training.
 
     Returns
     -------
     ndarray of shape (N,), int64
+
+    Raises
+    ------
+    ValueError
+        ``x`` is not two-dimensional with D columns.
     """
+    size = getattr(network.networks[0] if isinstance(network, Ensemble) else network, "input_size", "D")
+    if np.ndim(x) != 2 or size != "D" and np.shape(x)[1] != size:
+        raise ValueError(f"x: expected an array of shape (N, {size}) (the card's data.n_features), "
+                         f"got shape {np.shape(x)}")
     return np.concatenate([network.predict(x[start:start + 4096]).argmax(axis=1)
                            for start in range(0, len(x), 4096)]).astype(np.int64)
 
