@@ -389,3 +389,5 @@ def test_predict_names_the_expected_shape(finished, tmp_path, run_hpo):
     with pytest.raises(ValueError, match=r"got shape \(64,\)$"):
         predict(network, images[0])
     assert card["data"]["n_features"] == 64 and predict(network, images[:3]).shape == (3,)
+    no_images = predict(network, images[:0])
+    assert no_images.shape == (0,) and no_images.dtype == np.int64

@@ -391,8 +391,8 @@ def predict(network: MultiLayerNet | Ensemble, x: np.ndarray) -> np.ndarray:
     if np.ndim(x) != 2 or size != "D" and np.shape(x)[1] != size:
         raise ValueError(f"x: expected an array of shape (N, {size}) (the card's data.n_features), "
                          f"got shape {np.shape(x)}")
-    return np.concatenate([network.predict(x[start:start + 4096]).argmax(axis=1)
-                           for start in range(0, len(x), 4096)]).astype(np.int64)
+    return np.concatenate([np.empty(0, dtype=np.int64)] + [network.predict(x[start:start + 4096]).argmax(axis=1)
+                                                          for start in range(0, len(x), 4096)]).astype(np.int64)
 
 
 def software_versions() -> dict[str, str]:
