@@ -122,46 +122,37 @@ def test_printed_commands_are_the_program_as_invoked_and_quoted(monkeypatch, tmp
     assert hpo.cli.common.command_line("trials") == f"{shlex.quote(sys.executable)} -m hpo.cli trials"
 
 
-def test_the_resume_hint_of_a_file_with_a_space_can_be_pasted(tmp_path, hpo_command, hpo_environment):
-    (tmp_path / "my study.toml").write_text(STUDY.replace("epochs = 30", "epochs = 3000"))
-    process = subprocess.Popen([hpo_command, "run", "my study.toml", "--no-progress"], cwd=tmp_path,
-                               env=hpo_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+def interrupted_hint(folder, hpo_command, hpo_environment, study_file, *options, ready):
+    """Run ``hpo run study_file *options`` in ``folder``; SIGTERM once ``ready(trials)``; its resume hint, split."""
+    (folder / study_file).write_text(STUDY.replace("epochs = 30", "epochs = 3000"))
+    process = subprocess.Popen([hpo_command, "run", study_file, *options], cwd=folder, env=hpo_environment(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{folder / 'hpo.db'}"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # until the worker runs a trial
+    while time.monotonic() < deadline:
         time.sleep(0.3)
         try:
-            if optuna.load_study(study_name="terminal", storage=storage).get_trials():
+            if ready(optuna.load_study(study_name="terminal", storage=storage).get_trials()):
                 break
         except KeyError:
             continue
     process.terminate()
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
-    hint = stderr.split("resume with: ", 1)[1].strip()
-    assert shlex.split(hint) == [hpo_command, "run", "my study.toml", "--study-name", "terminal", "--no-progress"]
+    return shlex.split(stderr.split("resume with: ", 1)[1].strip())
+
+
+def test_the_resume_hint_of_a_file_with_a_space_can_be_pasted(tmp_path, hpo_command, hpo_environment):
+    hint = interrupted_hint(tmp_path, hpo_command, hpo_environment, "my study.toml", "--no-progress",
+                            ready=bool)  # until the worker runs a trial
+    assert hint == [hpo_command, "run", "my study.toml", "--study-name", "terminal", "--no-progress"]
 
 
 def test_the_resume_hint_repeats_the_options_that_matter(tmp_path, hpo_command, hpo_environment):
     # Above all the artifact folder: the interrupted trials' checkpoints are there.
-    (tmp_path / "study.toml").write_text(STUDY.replace("epochs = 30", "epochs = 3000"))
-    process = subprocess.Popen([hpo_command, "run", "study.toml", "--jobs", "2", "--blas-threads", "1",
-                                "--artifact-dir", "my artifacts", "--no-progress"], cwd=tmp_path,
-                               env=hpo_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # until the workers checkpointed a trial
-        time.sleep(0.3)
-        try:
-            trials = optuna.load_study(study_name="terminal", storage=storage).get_trials()
-        except KeyError:
-            continue
-        if any("checkpoint_artifact_id" in trial.user_attrs for trial in trials):
-            break
-    process.terminate()
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
-    hint = shlex.split(stderr.split("resume with: ", 1)[1].strip())
+    hint = interrupted_hint(tmp_path, hpo_command, hpo_environment, "study.toml", "--jobs", "2", "--blas-threads",
+                            "1", "--artifact-dir", "my artifacts", "--no-progress",
+                            ready=lambda trials: any("checkpoint_artifact_id" in trial.user_attrs for trial in trials))
     assert hint[:5] == [hpo_command, "run", "study.toml", "--study-name", "terminal"]
     assert hint[5:9] == ["--jobs", "2", "--blas-threads", "1"] and hint[-1] == "--no-progress"
     assert hint[9] == "--artifact-dir" and (tmp_path / hint[10]).resolve() == (tmp_path / "my artifacts").resolve()
