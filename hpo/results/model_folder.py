@@ -14,17 +14,11 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Self
 
 from hpo.errors import HpoError
-
-
-def _umask() -> int:
-    """The process's file mode creation mask (read by setting it and setting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class ModelFolderError(HpoError):
@@ -82,8 +76,9 @@ class ModelFolder:
             except FileExistsError:
                 if not target.is_dir():
                     raise ModelFolderError(f"cannot create the model folder {path}: a file is in the way") from None
-            self._staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.hpo-new-"))
-            os.chmod(self._staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the model folder is an ordinary one
+            # Made with the umask's modes, as the model folder will be (mkdtemp would make it 0700).
+            self._staging = target.with_name(f".{target.name}.hpo-new-{uuid.uuid4().hex}")
+            os.mkdir(self._staging)
         except OSError as error:
             self.release()
             raise ModelFolderError(f"cannot create the model folder {path}: {error.strerror or error}") from None
