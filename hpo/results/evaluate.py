@@ -150,9 +150,8 @@ def trial_settings(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tupl
     EvaluationError
         The study was not created by hpo (no stored study file record).
     """
+    check_made_by_hpo(study)
     stored = record.stored_study_file(study)
-    if stored is None:
-        raise EvaluationError(f"study {study.study_name!r} was not created by hpo; it cannot be evaluated")
     # JSON mode: the stored record went through JSON (paths are strings there).
     dataset = DatasetSpec.model_validate_json(json.dumps(stored["dataset"]))
     # A study stored before repeated choices were refused is still evaluated.
