@@ -203,7 +203,7 @@ def test_a_signalled_trial_with_no_retry_left_loses_its_checkpoint(tmp_path, hpo
 
 def test_a_stale_trial_with_no_retry_left_loses_its_checkpoint(tmp_path, hpo_command, hpo_environment, run_hpo):
     url, name = f"sqlite:///{tmp_path / 'study.db'}", "stale-no-retry"
-    (tmp_path / "study.toml").write_text(STUDY.format(name=name, epochs=4) + "max_retry = 0\n")
+    (tmp_path / "study.toml").write_text(STUDY.format(name=name, epochs=EPOCHS) + "max_retry = 0\n")
     artifacts = tmp_path / "artifacts"
     assert run_hpo("create", "study.toml", "--storage", url, cwd=tmp_path).returncode == 0
     first = worker(hpo_command, hpo_environment, tmp_path, url, artifacts)
