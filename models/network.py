@@ -2,7 +2,8 @@
 
 After "Deep Learning from Scratch" (Koki Saitoh), chapter 6 and its
 ``common/multi_layer_net_extend.py``: weight initialization (6.2), batch
-normalization (6.3), weight decay and dropout (6.4).
+normalization (6.3), weight decay and dropout (6.4). Optional convolution
+blocks in front of the hidden layers follow chapter 7 (``SimpleConvNet``, 7.5).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from os import PathLike
 import numpy as np
 import numpy.typing
 
+from models.convolution import Convolution, MaxPooling, Reshape, output_side
 from models.layers import (
     Affine,
     BatchNormalization,
@@ -35,11 +37,29 @@ ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 WEIGHT_INITS = ("he", "xavier")
 """Named weight initializations; a positive number is a fixed standard deviation."""
 
+FILTER_SIZE = 3
+"""Side of every convolution filter (3 x 3, padding 1: the image keeps its size until pooling)."""
+
+POOL_SIZE = 2
+"""Side of every max-pooling window (and its stride): each block halves the image."""
+
+TEST_CHUNK = 256
+"""Rows a network with convolution blocks runs at once in test mode: im2col of 4,096
+28 x 28 images would take about 115 MB for the first block alone."""
+
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class MultiLayerNet:
-    """Fully connected network with optional batch normalization, dropout and weight decay.
+    """Fully connected network with optional convolution blocks, batch normalization, dropout and weight decay.
+
+    With ``convolution_channels``, each input row is first seen as an image of
+    ``image_shape`` and passes, per block ``k`` (1-based), ``Convolution{k}``
+    (``FILTER_SIZE`` x ``FILTER_SIZE`` filters, stride 1, padding 1) ->
+    ``ConvolutionActivation{k}`` -> ``Pooling{k}`` (max over ``POOL_SIZE`` x
+    ``POOL_SIZE``), then ``Flatten`` into the hidden layers (book, section 7.5:
+    conv - relu - pool - affine, with more blocks). Batch normalization and
+    dropout apply to the hidden layers only.
 
     Layers, per hidden layer ``i`` (1-based): ``Affine{i}`` -> ``BatchNorm{i}``
     (if ``batch_norm``) -> ``Activation{i}`` -> ``Dropout{i}`` (if ``dropout``
@@ -54,7 +74,8 @@ class MultiLayerNet:
     Parameters
     ----------
     input_size : int
-        Number of input features D, positive.
+        Number of input features D, positive; with convolution blocks, the pixels
+        of one image (the product of ``image_shape``).
     hidden_sizes : sequence of int
         Units of each hidden layer, positive; empty gives softmax regression.
     output_size : int
@@ -73,6 +94,13 @@ class MultiLayerNet:
     weight_decay : float, default 0.0
         L2 coefficient lambda >= 0: the loss gains 0.5 * lambda * sum(W**2) over
         the weight matrices (not biases, gamma or beta).
+    convolution_channels : sequence of int, default ()
+        Filters of each convolution block, positive; empty (the default) gives
+        the plain fully connected network of chapter 6.
+    image_shape : (height, width) or (height, width, channels), optional
+        Shape of one input image (channels-last; channels 1 if not given);
+        required with ``convolution_channels``. Every block halves each side,
+        rounding down, and a side must stay at least 1.
     seed : int >= 0, numpy.random.Generator or None, default None
         Source of all randomness (initial weights and dropout masks), by the one
         seed rule of models/ (:func:`models.validation.as_generator`): an int seeds a
@@ -91,6 +119,8 @@ class MultiLayerNet:
     params : dict of str to ndarray
         ``W{i}`` (fan_in, fan_out), ``b{i}`` (fan_out,), ``gamma{i}``/``beta{i}``
         (hidden size,) for hidden layers with batch norm; i = 1 .. L+1 for W, b.
+        Convolution block k adds ``convolution_W{k}`` (FILTER_SIZE, FILTER_SIZE,
+        channels in, channels out) and ``convolution_b{k}`` (channels out,).
     grads : dict of str to ndarray
         Same keys and shapes: the gradients of the last :meth:`loss_and_gradient`,
         written in place by the layers' backward passes.
@@ -115,7 +145,8 @@ class MultiLayerNet:
     def __init__(self, input_size: int, hidden_sizes: Sequence[int], output_size: int, activation: str = "relu",
                  weight_init: str | float = "he", batch_norm: bool = False, dropout: float = 0.0,
                  weight_decay: float = 0.0, seed: int | np.random.Generator | None = None,
-                 dtype: type | np.dtype = np.float32) -> None:
+                 dtype: type | np.dtype = np.float32, *, convolution_channels: Sequence[int] = (),
+                 image_shape: Sequence[int] | None = None) -> None:
         input_size = positive_int("input_size", input_size)
         output_size = positive_int("output_size", output_size)
         if isinstance(hidden_sizes, (str, bytes)) or not hasattr(hidden_sizes, "__iter__"):
@@ -138,6 +169,7 @@ class MultiLayerNet:
             raise problem("dtype", "numpy.float32 or numpy.float64", dtype)
         dtype = resolved
         rng = as_generator("seed", seed)
+        convolution_channels, image_shape = _convolution_arguments(convolution_channels, image_shape, input_size)
 
         self.input_size = input_size
         self.hidden_sizes = hidden_sizes
@@ -149,6 +181,8 @@ class MultiLayerNet:
         self.weight_decay = float(weight_decay)
         self.dtype = dtype
         self.rng = rng
+        self.convolution_channels = convolution_channels
+        self.image_shape = image_shape
 
         self.params = {}
         self.grads = {}
@@ -164,8 +198,11 @@ class MultiLayerNet:
         :attr:`params_vector` (:attr:`grads_vector`), so that an optimizer can
         update all of them in one pass instead of one small array at a time.
         """
-        sizes = [self.input_size, *self.hidden_sizes, self.output_size]
+        sizes = [self._features_after_convolution(), *self.hidden_sizes, self.output_size]
         shapes = {}
+        filter_shapes = self._filter_shapes()
+        for k, filter_shape in enumerate(filter_shapes, start=1):
+            shapes[f"convolution_W{k}"], shapes[f"convolution_b{k}"] = filter_shape, filter_shape[-1:]
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
             shapes[f"W{i}"], shapes[f"b{i}"] = (fan_in, fan_out), (fan_out,)
             if self.batch_norm and i <= len(self.hidden_sizes):
@@ -179,22 +216,47 @@ class MultiLayerNet:
             self.params[name] = self.params_vector[start:end].reshape(shape)
             self.grads[name] = self.grads_vector[start:end].reshape(shape)
             start = end
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        weights = [(f"convolution_W{k}", math.prod(shape[:3])) for k, shape in enumerate(filter_shapes, start=1)]
+        weights += [(f"W{i}", fan_in) for i, fan_in in enumerate(sizes[:-1], start=1)]
+        for name, fan_in in weights:   # the book's fan_in of a filter: C * FH * FW (section 7.5)
             if self.weight_init == "he":
                 std = math.sqrt(2.0 / fan_in)
             elif self.weight_init == "xavier":
                 std = math.sqrt(1.0 / fan_in)
             else:
                 std = float(self.weight_init)
-            W = self.params[f"W{i}"]
-            self.rng.standard_normal((fan_in, fan_out), dtype=self.dtype, out=W)
+            W = self.params[name]
+            self.rng.standard_normal(W.shape, dtype=self.dtype, out=W)
             W *= std
+        for i in range(1, len(self.hidden_sizes) + 1):
             if f"gamma{i}" in self.params:
                 self.params[f"gamma{i}"].fill(1.0)
+
+    def _filter_shapes(self) -> list[tuple[int, int, int, int]]:
+        """Shape (FILTER_SIZE, FILTER_SIZE, channels in, channels out) of each block's filters."""
+        channels = [self.image_shape[2] if self.image_shape else 1, *self.convolution_channels]
+        return [(FILTER_SIZE, FILTER_SIZE, c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:])]
+
+    def _features_after_convolution(self) -> int:
+        """Inputs of the first Affine layer: D, or the pixels times channels of the last pooled image."""
+        if not self.convolution_channels:
+            return self.input_size
+        height, width, _ = self.image_shape
+        for _ in self.convolution_channels:
+            height, width = output_side(height, POOL_SIZE, POOL_SIZE), output_side(width, POOL_SIZE, POOL_SIZE)
+        return height * width * self.convolution_channels[-1]
 
     def _build_layers(self) -> None:
         """Compose the layers in forward order, sharing the arrays in ``params``."""
         p, g = self.params, self.grads
+        if self.convolution_channels:
+            self.layers["Image"] = Reshape(self.image_shape)
+            for k in range(1, len(self.convolution_channels) + 1):
+                self.layers[f"Convolution{k}"] = Convolution(p[f"convolution_W{k}"], p[f"convolution_b{k}"], pad=1,
+                                                             dW=g[f"convolution_W{k}"], db=g[f"convolution_b{k}"])
+                self.layers[f"ConvolutionActivation{k}"] = ACTIVATIONS[self.activation]()
+                self.layers[f"Pooling{k}"] = MaxPooling(POOL_SIZE)
+            self.layers["Flatten"] = Reshape((-1,))
         for i in range(1, len(self.hidden_sizes) + 1):
             self.layers[f"Affine{i}"] = Affine(p[f"W{i}"], p[f"b{i}"], dW=g[f"W{i}"], db=g[f"b{i}"])
             if self.batch_norm:
@@ -236,17 +298,24 @@ class MultiLayerNet:
         return np.asarray(x, dtype=self.dtype)
 
     def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        if not train and self.convolution_channels and len(x) > TEST_CHUNK:   # bound im2col's memory
+            return np.concatenate([self._forward(x[start:start + TEST_CHUNK], False)
+                                   for start in range(0, len(x), TEST_CHUNK)])
         for layer in self.layers.values():
             x = layer.forward(x, train)
         return x
 
     def _weight_decay_term(self) -> float:
-        """0.5 * weight_decay * sum of squared weight matrices, as a float."""
+        """0.5 * weight_decay * sum of squared weight matrices and filters, as a float."""
         if self.weight_decay == 0.0:
             return 0.0
-        squares = sum(float(np.vdot(self.params[f"W{i}"], self.params[f"W{i}"]))
-                      for i in range(1, self.n_affine + 1))
+        squares = sum(float(np.vdot(self.params[name], self.params[name])) for name in self._weight_names())
         return 0.5 * self.weight_decay * squares
+
+    def _weight_names(self) -> list[str]:
+        """Names of the parameters weight decay applies to: filters and weight matrices."""
+        return ([f"convolution_W{k}" for k in range(1, len(self.convolution_channels) + 1)]
+                + [f"W{i}" for i in range(1, self.n_affine + 1)])
 
     def predict(self, x: np.typing.ArrayLike, train: bool = False) -> np.ndarray:
         """Scores (logits) of the output layer.
@@ -356,20 +425,24 @@ class MultiLayerNet:
         loss = self.last_layer.forward(scores, np.asarray(t)) + self._weight_decay_term()
 
         dout = self.last_layer.backward(1.0)
-        layers = list(self.layers.values())
+        layers = [layer for name, layer in self.layers.items() if name != "Image"]   # x needs no reshaping back
         for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
         layers[0].backward(dout, input_grad=False)   # no one needs d loss / d x
 
         grads = {}
+        for k in range(1, len(self.convolution_channels) + 1):
+            convolution = self.layers[f"Convolution{k}"]
+            grads[f"convolution_W{k}"], grads[f"convolution_b{k}"] = convolution.dW, convolution.db
         for i in range(1, self.n_affine + 1):
             affine = self.layers[f"Affine{i}"]
-            if self.weight_decay:
-                affine.dW += self.weight_decay * affine.W
             grads[f"W{i}"], grads[f"b{i}"] = affine.dW, affine.db
             if f"BatchNorm{i}" in self.layers:
                 batch_norm = self.layers[f"BatchNorm{i}"]
                 grads[f"gamma{i}"], grads[f"beta{i}"] = batch_norm.dgamma, batch_norm.dbeta
+        if self.weight_decay:
+            for name in self._weight_names():
+                grads[name] += self.weight_decay * self.params[name]
         return loss, scores, grads
 
     def gradient(self, x: np.typing.ArrayLike, t: np.ndarray) -> dict[str, np.ndarray]:
@@ -484,3 +557,28 @@ def load_weights(path: str | PathLike) -> dict[str, np.ndarray]:
 def _is_real(value: object) -> bool:
     """True for real numbers other than bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _convolution_arguments(channels: Sequence[int], image_shape: Sequence[int] | None,
+                           input_size: int) -> tuple[list[int], tuple[int, int, int] | None]:
+    """Checked ``convolution_channels`` and ``image_shape`` as (height, width, channels), or None without blocks."""
+    if isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__"):
+        raise problem("convolution_channels", "a sequence of integers >= 1", channels)
+    channels = [positive_int("convolution_channels", count) for count in channels]
+    if image_shape is None:
+        if channels:
+            raise problem("image_shape", "(height, width) of the input images with convolution_channels", None)
+        return channels, None
+    if isinstance(image_shape, (str, bytes)) or not hasattr(image_shape, "__iter__") or len(image_shape) not in (2, 3):
+        raise problem("image_shape", "(height, width) or (height, width, channels)", image_shape)
+    shape = tuple(positive_int("image_shape", side) for side in image_shape)
+    shape = shape if len(shape) == 3 else (*shape, 1)
+    if math.prod(shape) != input_size:
+        raise problem("image_shape", f"a shape of input_size = {input_size} values", image_shape)
+    most, side = 0, min(shape[:2])
+    while side >= POOL_SIZE:
+        most, side = most + 1, side // POOL_SIZE
+    if len(channels) > most:
+        raise problem("convolution_channels", f"at most {most} blocks for images of {shape[0]} x {shape[1]} pixels "
+                      "(each block halves the sides)", channels)
+    return channels, shape

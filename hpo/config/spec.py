@@ -59,6 +59,7 @@ from pydantic import (
 
 from hpo.config.messages import field_errors
 from hpo.config.names import check_study_name
+from hpo.config.ranges import Choices, FiniteFloat, FloatRange, IntRange, StrictModel, range_kind
 from hpo.config.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from hpo.errors import HpoError
 from models.augmentation import AUGMENTATIONS, MAX_SHIFT, MIRRORING
@@ -85,77 +86,6 @@ class SpecError(HpoError):
     """A study file that cannot be used; the message is one line per problem."""
 
 
-class _Strict(BaseModel):
-    # Strict: TOML has real booleans and numbers, so "3", 1 for true or true for 1 are mistakes.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-
-
-# ---------------------------------------------------------------- search ranges
-class FloatRange(_Strict):
-    """A searched float: Optuna's ``suggest_float(name, low, high, log=..., step=...)``."""
-
-    low: FiniteFloat
-    high: FiniteFloat
-    log: bool = False
-    step: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "FloatRange":
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low:g}) must not exceed high ({self.high:g})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"low must be > 0 on a log scale (got low = {self.low:g})")
-        if self.log and self.step is not None:
-            raise ValueError("step cannot be combined with log = true")
-        if self.step is not None and not _divides(self.high - self.low, self.step):
-            raise ValueError(f"step ({self.step:g}) must divide high - low ({self.high - self.low:g})")
-        return self
-
-
-def _divides(span: float, step: float) -> bool:
-    count = span / step
-    return abs(count - round(count)) <= 1e-8 * max(1.0, count)
-
-
-class IntRange(_Strict):
-    """A searched integer: Optuna's ``suggest_int(name, low, high, step=..., log=...)``."""
-
-    low: int
-    high: int
-    step: int = Field(default=1, ge=1)
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> "IntRange":
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"low must be > 0 on a log scale (got low = {self.low})")
-        if self.log and self.step != 1:
-            raise ValueError("step cannot be combined with log = true")
-        if (self.high - self.low) % self.step:
-            raise ValueError(f"step ({self.step}) must divide high - low ({self.high - self.low})")
-        return self
-
-
-class Choices(_Strict):
-    """A searched category: Optuna's ``suggest_categorical(name, choices)``."""
-
-    choices: list[Any] = Field(min_length=1)
-
-
-def _kind(value: Any) -> str:
-    """Which member of a parameter's union ``value`` is (a TOML table or a model)."""
-    if isinstance(value, Choices) or (isinstance(value, dict) and "choices" in value):
-        return "choices"
-    if isinstance(value, (FloatRange, IntRange, dict)):
-        return "range"
-    return "fixed"
-
-
 # The names come from models/ (its tables are the one place to add an optimizer, an activation,
 # an initialization, a schedule, an augmentation or a data set); samplers and pruners from hpo.config.registry.
 OptimizerName = Literal[tuple(OPTIMIZERS)]
@@ -171,6 +101,8 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 # Bounds that keep one network within memory: 64 layers of 16384 units at most.
 HiddenLayers = Annotated[int, Field(ge=0, le=64)]
 HiddenSize = Annotated[int, Field(ge=1, le=16384)]
+ConvolutionLayers = Annotated[int, Field(ge=0, le=8)]       # each halves the image: 8 blocks need 256 px
+ConvolutionChannels = Annotated[int, Field(ge=1, le=1024)]
 BatchSize = Annotated[int, Field(ge=1, le=65536)]
 
 # What a value of each searchable parameter must be, and how it may be searched.
@@ -182,6 +114,8 @@ FIXED_TYPES: dict[str, Any] = {
     "optimizer": OptimizerName,
     "hidden_layers": HiddenLayers,
     "hidden_size": HiddenSize,
+    "convolution_layers": ConvolutionLayers,
+    "convolution_channels": ConvolutionChannels,
     "activation": Activation,
     "weight_init": WeightInit,
     "batch_norm": bool,
@@ -196,6 +130,8 @@ RANGE_TYPES: dict[str, type] = {
     "weight_decay": FloatRange,
     "hidden_layers": IntRange,
     "hidden_size": IntRange,
+    "convolution_layers": IntRange,
+    "convolution_channels": IntRange,
     "dropout": FloatRange,
     "batch_size": IntRange,
     "warmup_epochs": IntRange,
@@ -209,10 +145,10 @@ def _parameter(name: str) -> Any:
     members = [Annotated[FIXED_TYPES[name], Tag("fixed")], Annotated[Choices, Tag("choices")]]
     if name in RANGE_TYPES:
         members.append(Annotated[RANGE_TYPES[name], Tag("range")])
-    return Annotated[Union[tuple(members)], Discriminator(_kind)]
+    return Annotated[Union[tuple(members)], Discriminator(range_kind)]
 
 
-class Parameters(_Strict):
+class Parameters(StrictModel):
     """Model and training settings; each is fixed (a value) or searched (a table).
 
     Attributes
@@ -224,6 +160,12 @@ class Parameters(_Strict):
     optimizer : one of sgd, momentum, nesterov, adagrad, rmsprop, adam
     hidden_layers : int >= 0, number of hidden layers
     hidden_size : int >= 1, units in every hidden layer
+    convolution_layers : int in [0, 8], default 0
+        Convolution blocks before the hidden layers (3 x 3 filters, the activation,
+        2 x 2 max pooling; :class:`models.network.MultiLayerNet`); 0 is the book's
+        fully connected network of chapter 6.
+    convolution_channels : int >= 1, default 16
+        Filters of the first block; every further block has twice as many.
     activation : relu, sigmoid or tanh
     weight_init : "he", "xavier" or a fixed standard deviation > 0
     batch_norm : bool
@@ -258,6 +200,8 @@ class Parameters(_Strict):
     optimizer: _parameter("optimizer") = "sgd"
     hidden_layers: _parameter("hidden_layers") = 1
     hidden_size: _parameter("hidden_size") = 100
+    convolution_layers: _parameter("convolution_layers") = 0
+    convolution_channels: _parameter("convolution_channels") = 16
     activation: _parameter("activation") = "relu"
     weight_init: _parameter("weight_init") = "he"
     batch_norm: _parameter("batch_norm") = False
@@ -320,14 +264,14 @@ def _validate_value(name: str, value: Any, where: str) -> None:
 
 
 # --------------------------------------------------------------- other sections
-class Budget(_Strict):
+class Budget(StrictModel):
     """How much to run: ``trials`` finished trials in the study, ``timeout_seconds`` per run."""
 
     trials: Annotated[int, Field(ge=1, le=1_000_000)]
     timeout_seconds: PositiveFloat | None = None
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(StrictModel):
     """Which data to tune on.
 
     ``name`` is ``digits`` (scikit-learn's bundled 8x8 digits, no download),
@@ -353,7 +297,7 @@ class DatasetSpec(_Strict):
         return self
 
 
-class Workers(_Strict):
+class Workers(StrictModel):
     """How workers sharing a study watch each other (Optuna's trial heartbeats).
 
     A running trial records a heartbeat every ``heartbeat_interval_seconds``; one
@@ -394,7 +338,7 @@ class ComponentSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-class StudySpec(_Strict):
+class StudySpec(StrictModel):
     """A whole study file. Build it with :func:`load_spec`.
 
     ``name`` is the study's name: ASCII letters, digits, '.', '_' and '-', starting

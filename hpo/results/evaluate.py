@@ -215,7 +215,8 @@ def evaluate_trial(
         seed = trial.user_attrs.get(record.SEED, trial_seed(values["seed"], trial.number))
     training: dict[str, Any]
     if stored_weights is not None:
-        network = build_network(values, dataset.x_train.shape[1], dataset.n_classes, seed=np.random.default_rng(seed))
+        network = build_network(values, dataset.x_train.shape[1], dataset.n_classes, seed=np.random.default_rng(seed),
+                                image_shape=dataset.image_shape)
         try:
             network.load_state_dict(stored_weights)
         except ValueError as error:
@@ -289,7 +290,7 @@ def train_network(values: dict[str, Any], n_classes: int, x_train: np.ndarray, t
         Per-epoch metrics; ``diverged`` says whether training stopped early.
     """
     rng = np.random.default_rng(seed)
-    network = build_network(values, x_train.shape[1], n_classes, seed=rng)
+    network = build_network(values, x_train.shape[1], n_classes, seed=rng, image_shape=image_shape)
     best: dict[str, Any] = {}
 
     def keep(metrics: Any) -> None:
@@ -355,7 +356,8 @@ def _score(network: MultiLayerNet, dataset: Dataset, trial: optuna.trial.FrozenT
         "parameters": values,
         "seed": int(seed),
         "data": {**dataset_spec.model_dump(mode="json"), "class_names": list(dataset.class_names),
-                 "n_features": int(dataset.x_train.shape[1])},
+                 "n_features": int(dataset.x_train.shape[1]),
+                 "image_shape": list(dataset.image_shape) if dataset.image_shape else None},
         "training": training,
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
@@ -530,7 +532,9 @@ def _load_network(directory: Path, card_path: Path, entry: dict[str, Any], card:
     try:
         state = load_weights(weights_path)
         data = card["data"]
-        network = build_network(entry["parameters"], data["n_features"], len(data["class_names"]), seed=0)
+        image_shape = data.get("image_shape")  # cards of models before convolutions lack it
+        network = build_network(entry["parameters"], data["n_features"], len(data["class_names"]), seed=0,
+                                image_shape=tuple(image_shape) if image_shape else None)
     except (KeyError, TypeError, ValueError) as error:
         raise EvaluationError(f"{card_path}: the model card does not describe a network of this project "
                               f"({type(error).__name__}: {error}); save the model again with hpo evaluate") from None

@@ -119,6 +119,30 @@ def check_augmentation_fits(spec: StudySpec, data: TuningData) -> None:
         )
 
 
+def check_convolution_fits(spec: StudySpec, data: TuningData) -> None:
+    """Refuse convolution blocks for data without images, or more blocks than the images can be halved.
+
+    Raises
+    ------
+    DataError
+        ``parameters.convolution_layers`` fixes or allows blocks and the data set has no
+        image shape, or a side of its images would fall below one pixel (each block's
+        2 x 2 pooling halves it: digits' 8 x 8 images take at most 3 blocks).
+    """
+    blocks = spec.parameters.convolution_layers
+    most = max(blocks.choices) if isinstance(blocks, Choices) else getattr(blocks, "high", blocks)
+    if most == 0:
+        return
+    if data.image_shape is None:
+        raise DataError(f"parameters.convolution_layers: dataset {spec.dataset.name!r} has no image shape for "
+                        "convolutions; use convolution_layers = 0")
+    height, width = data.image_shape
+    fits = int(math.log2(min(height, width)))
+    if most > fits:
+        raise DataError(f"parameters.convolution_layers: {most} blocks halve the {height} x {width} images of dataset "
+                        f"{spec.dataset.name!r} below one pixel; use at most {fits}")
+
+
 def _check_split(labels: np.ndarray, spec: DatasetSpec) -> None:
     """A stratified split needs two images of every class and one of each class per part."""
     counts = np.bincount(labels)

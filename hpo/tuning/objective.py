@@ -62,9 +62,24 @@ def trial_seed(base_seed: int, trial_number: int) -> int:
     return int(np.random.SeedSequence([base_seed, trial_number]).generate_state(1)[0])
 
 
-def build_network(values: dict[str, Any], n_features: int, n_classes: int, seed: int) -> MultiLayerNet:
-    """The network one trial trains, from its settings (see :func:`suggest_parameters`)."""
+def build_network(values: dict[str, Any], n_features: int, n_classes: int, seed: int,
+                  image_shape: tuple[int, int] | None = None) -> MultiLayerNet:
+    """The network one trial trains, from its settings (see :func:`suggest_parameters`).
+
+    With ``convolution_layers`` > 0 the inputs are images of ``image_shape`` (height,
+    width); block k has ``convolution_channels * 2 ** (k - 1)`` filters.
+
+    Raises
+    ------
+    ValueError
+        Convolution blocks without an image shape, or more blocks than the images
+        can be halved (the message names the setting).
+    """
+    blocks = values.get("convolution_layers", 0)  # models saved before convolutions have none
+    channels = [values.get("convolution_channels", 16) * 2 ** k for k in range(blocks)]
     return MultiLayerNet(
+        convolution_channels=channels,
+        image_shape=image_shape if blocks else None,
         input_size=n_features,
         hidden_sizes=[values["hidden_size"]] * values["hidden_layers"],
         output_size=n_classes,
@@ -212,7 +227,8 @@ class Objective:
         """Build, train and report the network of ``values`` (from the checkpoint ``checkpoint_id`` when it can be
         read); its best validation metric."""
         rng = np.random.default_rng(seed)
-        network = build_network(values, self.data.n_features, self.data.n_classes, seed=rng)
+        network = build_network(values, self.data.n_features, self.data.n_classes, seed=rng,
+                                image_shape=self.data.image_shape)
         optimizer, arguments = training_arguments(values, self.data.image_shape)
         metric = self.spec.metric
         history: list[EpochMetrics] = []

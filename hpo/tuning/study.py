@@ -17,7 +17,7 @@ from hpo.errors import HpoError
 from hpo.store import record
 from hpo.store.retrying import RetryingStorage
 from hpo.store.storage import describe, open_storage
-from hpo.tuning.data import DataError, TuningData, check_augmentation_fits, prepare_data
+from hpo.tuning.data import DataError, TuningData, check_augmentation_fits, check_convolution_fits, prepare_data
 from hpo.tuning.resources import TooLargeError, check_study_fits
 
 
@@ -147,6 +147,7 @@ def prepare_study(spec: StudySpec, url: str, study_name: str | None = None, *, c
         try:
             data = prepare_data(spec.dataset)
             check_augmentation_fits(spec, data)
+            check_convolution_fits(spec, data)
             check_study_fits(spec, data)  # the smallest network the file allows must fit in memory
         except DataError as error:
             raise DataError(f"{prefix}{error}") from None
