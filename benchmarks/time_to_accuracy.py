@@ -1,12 +1,12 @@
 """Time to a good model: this service's main job against an Optuna + PyTorch script.
 
-    python benchmarks/time_to_accuracy.py [--study-file studies/fashion_mnist.toml] [--target 0.89]
+    python benchmarks/time_to_accuracy.py [--study-file studies/fashion_mnist_mlp.toml] [--target 0.89]
         [--budget-minutes 20] [--full-curve] [--out benchmarks/results/time_to_accuracy.json]
         [--figure docs/time_to_accuracy.png]
 
 Two searches over the same study file's search space, on the same training /
 validation split (the service's own :func:`hpo.tuning.data.prepare_data`: for
-``studies/fashion_mnist.toml`` all 60,000 Fashion-MNIST training images, 48,000 to
+``studies/fashion_mnist_mlp.toml``, the fully connected main job, all 60,000 Fashion-MNIST training images, 48,000 to
 train and 12,000 to validate, stratified and shuffled with the file's ``split_seed``),
 each in a process of its own on the machine's cores, one after the other:
 
@@ -251,7 +251,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--study-file", default="studies/fashion_mnist.toml")
+    parser.add_argument("--study-file", default="studies/fashion_mnist_mlp.toml")
     parser.add_argument("--target", type=float, default=0.89, help="Validation accuracy to reach.")
     parser.add_argument("--budget-minutes", type=float, default=20.0, help="Wall-time budget of each side.")
     parser.add_argument("--jobs", type=int, default=2,

@@ -272,7 +272,16 @@ def run_search(spec: Any, *, launched: float, budget_seconds: float, target: flo
     dict
         ``events``: [seconds since ``launched``, validation accuracy] of every epoch, in order;
         ``trials`` (counts by state), ``torch`` (version), ``threads``, ``sampler``, ``pruner``.
+
+    Raises
+    ------
+    ValueError
+        The study file has convolution blocks, which this MLP script cannot search.
     """
+    blocks = spec.parameters.convolution_layers
+    if blocks != 0:   # this script's model is an MLP: it cannot search the same space
+        raise ValueError(f"parameters.convolution_layers = {blocks!r}: benchmarks/torch_search.py builds MLPs only; "
+                         "use a study file without convolution blocks (studies/fashion_mnist_mlp.toml)")
     import optuna
     import torch
 

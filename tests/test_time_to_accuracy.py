@@ -128,3 +128,14 @@ def test_shifts_and_flips_move_pixels_as_models_augmentation_defines():
     assert torch.equal(torch_search.augment(batch, "none", 28, torch.Generator()), batch)
     shifted = torch_search.augment(batch, "shift", 28, torch.Generator().manual_seed(0))
     assert shifted.shape == (64, 784) and not torch.equal(shifted, batch)
+
+
+def test_the_script_refuses_convolution_blocks_it_cannot_build():
+    # The PyTorch side builds MLPs only: the main job's convolutional space is not "the same space".
+    from hpo.config.spec import load_spec
+
+    spec = load_spec("studies/fashion_mnist.toml")
+    assert spec.parameters.convolution_layers == 2
+    with pytest.raises(ValueError, match=r"convolution_layers = 2: .*fashion_mnist_mlp\.toml"):
+        torch_search.run_search(spec, launched=0.0, budget_seconds=1.0, target=0.9, full_curve=False)
+    assert load_spec("studies/fashion_mnist_mlp.toml").parameters.convolution_layers == 0
