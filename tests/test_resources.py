@@ -11,6 +11,7 @@ from hpo.tuning.resources import (
     available_memory,
     cgroup_available,
     check_study_fits,
+    describe_network,
     format_bytes,
     smallest_settings,
     trial_memory,
@@ -153,3 +154,73 @@ def test_augmentation_adds_its_buffers_to_a_trials_memory(digits):
     # Per row of an 8 x 8 image: a padded 12 x 12 float32 copy (576 bytes), an int64 index and a float32 result
     # of 64 pixels each (768 bytes); three int64 offsets of one image (3 x 512 bytes).
     assert trial_memory({**values, "augmentation": "shift"}, digits) - plain == 100 * (576 + 768) + 3 * 512
+
+
+def conv_values(**changes):
+    """A trial's settings on digits: 1 hidden layer of 50 units, batch 100, SGD, and ``changes``."""
+    return {**load_spec("studies/digits.toml").parameters.fixed(), "hidden_size": 50, "hidden_layers": 1,
+            "optimizer": "sgd", "learning_rate": 0.1, "batch_size": 100, "weight_decay": 0.0, "dropout": 0.0,
+            "batch_norm": False, "activation": "relu", "evaluate_train": False, "augmentation": "none", **changes}
+
+
+def test_convolution_blocks_take_the_memory_of_their_im2col_matrices(digits):
+    from models.network import TEST_CHUNK
+
+    plain = trial_memory(conv_values(convolution_layers=0), digits)
+    convolutional = trial_memory(conv_values(convolution_layers=2, convolution_channels=16), digits)
+    # Two blocks of 16 and 32 filters on the 8 x 8 digits: im2col matrices of 9 x 64 x 1 and 9 x 16 x 16 values
+    # per row, in test-mode chunks of 256 rows (the 288 validation rows: 256 + 32). The blocks keep them (with
+    # ReLU's masks, pooling's argmaxes) while the next chunk's are made: about twice them, 20 x the plain network.
+    im2col = TEST_CHUNK * 9 * (64 * 1 + 16 * 16) * 4
+    assert 1.5 * im2col < convolutional - plain < 3 * im2col
+    assert convolutional > 10 * plain
+    # Block k has convolution_channels * 2 ** (k - 1) filters: four times the filters, about four times the memory.
+    wider = trial_memory(conv_values(convolution_layers=2, convolution_channels=64), digits)
+    assert 3 * (convolutional - plain) < wider - plain < 5 * (convolutional - plain)
+
+
+def test_the_smallest_number_of_convolution_blocks_may_be_the_largest(tmp_path, digits):
+    # Each block halves the image the 16384 units read: 3 blocks of 1, 2, 4 filters leave 1 x 1 x 4 values
+    # instead of 8 x 8 pixels, which saves more than the blocks take.
+    (tmp_path / "s.toml").write_text('name = "blocks"\n[budget]\ntrials = 2\n[parameters]\nhidden_size = 16384\n'
+                                     "convolution_layers = { low = 0, high = 3 }\n"
+                                     "convolution_channels = { choices = [4, 1, 2] }\n")
+    smallest = smallest_settings(load_spec(tmp_path / "s.toml").parameters, digits)
+    assert (smallest["convolution_layers"], smallest["convolution_channels"]) == (3, 1)
+    assert trial_memory(smallest, digits) < trial_memory({**smallest, "convolution_layers": 0}, digits)
+    assert describe_network(smallest) == ("3 convolution blocks of 1, 2, 4 filters, 1 hidden layer of 16384 units, "
+                                          "batch 100, sgd")
+
+
+CONVOLUTIONAL = """
+name = "convolutional"
+[budget]
+trials = 2
+[parameters]
+hidden_layers = 1
+hidden_size = 50
+convolution_layers = 2
+convolution_channels = { low = 64, high = 256 }
+epochs = 1
+"""
+
+
+def test_a_convolutional_study_too_large_for_the_memory_is_refused_naming_convolution_channels(
+        tmp_path, digits, monkeypatch):
+    import hpo.tuning.resources
+
+    (tmp_path / "s.toml").write_text(CONVOLUTIONAL)
+    spec = load_spec(tmp_path / "s.toml")
+    smallest = smallest_settings(spec.parameters, digits)
+    needed = trial_memory(smallest, digits)
+    assert smallest["convolution_channels"] == 64 and needed > 10 * trial_memory(
+        {**smallest, "convolution_layers": 0}, digits)
+    monkeypatch.setattr(hpo.tuning.resources, "available_memory", lambda: needed)
+    check_study_fits(spec, digits)  # fits exactly
+    monkeypatch.setattr(hpo.tuning.resources, "available_memory", lambda: needed - 1)
+    with pytest.raises(TooLargeError) as caught:
+        check_study_fits(spec, digits)
+    assert str(caught.value) == (
+        f"the smallest network of this study (2 convolution blocks of 64, 128 filters, 1 hidden layer of 50 units, "
+        f"batch 100, sgd) needs {format_bytes(needed)} to train; this machine has {format_bytes(needed - 1)} "
+        "available; lower hidden_layers, hidden_size, batch_size or convolution_channels")

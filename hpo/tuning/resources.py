@@ -31,9 +31,10 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 # A cgroup v1 limit at or above this is "no limit" (the kernel shows 2**63 rounded to pages).
 _UNLIMITED = 2**60
-# Settings that change a network's memory: chosen by name, or the more the larger.
-_CATEGORIES = ("optimizer", "activation", "batch_norm")
-_SIZES = ("hidden_layers", "hidden_size", "batch_size", "dropout", "weight_decay")
+# Settings that change a network's memory: chosen by name or count (every convolution block halves
+# the image the first Affine layer reads, so more blocks may need less), or the more the larger.
+_CATEGORIES = ("optimizer", "activation", "batch_norm", "convolution_layers")
+_SIZES = ("hidden_layers", "hidden_size", "batch_size", "dropout", "weight_decay", "convolution_channels")
 
 
 class TooLargeError(HpoError):
@@ -135,7 +136,8 @@ def trial_memory(values: dict[str, Any], data: TuningData, *, keep_best_weights:
     values : dict
         All settings of a trial (:func:`hpo.tuning.objective.suggest_parameters`).
     data : TuningData
-        Its sizes: features, classes, training and validation rows.
+        Its sizes: features, classes, training and validation rows, and the image
+        shape the convolution blocks read (``convolution_layers``).
     keep_best_weights : bool, default True
         The objective keeps a copy of the weights at the best epoch (it does when
         it stores weights).
@@ -149,6 +151,7 @@ def trial_memory(values: dict[str, Any], data: TuningData, *, keep_best_weights:
     train_rows = len(data.x_train)
     batch_rows = min(values["batch_size"], train_rows)
     augmenting = values.get("augmentation", "none") != "none" and data.image_shape is not None
+    channels = convolution_channels(values)
     return (augmentation_memory(batch_rows, data.image_shape) if augmenting else 0) + training_memory(
         data.n_features,
         [values["hidden_size"]] * values["hidden_layers"],
@@ -162,16 +165,26 @@ def trial_memory(values: dict[str, Any], data: TuningData, *, keep_best_weights:
         dropout=values["dropout"],
         weight_decay=values["weight_decay"],
         keep_best_weights=keep_best_weights,
+        convolution_channels=channels,
+        image_shape=data.image_shape if channels else None,
     )
+
+
+def convolution_channels(values: dict[str, Any]) -> list[int]:
+    """Filters of each convolution block of a trial's network: block k has ``convolution_channels * 2 ** (k - 1)``,
+    as :func:`hpo.tuning.objective.build_network` builds it (none without ``convolution_layers``)."""
+    return [values.get("convolution_channels", 16) * 2**k for k in range(values.get("convolution_layers", 0))]
 
 
 def smallest_settings(parameters: Parameters, data: TuningData) -> dict[str, Any]:
     """The settings of the study's network that needs the least memory.
 
     Fixed values as they are; of a searched size (hidden_layers, hidden_size,
-    batch_size, dropout, weight_decay) the smallest value its range or choices
-    allow; of the searched optimizer, activation and batch_norm the choices
-    whose network needs the least (:func:`trial_memory` on ``data``).  Other
+    batch_size, dropout, weight_decay, convolution_channels) the smallest value
+    its range or choices allow; of the searched optimizer, activation, batch_norm
+    and convolution_layers the choices (every count of blocks the range allows)
+    whose network needs the least (:func:`trial_memory` on ``data``): more blocks
+    may need less, as each halves the image the first Affine layer reads.  Other
     searched settings (learning rate, weight init) do not change the memory.
 
     Returns
@@ -182,7 +195,9 @@ def smallest_settings(parameters: Parameters, data: TuningData) -> dict[str, Any
     values = parameters.fixed()
     categories: dict[str, list[Any]] = {}
     for name, searched in parameters.searched().items():
-        if isinstance(searched, (IntRange, FloatRange)):
+        if name in _CATEGORIES and isinstance(searched, IntRange):  # convolution_layers: every count
+            categories[name] = list(range(searched.low, searched.high + 1, searched.step))
+        elif isinstance(searched, (IntRange, FloatRange)):
             values[name] = searched.low
         elif name in _CATEGORIES:
             categories[name] = list(searched.choices)
@@ -195,11 +210,15 @@ def smallest_settings(parameters: Parameters, data: TuningData) -> dict[str, Any
 
 
 def describe_network(values: dict[str, Any]) -> str:
-    """``64 hidden layers of 16384 units, batch 100, adam`` (and ``, batch norm`` when on)."""
+    """``64 hidden layers of 16384 units, batch 100, adam`` (and ``, batch norm`` when on); convolution blocks
+    first: ``2 convolution blocks of 16, 32 filters, 1 hidden layer of 100 units, ...``."""
     layers = values["hidden_layers"]
     hidden = ("no hidden layer" if layers == 0 else
               f"{layers} hidden layer{'s' if layers != 1 else ''} of {values['hidden_size']} units")
-    return f"{hidden}, batch {values['batch_size']}, {values['optimizer']}" + (
+    channels = convolution_channels(values)
+    blocks = (f"{len(channels)} convolution block{'s' if len(channels) != 1 else ''} of "
+              f"{', '.join(map(str, channels))} filters, " if channels else "")
+    return f"{blocks}{hidden}, batch {values['batch_size']}, {values['optimizer']}" + (
         ", batch norm" if values["batch_norm"] else "")
 
 
@@ -212,7 +231,15 @@ def format_bytes(count: float) -> str:
 
 
 LOWER = "lower hidden_layers, hidden_size or batch_size"
-"""What to do about a network that does not fit."""
+"""What to do about a network that does not fit (one without convolution blocks: :func:`lower`)."""
+
+
+def lower(values: dict[str, Any]) -> str:
+    """What to do about the network of ``values`` that does not fit: :data:`LOWER`, and with convolution
+    blocks ``lower hidden_layers, hidden_size, batch_size or convolution_channels``."""
+    if not values.get("convolution_layers", 0):
+        return LOWER
+    return "lower hidden_layers, hidden_size, batch_size or convolution_channels"
 
 
 def check_study_fits(spec: StudySpec, data: TuningData, *, available: int | None = None) -> None:
@@ -230,7 +257,7 @@ def check_study_fits(spec: StudySpec, data: TuningData, *, available: int | None
     TooLargeError
         One line: ``the smallest network of this study (64 hidden layers of 16384
         units, batch 100, adam) needs 69.1 GB to train; this machine has 21.4 GB
-        available; lower hidden_layers, hidden_size or batch_size``.
+        available; lower hidden_layers, hidden_size or batch_size`` (:func:`lower`).
     """
     smallest = smallest_settings(spec.parameters, data)
     needed = trial_memory(smallest, data)
@@ -238,5 +265,5 @@ def check_study_fits(spec: StudySpec, data: TuningData, *, available: int | None
     if needed > available:
         raise TooLargeError(
             f"the smallest network of this study ({describe_network(smallest)}) needs {format_bytes(needed)} to "
-            f"train; this machine has {format_bytes(available)} available; {LOWER}"
+            f"train; this machine has {format_bytes(available)} available; {lower(smallest)}"
         )
