@@ -224,3 +224,22 @@ def test_a_convolutional_study_too_large_for_the_memory_is_refused_naming_convol
         f"the smallest network of this study (2 convolution blocks of 64, 128 filters, 1 hidden layer of 50 units, "
         f"batch 100, sgd) needs {format_bytes(needed)} to train; this machine has {format_bytes(needed - 1)} "
         "available; lower hidden_layers, hidden_size, batch_size or convolution_channels")
+
+
+def test_a_convolutional_trial_too_large_for_the_memory_is_pruned_naming_convolution_channels(
+        tmp_path, digits, monkeypatch, run_study_file):
+    import hpo.tuning.resources
+
+    study_file = CONVOLUTIONAL.replace("{ low = 64, high = 256 }", "{ choices = [4, 64] }").replace(
+        "[budget]", '[sampler]\ntype = "grid"\n[budget]')
+    (tmp_path / "s.toml").write_text(study_file)
+    spec = load_spec(tmp_path / "s.toml")
+    small = {**smallest_settings(spec.parameters, digits), "convolution_channels": 4}
+    available = trial_memory(small, digits)  # the 4-filter network fits, the 64-filter one does not
+    monkeypatch.setattr(hpo.tuning.resources, "available_memory", lambda: available)
+    study, _ = run_study_file(tmp_path, study_file)
+    refused = {trial.params["convolution_channels"]: trial for trial in study.trials}
+    assert refused[4].state.name == "COMPLETE" and refused[64].state.name == "PRUNED"
+    assert refused[64].user_attrs["too_large"].startswith("the network (2 convolution blocks of 64, 128 filters")
+    assert refused[64].user_attrs["too_large"].endswith(
+        "available; lower hidden_layers, hidden_size, batch_size or convolution_channels")

@@ -203,23 +203,25 @@ class Objective:
         available = resources.available_memory()
         described = f"the network ({resources.describe_network(values)})"
         if needed > available:
-            self._too_large(trial, f"{described} needs {resources.format_bytes(needed)} to train; this machine has "
-                                   f"{resources.format_bytes(available)} available",
+            self._too_large(trial, values, f"{described} needs {resources.format_bytes(needed)} to train; this "
+                                           f"machine has {resources.format_bytes(available)} available",
                             untrained=_record([], self.spec.metric, 0.0))
         try:
             return self._train(trial, values, seed, inherited.get(record.CHECKPOINT_ARTIFACT))
         except MemoryError:
             pass  # leaving the handler frees the network's arrays (the exception's frames) before storing
-        self._too_large(trial, f"{described} ran out of memory while training (estimated "
-                               f"{resources.format_bytes(needed)}, {resources.format_bytes(available)} available "
-                               "at its start)")
+        self._too_large(trial, values, f"{described} ran out of memory while training (estimated "
+                                       f"{resources.format_bytes(needed)}, {resources.format_bytes(available)} "
+                                       "available at its start)")
 
-    def _too_large(self, trial: optuna.Trial, reason: str, *, untrained: dict[str, Any] | None = None) -> NoReturn:
+    def _too_large(self, trial: optuna.Trial, values: dict[str, Any], reason: str, *,
+                   untrained: dict[str, Any] | None = None) -> NoReturn:
         """End ``trial`` as PRUNED with the user attribute ``too_large`` (like ``diverged``).
 
-        ``untrained``: the attributes of a trial that trained no epoch (it was refused before).
+        ``values``: the trial's settings, for what to lower; ``untrained``: the attributes of a
+        trial that trained no epoch (it was refused before).
         """
-        reason = f"{reason}; {resources.LOWER}"
+        reason = f"{reason}; {resources.lower(values)}"
         self._store(trial, {**(untrained or {}), record.TOO_LARGE: reason})
         raise optuna.TrialPruned(f"too large: {reason}")
 
