@@ -15,7 +15,7 @@ Checkpoints are written with the store's own ``write`` under ids of their own
 that records every upload in the trial's system attributes, which a retry copies and
 optuna-dashboard lists, and a checkpoint is replaced every few epochs.
 
-When a trial goes stale, Optuna's retry (:class:`hpo.store.storage.RetryStaleTrial`) queues a
+When a trial goes stale, Optuna's retry (:class:`hpo.store.requeue.RetryStaleTrial`) queues a
 new trial with the same parameters and a copy of the user attributes: the checkpoint's id
 and the seed.  The retry reads the checkpoint (:func:`load_checkpoint`), reports the epochs
 it holds as its own intermediate values and continues with the next epoch; its first own

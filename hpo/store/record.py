@@ -23,6 +23,14 @@ is removed when the trial finishes, the attribute stays), ``RESUMED_FROM_EPOCH``
 continued from a checkpoint: the checkpoint's epoch), and, on a trial that ended early, ``DIVERGED`` or
 ``TOO_LARGE`` (the reason, PRUNED) or ``NOT_RUN`` (FAIL: the budget was met first).
 
+On a queued retry of a failed trial (by :class:`hpo.store.requeue.RetryStaleTrial`), beside Optuna's own
+system attributes ``failed_trial`` and ``retry_history``
+
+``INTERRUPTIONS`` (``"hpo:interrupted"``, a system attribute)
+    The numbers of the trials of ``retry_history`` that failed because their worker was stopped by a
+    signal; the others crashed (a stale heartbeat, or failed by hand), and only those count against
+    ``workers.max_retry``.
+
 This module imports neither NumPy nor models/: reports, plots and summaries read the
 record without loading the network code.
 """
@@ -37,9 +45,9 @@ import optuna
 from optuna.trial import TrialState
 
 __all__ = [
-    "BEST_EPOCH", "CHECKPOINT_ARTIFACT", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "LEARNING_CURVES", "NOT_RUN",
-    "RESUMED_FROM_EPOCH", "SEED", "STUDY_FILE", "TOO_LARGE", "TRAIN_SECONDS", "WEIGHTS_ARTIFACT", "WORKER", "WORKER_SETTINGS",
-    "differences", "stored_metric", "stored_parameters", "stored_study_file", "stored_worker_settings",
+    "BEST_EPOCH", "CHECKPOINT_ARTIFACT", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "INTERRUPTIONS", "LEARNING_CURVES",
+    "NOT_RUN", "RESUMED_FROM_EPOCH", "SEED", "STUDY_FILE", "TOO_LARGE", "TRAIN_SECONDS", "WEIGHTS_ARTIFACT", "WORKER",
+    "WORKER_SETTINGS", "differences", "stored_metric", "stored_parameters", "stored_study_file", "stored_worker_settings",
 ]
 
 # ------------------------------------------------------------------ study attributes
@@ -59,6 +67,9 @@ RESUMED_FROM_EPOCH = "resumed_from_epoch"
 DIVERGED = "diverged"
 TOO_LARGE = "too_large"
 NOT_RUN = "not_run"
+
+# ------------------------------------------------------------------ system attributes of a retry
+INTERRUPTIONS = "hpo:interrupted"
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 """States that count against the trial budget (those of Optuna's ``MaxTrialsCallback``)."""
