@@ -24,7 +24,10 @@ def failed(study, *, history=(), interrupted=(), checkpoint=None):
         study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
     system_attrs = {"failed_trial": history[0], "retry_history": list(history),
                     record.INTERRUPTIONS: list(interrupted)} if history else {}
-    user_attrs = {record.SEED: 11, record.WORKER: "host:1"}
+    # What the objective stores on a trial that trained 3 epochs after resuming from epoch 2.
+    user_attrs = {record.SEED: 11, record.WORKER: "host:1", record.EPOCHS_RUN: 3, record.BEST_EPOCH: 3,
+                  record.RESUMED_FROM_EPOCH: 2, record.TRAIN_SECONDS: 1.5,
+                  record.LEARNING_CURVES: {"validation_accuracy": [0.5, 0.6, 0.7]}}
     if checkpoint is not None:
         user_attrs[record.CHECKPOINT_ARTIFACT] = checkpoint
     study.add_trial(optuna.trial.create_trial(
@@ -61,7 +64,9 @@ def test_interruptions_are_queued_again_every_time_and_keep_optunas_records(stud
             assert retry(study, trial, reason="interrupted by SIGTERM", interrupted=True) is True
             queued = study.get_trials()[-1]
             assert queued.state == TrialState.WAITING and queued.number == number + 1
-            assert queued.params == {"x": 0.25} and queued.user_attrs[record.CHECKPOINT_ARTIFACT] == "c-0"
+            assert queued.params == {"x": 0.25}
+            # Only what continuing needs: none of the epochs, curves or worker of the trial it retries.
+            assert queued.user_attrs == {record.SEED: 11, record.CHECKPOINT_ARTIFACT: "c-0"}
             # Optuna's records: the first trial of the series, and every trial of it.
             assert retried_trial_number(queued) == 0 and retry_history(queued) == list(range(number + 1))
             assert interruptions(queued) == list(range(number + 1)) and crashes(queued) == 0
@@ -69,9 +74,11 @@ def test_interruptions_are_queued_again_every_time_and_keep_optunas_records(stud
             study._storage.set_trial_state_values(queued._trial_id, TrialState.FAIL)
             trial = study.get_trials()[-1]
     assert store.removed == []
+    # Trial 0's worker recorded itself; the retries failed before a worker took them.
     assert caplog.messages == [
-        f"Trial {number} of worker host:1 failed: interrupted by SIGTERM; queued again with the same parameters (an "
-        "interruption: not counted against workers.max_retry)" for number in range(5)]
+        f"Trial {number} {'of worker host:1' if number == 0 else '(its worker never recorded itself)'} failed: "
+        "interrupted by SIGTERM; queued again with the same parameters (an interruption: not counted against "
+        "workers.max_retry)" for number in range(5)]
 
     # Its first crash is retry 1 of 1 still; the second is not queued again and loses the checkpoint.
     caplog.clear()
@@ -85,8 +92,10 @@ def test_interruptions_are_queued_again_every_time_and_keep_optunas_records(stud
         assert retry(study, study.get_trials()[-1], reason="marked FAIL by hand") is False
     assert len(study.get_trials()) == 7 and store.removed == ["c-0"]
     assert caplog.messages == [
-        "Trial 5 of worker host:1 failed: marked FAIL by hand; queued again with the same parameters (retry 1 of 1)",
-        "Trial 6 of worker host:1 failed: marked FAIL by hand; not queued again: retried 1 times already"]
+        ("Trial 5 (its worker never recorded itself) failed: marked FAIL by hand; queued again with the same "
+         "parameters (retry 1 of 1)"),
+        ("Trial 6 (its worker never recorded itself) failed: marked FAIL by hand; not queued again: retried 1 times "
+         "already")]
 
 
 def test_stale_trials_count_against_max_retry_as_before(study):

@@ -276,6 +276,8 @@ def test_a_trial_interrupted_more_often_than_max_retry_is_queued_again_each_time
         assert failed.user_attrs.get("resumed_from_epoch") == (index or None)
         assert queued.params == trials[0].params and queued.user_attrs["seed"] == trials[0].user_attrs["seed"]
         checkpoint = queued.user_attrs["checkpoint_artifact_id"]
+        # It shows no epochs of the trial it continues: `hpo trials` lists epochs_run and best_epoch empty.
+        assert sorted(queued.user_attrs) == ["checkpoint_artifact_id", "seed"]
         assert Checkpoint.read((artifacts / checkpoint).read_bytes()).epoch == index + 1
         assert retried_trial_number(queued) == 0
         assert queued.system_attrs["retry_history"] == queued.system_attrs["hpo:interrupted"] == list(range(index + 1))

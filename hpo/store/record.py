@@ -31,6 +31,11 @@ system attributes ``failed_trial`` and ``retry_history``
     signal; the others crashed (a stale heartbeat, or failed by hand), and only those count against
     ``workers.max_retry``.
 
+Of the failed trial's user attributes the retry carries only ``CARRIED_TO_RETRY``: the ``SEED`` it
+trains with and the ``CHECKPOINT_ARTIFACT`` it continues from.  The others (epochs, best epoch,
+curves, seconds, worker, ``RESUMED_FROM_EPOCH``) describe training the retry has not done; it
+writes its own.
+
 This module imports neither NumPy nor models/: reports, plots and summaries read the
 record without loading the network code.
 """
@@ -45,7 +50,7 @@ import optuna
 from optuna.trial import TrialState
 
 __all__ = [
-    "BEST_EPOCH", "CHECKPOINT_ARTIFACT", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "INTERRUPTIONS", "LEARNING_CURVES",
+    "BEST_EPOCH", "CARRIED_TO_RETRY", "CHECKPOINT_ARTIFACT", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "INTERRUPTIONS", "LEARNING_CURVES",
     "NOT_RUN", "RESUMED_FROM_EPOCH", "SEED", "STUDY_FILE", "TOO_LARGE", "TRAIN_SECONDS", "WEIGHTS_ARTIFACT", "WORKER",
     "WORKER_SETTINGS", "differences", "stored_metric", "stored_parameters", "stored_study_file", "stored_worker_settings",
 ]
@@ -70,6 +75,8 @@ NOT_RUN = "not_run"
 
 # ------------------------------------------------------------------ system attributes of a retry
 INTERRUPTIONS = "hpo:interrupted"
+CARRIED_TO_RETRY = (SEED, CHECKPOINT_ARTIFACT)
+"""The user attributes a queued retry takes over from the failed trial (what continuing it needs)."""
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 """States that count against the trial budget (those of Optuna's ``MaxTrialsCallback``)."""

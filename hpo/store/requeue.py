@@ -22,6 +22,11 @@ The crashes of a series are therefore the trials of ``retry_history`` that are n
 ``hpo:interrupted`` (:func:`crashes`).  Both kinds go through Optuna's callback, so
 ``retried_trial_number`` and ``retry_history`` of every retry are what Optuna would have
 written.
+
+Optuna's callback copies all the failed trial's user attributes to the retry; here the retry
+gets only :data:`hpo.store.record.CARRIED_TO_RETRY`, its seed and its checkpoint's id, so that a
+WAITING retry, or one killed before it trained, shows no epochs, best epoch or worker that are
+not its own.
 """
 
 from __future__ import annotations
@@ -97,6 +102,9 @@ class RetryStaleTrial:
         queued = interrupted or crashed <= self._max_retry
         if queued:
             template = copy.deepcopy(trial)  # Optuna's callback appends to the retry_history it is given
+            # Only what continuing needs: the failed trial's epochs, curves and worker are not the retry's.
+            template.user_attrs = {key: trial.user_attrs[key] for key in record.CARRIED_TO_RETRY
+                                   if key in trial.user_attrs}
             template.system_attrs = {**template.system_attrs,
                                      record.INTERRUPTIONS: interruptions(trial) + ([trial.number] if interrupted else [])}
             self._queue(study, template)  # Optuna's records: failed_trial, retry_history

@@ -149,7 +149,8 @@ class Objective:
 
     With an ``artifact_store``, a running trial keeps a checkpoint of its latest epoch
     every ``workers.checkpoint_every_epochs`` epochs (:mod:`hpo.store.checkpoints`).  A
-    retry of a stale trial (Optuna copies the failed trial's user attributes to it) trains
+    retry of a failed trial (it carries the failed trial's seed and checkpoint id,
+    :data:`hpo.store.record.CARRIED_TO_RETRY`) trains
     with the failed trial's seed and, when it names a checkpoint, reports the checkpoint's
     epochs as its own intermediate values (the pruner sees the same curve) and continues
     from the next epoch; its user attribute ``resumed_from_epoch`` says from where.
@@ -177,7 +178,7 @@ class Objective:
             trial.set_user_attr(key, value)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        inherited = trial.user_attrs  # a retry's copy of the failed trial's (Optuna's retry callback); else {}
+        inherited = trial.user_attrs  # a retry's seed and checkpoint id (hpo.store.requeue); else {}
         fixed = self.spec.parameters.fixed()  # the seed is never searched
         seed = trial_seed(fixed["seed"], trial.number) if fixed["seed_per_trial"] else fixed["seed"]
         seed = inherited.get(record.SEED, seed)  # a retry trains as the trial it repeats
