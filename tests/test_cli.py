@@ -386,6 +386,32 @@ def test_trials_of_a_storage_with_several_studies_lists_them_all(tmp_path, hpo):
     assert len(only_b) == 1 and "study" not in only_b[0]
 
 
+def test_trials_lists_the_epoch_a_resumed_trial_continued_from(tmp_path, hpo):
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    study = optuna.create_study(study_name="r", storage=storage, direction="maximize")
+    epochs = {record.EPOCHS_RUN: 6, record.BEST_EPOCH: 5, record.SEED: 1}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={**epochs, record.EPOCHS_RUN: 4,
+                                                                                 record.BEST_EPOCH: 3}))
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={**epochs, record.RESUMED_FROM_EPOCH: 4}))
+    study.add_trial(optuna.trial.create_trial(value=0.8, user_attrs=epochs))  # trained from epoch 1
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={record.SEED: 1}))
+
+    rows = json.loads(hpo("trials", "-f", "json", cwd=tmp_path).stdout)
+    assert [(row["epochs_run"], row["best_epoch"], row["resumed_from_epoch"]) for row in rows] == [
+        (4, 3, None), (6, 5, 4), (6, 5, None), (None, None, None)]
+    lines = hpo("trials", "-f", "csv", cwd=tmp_path).stdout.splitlines()
+    column = lines[0].split(",").index("resumed_from_epoch")
+    assert lines[0].split(",")[column - 2:column + 1] == ["epochs_run", "best_epoch", "resumed_from_epoch"]
+    assert [line.split(",")[column - 2:column + 1] for line in lines[1:]] == [
+        ["4", "3", ""], ["6", "5", "4"], ["6", "5", ""], ["", "", ""]]
+    table = hpo("trials", cwd=tmp_path).stdout.splitlines()
+    header = next(line for line in table if "number" in line).strip("┃").replace("┃", " ").split()
+    cells = [[cell.strip() for cell in line.strip("│").split("│")] for line in table if line.startswith("│")]
+    at = header.index("resumed_from_epoch")
+    assert [row[at] for row in cells] == ["", "4", "", ""]
+    assert [row[header.index("epochs_run")] for row in cells] == ["4", "6", "6", ""]
+
+
 def test_run_summary_counts_the_epochs_pruning_saved(tmp_path, hpo):
     # Every trial falls under the threshold after epoch 1 of 3 and is pruned: 2 of 6 epochs trained.
     (tmp_path / "study.toml").write_text(
@@ -483,7 +509,7 @@ def table_header(lines):
     return next(line for line in lines if line.startswith("┃")).strip("┃").replace("┃", " ").split()
 
 
-@pytest.mark.parametrize("command, width, fields", [("trials", 60, 12), ("studies", 60, 10), ("best", 40, 12)])
+@pytest.mark.parametrize("command, width, fields", [("trials", 60, 13), ("studies", 60, 10), ("best", 40, 13)])
 def test_tables_fit_columns_and_csv_stays_complete(tmp_path, command, width, fields, hpo):
     wide_study(tmp_path)
     whole = hpo(command, cwd=tmp_path).stdout.splitlines()  # a pipe without $COLUMNS: the whole table
@@ -528,8 +554,8 @@ def test_a_terminal_gets_a_table_as_wide_as_itself(tmp_path, hpo_command, hpo_en
     lines = text.splitlines()
     assert max(map(len, lines)) <= 70
     shown = table_header(lines)
-    assert shown[:3] == ["number", "state", "value"] and len(shown) < 12
-    assert lines[-1] == f"{12 - len(shown)} columns left out; see -f csv, -f json or a wider terminal"
+    assert shown[:3] == ["number", "state", "value"] and len(shown) < 13
+    assert lines[-1] == f"{13 - len(shown)} columns left out; see -f csv, -f json or a wider terminal"
 NAME_RULE = ("use ASCII letters, digits, '.', '_' and '-', starting with a letter or digit, "
              "at most 128 characters")
 

@@ -30,7 +30,9 @@ UNLIMITED_WIDTH = 10_000
 def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """One trial as a flat dict: number, state, value, params, duration (seconds), epochs.
 
-    ``value`` is None for trials that did not complete.
+    ``value`` is None for trials that did not complete.  ``epochs_run`` counts the epochs of a
+    resumed trial's checkpoint too; ``resumed_from_epoch`` is the checkpoint's epoch it continued
+    from (None for a trial that started at epoch 1).
     """
     duration = trial.duration.total_seconds() if trial.duration is not None else None
     row: dict[str, Any] = {
@@ -41,6 +43,7 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "duration_seconds": round(duration, 3) if duration is not None else None,
         "epochs_run": trial.user_attrs.get(record.EPOCHS_RUN),
         "best_epoch": trial.user_attrs.get(record.BEST_EPOCH),
+        "resumed_from_epoch": trial.user_attrs.get(record.RESUMED_FROM_EPOCH),
         "seed": trial.user_attrs.get(record.SEED),
     }
     for name, value in trial.params.items():
