@@ -412,7 +412,7 @@ def test_trials_lists_the_epoch_a_resumed_trial_continued_from(tmp_path, hpo):
     assert [row[header.index("epochs_run")] for row in cells] == ["4", "6", "6", ""]
 
 
-def test_run_summary_counts_the_epochs_pruning_saved(tmp_path, hpo):
+def test_run_summary_counts_this_runs_epochs_and_the_epochs_pruning_saved(tmp_path, hpo):
     # Every trial falls under the threshold after epoch 1 of 3 and is pruned: 2 of 6 epochs trained.
     (tmp_path / "study.toml").write_text(
         'name = "x"\n[budget]\ntrials = 2\n[pruner]\ntype = "threshold"\nlower = 1.5\n'
@@ -421,14 +421,29 @@ def test_run_summary_counts_the_epochs_pruning_saved(tmp_path, hpo):
     pruned = hpo("run", "study.toml", "--no-progress", cwd=tmp_path)
     assert pruned.returncode == 0, pruned.stderr
     assert "trials: 0 complete, 2 pruned, 0 failed" in pruned.stdout
-    assert "epochs: 2 trained of 6 a run without pruning would train (pruning saved 66.7 %)" in pruned.stdout
+    assert "epochs trained by this run: 2\n" in pruned.stdout
+    assert ("epochs of the study's finished trials: 2 trained of 6 a run without pruning would train (pruning saved "
+            "66.7 %)") in pruned.stdout
     assert "no trial completed, so there is no best trial" in pruned.stdout
 
     (tmp_path / "study.toml").write_text(VALID.replace('"x"', '"y"') + "hidden_size = 8\n[pruner]\ntype = \"none\"\n")
     complete = hpo("run", "study.toml", "--no-progress", cwd=tmp_path)
     assert complete.returncode == 0, complete.stderr
-    assert "epochs: 2 trained of 2 a run without pruning would train (pruning saved 0.0 %)" in complete.stdout
+    assert "epochs trained by this run: 2\n" in complete.stdout
+    assert ("epochs of the study's finished trials: 2 trained of 2 a run without pruning would train (pruning saved "
+            "0.0 %)") in complete.stdout
     assert "best trial: " in complete.stdout
+
+    # The study resumed with a larger budget, by two workers: this run trains 2 trials of 1 epoch; the study holds 4.
+    (tmp_path / "study.toml").write_text((tmp_path / "study.toml").read_text().replace("trials = 2", "trials = 4"))
+    resumed = hpo("run", "study.toml", "--jobs", "2", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "epochs trained by this run: 2\n" in resumed.stdout
+    assert ("epochs of the study's finished trials: 4 trained of 4 a run without pruning would train (pruning saved "
+            "0.0 %)") in resumed.stdout
+    # Each worker says what it trained itself.
+    assert sorted(int(epochs) for epochs in re.findall(r"^worker done: \d+ trials started; (\d+) epochs trained; ",
+                                                       resumed.stdout, re.MULTILINE)) in ([1, 1], [0, 2])
 
 
 @pytest.mark.parametrize(

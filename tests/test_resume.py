@@ -108,8 +108,10 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_ends_as_if_n
 
     # A second worker fails the stale trial (grace period 3 s) and runs its retry.
     second = worker(hpo_command, hpo_environment, tmp_path, url, artifacts)
-    _, log = second.communicate(timeout=600)
+    out, log = second.communicate(timeout=600)
     assert second.returncode == 0, log
+    # The worker counts the epochs it trained itself, after the checkpoint.
+    assert f"worker done: 1 trials started; {EPOCHS - checkpoint.epoch} epochs trained; " in out
     trials = optuna.load_study(study_name=name, storage=url).get_trials()
     assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     retry = trials[1]
@@ -332,7 +334,7 @@ def test_hpo_run_with_jobs_queues_an_interrupted_trial_again_each_time_with_max_
         taken.add(queued[0].user_attrs["checkpoint_artifact_id"])
         assert (artifacts / queued[0].user_attrs["checkpoint_artifact_id"]).is_file()
 
-    finished = run_hpo(*command[1:], cwd=tmp_path)
+    finished = run_hpo(*command[1:-3], "--no-progress", cwd=tmp_path)  # the last run with one worker
     assert finished.returncode == 0, finished.stderr
     trials = [trial for trial in optuna.load_study(study_name=name, storage=url).get_trials()
               if "not_run" not in trial.user_attrs]  # (a worker that found the queued trial taken by the other)
@@ -342,6 +344,9 @@ def test_hpo_run_with_jobs_queues_an_interrupted_trial_again_each_time_with_max_
         trial.number for trial in interrupted]
     assert complete.user_attrs["resumed_from_epoch"] >= 4 and sorted(complete.intermediate_values) == list(
         range(1, EPOCHS + 1))
+    # The summary counts the epochs this run trained, not those of the runs it resumed.
+    assert f"epochs trained by this run: {EPOCHS - complete.user_attrs['resumed_from_epoch']}\n" in finished.stdout
+    assert f"epochs of the study's finished trials: {EPOCHS} trained of {EPOCHS} " in finished.stdout
     assert not [path for path in artifacts.iterdir() if "checkpoint" in path.name]
 
 

@@ -31,13 +31,13 @@ from hpo.cli.common import (
 from hpo.config.spec import HeartbeatSettings, Workers, load_spec
 from hpo.errors import HpoError
 from hpo.results.report import write_rows
-from hpo.results.summary import state_counts, study_savings
+from hpo.results.summary import epochs_trained, state_counts, study_savings, taken_trials
 from hpo.store import record
 from hpo.store.storage import describe, open_storage, storage_url
 from hpo.tuning.data import prepare_data
 from hpo.tuning.local_workers import run_local_workers
 from hpo.tuning.study import count_finished, prepare_study
-from hpo.tuning.worker import fail_stale_trials, fail_trials, run_study
+from hpo.tuning.worker import WORKER_ID, fail_stale_trials, fail_trials, run_study
 
 
 @main.command()
@@ -70,14 +70,16 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
     where = [*storage_arguments(storage, url), "--study-name", name]
     warn_oversubscription(jobs, blas_threads or (1 if jobs > 1 else default_blas_threads()))
     started = time.perf_counter()
+    taken_before = taken_trials(study.get_trials(deepcopy=False))  # the trials of earlier runs
     interrupts.install()  # from here on a signal stops the run at a safe point (hpo.interrupts)
     try:
         if jobs == 1:
             limit_blas_threads(blas_threads)
             result = run_study(prepared, progress=not no_progress, artifact_store=store)
+            workers = [WORKER_ID]
         else:
-            run_local_workers(study_file, url, name, jobs, blas_threads or 1, study, spec.budget.trials,
-                              progress=not no_progress, artifact_dir=directory)
+            workers = run_local_workers(study_file, url, name, jobs, blas_threads or 1, study, spec.budget.trials,
+                                        progress=not no_progress, artifact_dir=directory)
         interrupts.check()  # a signal that came after the loop's last safe point
     except interrupts.Interrupted as interrupted:
         # The same options again: above all the artifact folder, where the interrupted trials' checkpoints are.
@@ -89,7 +91,8 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
     interrupts.exit_at_once()  # the summary owns nothing: a signal now ends the process at once
     if jobs == 1:
         click.echo(f"stopped: {result.reason}")
-    _print_summary(study, time.perf_counter() - started)
+    _print_summary(study, time.perf_counter() - started,
+                   epochs_trained(study.get_trials(deepcopy=False), workers, taken_before))
     remaining = spec.budget.trials - count_finished(study)
     if remaining > 0:
         click.echo(f"{remaining} trials of the budget remain; run the same command again to continue")
@@ -135,7 +138,8 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
                  *(["--no-progress"] if no_progress else [])]
         exit_interrupted(interrupted, command_line("worker", study_file, *again))
     interrupts.exit_at_once()
-    click.echo(f"worker done: {result.trials_started} trials started; {result.reason}")
+    click.echo(f"worker done: {result.trials_started} trials started; {result.epochs_trained} epochs trained; "
+               f"{result.reason}")
 
 
 @main.command()
@@ -184,17 +188,19 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
         click.echo(f"study {study.study_name!r} has no running trial")
 
 
-def _print_summary(study: optuna.Study, elapsed_seconds: float) -> None:
+def _print_summary(study: optuna.Study, elapsed_seconds: float, epochs_this_run: int) -> None:
     counts = state_counts(study.get_trials(deepcopy=False))
     not_run = f", {counts['not_run']} not run (budget already met)" if counts["not_run"] else ""
     click.echo(
         f"trials: {counts['complete']} complete, {counts['pruned']} pruned, "
         f"{counts['failed']} failed{not_run}; this run took {elapsed_seconds:.1f} s"
     )
+    # This run's epochs, then the study's (a resumed study's finished trials count earlier runs' epochs too).
+    click.echo(f"epochs trained by this run: {epochs_this_run}")
     savings = study_savings(study)
     if savings is not None:
-        click.echo(f"epochs: {savings.trained} trained of {savings.planned} a run without pruning would train "
-                   f"(pruning saved {100 * savings.saved_fraction:.1f} %)")
+        click.echo(f"epochs of the study's finished trials: {savings.trained} trained of {savings.planned} a run "
+                   f"without pruning would train (pruning saved {100 * savings.saved_fraction:.1f} %)")
     if counts["complete"] == 0:
         click.echo("no trial completed, so there is no best trial")
         return

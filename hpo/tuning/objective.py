@@ -167,6 +167,8 @@ class Objective:
         self.before_batch = before_batch
         self.storage = storage
         self.user_attrs = dict(user_attrs or {})
+        # Epochs this objective trained, over all its trials (not those a retry took over from a checkpoint).
+        self.epochs_trained = 0
 
     def _store(self, trial: optuna.Trial, attributes: dict[str, Any]) -> None:
         """Write user attributes of the running trial: in one transaction when the storage allows it."""
@@ -233,6 +235,7 @@ class Objective:
 
         def report(metrics: EpochMetrics) -> None:
             history.append(metrics)
+            self.epochs_trained += 1
             if self.artifact_store is not None and _is_new_best(history, metric):
                 best_state.update(network.state_dict())
             trial.report(getattr(metrics, metric), metrics.epoch)

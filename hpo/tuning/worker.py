@@ -54,7 +54,13 @@ from hpo.tuning.objective import Objective
 from hpo.tuning.progress import Progress
 from hpo.tuning.study import PreparedStudy
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+def worker_id(pid: int) -> str:
+    """The ``worker`` user attribute (HOST:PID) of the trials run by the process ``pid`` of this machine."""
+    return f"{socket.gethostname()}:{pid}"
+
+
+WORKER_ID = worker_id(os.getpid())
 # Seconds between looks at the study while other workers finish the last trials.
 POLL_SECONDS = 1.0
 # Seconds spent trying to mark an interrupted trial FAIL before giving up on a
@@ -66,10 +72,11 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class WorkerResult:
-    """What one worker did: trials it started, and why it stopped."""
+    """What one worker did: trials it started, epochs it trained (not those resumed from checkpoints), why it stopped."""
 
     trials_started: int = 0
     reason: str = ""
+    epochs_trained: int = 0
 
 
 class Heartbeat:
@@ -261,6 +268,7 @@ def run_worker(
     waiting_logged = False
     while True:
         interrupts.check()
+        result.epochs_trained = objective.epochs_trained
         if deadline is not None and time.monotonic() >= deadline:
             result.reason = f"timeout of {timeout_seconds:g} s reached"
             return result
