@@ -76,6 +76,25 @@ def test_run_refuses_bad_study_files(tmp_path, content, fragments, hpo):
 
 
 @pytest.mark.parametrize(
+    "content, fragments",
+    [
+        (bytes(range(256)) * 4, [("study.toml: is not a TOML text file (binary data: a NUL byte at offset 0); give "
+                                  "the path of a study file such as studies/digits.toml")]),
+        ("é = 1\n".encode("latin-1"), ["study.toml: is not a TOML text file (byte 0xe9 at offset 0 is not UTF-8)"]),
+        (b"", ["study.toml: is empty; ", "studies/digits.toml"]),
+        (None, ["study.toml: is a folder; give a study file"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "worker", "create"])
+def test_a_file_that_is_no_toml_study_is_one_error_line(tmp_path, content, fragments, command, hpo):
+    if content is None:
+        (tmp_path / "study.toml").mkdir()
+    else:
+        (tmp_path / "study.toml").write_bytes(content)
+    assert_user_error(hpo(command, "study.toml", cwd=tmp_path), *fragments, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
     "url, fragments",
     [
         ("postgresql+psycopg2://nobody@127.0.0.1:1/nothing",
