@@ -369,6 +369,8 @@ def test_studies_lists_every_study_with_counts_and_best(tmp_path, hpo):
     assert empty.returncode == 0 and empty.stdout.strip() == f"storage {storage} holds no study yet; " \
         "start one with `hpo run STUDY_FILE`"
     assert json.loads(hpo("studies", "-f", "json", cwd=tmp_path).stdout) == []
+    header = "study,direction,complete,pruned,failed,not_run,running,best_value,best_trial,datetime_start\n"
+    assert hpo("studies", "-f", "csv", cwd=tmp_path).stdout == header  # the header only, no empty line
 
     first = optuna.create_study(study_name="a", storage=storage, direction="minimize")
     first.optimize(lambda trial: trial.suggest_int("k", 0, 0) + 2.0 - trial.number, n_trials=2)
@@ -386,7 +388,7 @@ def test_studies_lists_every_study_with_counts_and_best(tmp_path, hpo):
     table = hpo("studies", cwd=tmp_path).stdout
     assert "│ a " in table and "│ b " in table and "best_trial" in table
     csv_lines = hpo("studies", "-f", "csv", cwd=tmp_path).stdout.splitlines()
-    assert csv_lines[0] == "study,direction,complete,pruned,failed,not_run,running,best_value,best_trial,datetime_start"
+    assert csv_lines[0] == header.strip()
     assert csv_lines[1].startswith("a,minimize,2,1,1,0,0,1.0,1,")
 
 

@@ -5,6 +5,7 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpo.results.summary import (
+    STUDY_COLUMNS,
     epochs_trained,
     own_epochs,
     pruning_savings,
@@ -73,6 +74,7 @@ def test_state_counts_and_study_rows():
     optuna.create_study(storage=storage, study_name="b", directions=["maximize", "minimize"])
     rows = study_rows(storage)
     assert [row["study"] for row in rows] == ["a", "b"]
+    assert all(tuple(row) == STUDY_COLUMNS for row in rows)  # the header of `hpo studies -f csv`, also of no study
     assert {key: rows[0][key] for key in ("direction", "complete", "pruned", "best_value", "best_trial")} == {
         "direction": "minimize", "complete": 3, "pruned": 0, "best_value": 1.0, "best_trial": 1}
     assert rows[1]["direction"] == "maximize,minimize" and rows[1]["best_value"] is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from typing import IO, Any, Literal
 
 import optuna
@@ -77,6 +78,7 @@ def write_rows(
     width: int | None = None,
     fit: Literal["drop", "wrap"] = "drop",
     complete_with: str | None = "-f csv, -f json",
+    columns: Sequence[str] = (),
 ) -> None:
     """Write ``rows`` to ``stream`` as ``table`` (aligned text), ``json`` or ``csv``.
 
@@ -100,19 +102,24 @@ def write_rows(
     complete_with : str or None
         The options that show every column, for that line (``N columns left out; see -f csv,
         -f json or a wider terminal``); None: only a wider terminal does.
+    columns : sequence of str
+        Columns known before the rows, first and in this order (CSV of no rows is then their
+        header; without any, CSV of no rows is nothing, as JSON of no rows is ``[]``).
 
     Raises
     ------
     ValueError
         ``output_format`` is not one of :data:`FORMATS`.
     """
-    columns: list[str] = []
+    columns = list(columns)
     for row in rows:
         columns.extend(key for key in row if key not in columns)
     if output_format == "json":
         json.dump(rows, stream, indent=2)
         stream.write("\n")
     elif output_format == "csv":
+        if not columns:
+            return  # (a header without names would be an empty line)
         writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)

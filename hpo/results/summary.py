@@ -34,6 +34,11 @@ def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
     return counts
 
 
+STUDY_COLUMNS = ("study", "direction", "complete", "pruned", "failed", "not_run", "running", "best_value", "best_trial",
+                 "datetime_start")
+"""The keys of :func:`study_row`, in order (the header of ``hpo studies -f csv``, also of no study)."""
+
+
 def study_row(summary: optuna.study.StudySummary, trials: list[FrozenTrial]) -> dict[str, Any]:
     """One study as a flat dict for ``hpo studies``.
 
