@@ -316,6 +316,16 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path, hpo):
     assert missing.returncode == 1 and "no trial 999 in study 'x' (trials 0 to 4)" in missing.stderr
 
 
+@pytest.mark.parametrize("command", ["run", "worker", "evaluate", "dashboard"])
+def test_every_artifact_dir_option_names_its_default(tmp_path, command, hpo):
+    result = hpo(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "--artifact-dir DIRECTORY" in text
+    assert "[default: $HPO_ARTIFACT_DIR, else NAME- artifacts beside a SQLite file NAME.db, else ./hpo-artifacts]" \
+        in text.replace("NAME-artifacts", "NAME- artifacts")
+
+
 def test_stale_trial_that_its_worker_finished_meanwhile_is_one_line(tmp_path, monkeypatch, capsys):
     # `hpo stale --trial 0` saw trial 0 RUNNING; its worker stored it COMPLETE just before the FAIL was written.
     (tmp_path / "study.toml").write_text(VALID)
