@@ -316,7 +316,38 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path, hpo):
     assert missing.returncode == 1 and "no trial 999 in study 'x' (trials 0 to 4)" in missing.stderr
 
 
-@pytest.mark.parametrize("command", ["run", "worker", "evaluate", "dashboard"])
+def test_stale_removes_the_checkpoint_of_a_trial_it_does_not_queue_again(tmp_path, hpo):
+    (tmp_path / "study.toml").write_text(VALID + "[workers]\nheartbeat_interval_seconds = 1\ngrace_period_seconds = 2\n"
+                                                 "max_retry = 0\n")
+    assert hpo("create", "study.toml", cwd=tmp_path).returncode == 0
+    storage = open_storage(f"sqlite:///{tmp_path / 'hpo.db'}", heartbeat=load_spec(tmp_path / "study.toml").heartbeat())
+    study = optuna.load_study(study_name="x", storage=storage)
+    folders = {"by hand": tmp_path / "elsewhere", "stale": tmp_path / "hpo-artifacts"}  # named, and the default
+    trials = {}
+    for how, folder in folders.items():
+        trials[how] = _ask(study)
+        folder.mkdir()
+        (folder / f"checkpoint-{how}.npz").write_bytes(b"a checkpoint")
+        (folder / "other.npz").write_bytes(b"another trial's")
+        trials[how].set_user_attr("checkpoint_artifact_id", f"checkpoint-{how}.npz")
+    storage.record_heartbeat(trials["stale"]._trial_id)
+
+    by_hand = hpo("stale", "--trial", str(trials["by hand"].number), cwd=tmp_path,
+                  env={"HPO_ARTIFACT_DIR": str(folders["by hand"])})
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert "not queued again (workers.max_retry = 0)" in by_hand.stderr
+    assert sorted(path.name for path in folders["by hand"].iterdir()) == ["other.npz"]
+    assert (folders["stale"] / "checkpoint-stale.npz").is_file()  # still running, its checkpoint is kept
+
+    time.sleep(3)  # past the grace period of 2 s
+    failed = hpo("stale", "--fail", cwd=tmp_path)
+    assert failed.returncode == 0, failed.stderr
+    assert f"failed 1 trial(s) with no heartbeat for 2 s: {trials['stale'].number} (not queued again)" in failed.stdout
+    assert "not queued again (workers.max_retry = 0)" in failed.stderr
+    assert sorted(path.name for path in folders["stale"].iterdir()) == ["other.npz"]
+
+
+@pytest.mark.parametrize("command", ["run", "worker", "stale", "evaluate", "dashboard"])
 def test_every_artifact_dir_option_names_its_default(tmp_path, command, hpo):
     result = hpo(command, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -8,7 +8,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from hpo.store import record
-from hpo.store.requeue import RetryStaleTrial, crashes, interruptions
+from hpo.store.requeue import RetryStaleTrial, crashes, interruptions, queued_again
 
 LOG = "hpo.store.requeue"
 
@@ -91,6 +91,7 @@ def test_interruptions_are_queued_again_every_time_and_keep_optunas_records(stud
         study._storage.set_trial_state_values(queued._trial_id, TrialState.FAIL)
         assert retry(study, study.get_trials()[-1], reason="marked FAIL by hand") is False
     assert len(study.get_trials()) == 7 and store.removed == ["c-0"]
+    assert queued_again(study.get_trials()) == {0, 1, 2, 3, 4, 5}  # trial 6 was not
     assert caplog.messages == [
         ("Trial 5 (its worker never recorded itself) failed: marked FAIL by hand; queued again with the same "
          "parameters (retry 1 of 1)"),

@@ -33,6 +33,7 @@ from hpo.errors import HpoError
 from hpo.results.report import write_rows
 from hpo.results.summary import epochs_trained, state_counts, study_savings, taken_trials
 from hpo.store import record
+from hpo.store.requeue import queued_again
 from hpo.store.storage import describe, open_storage, storage_url
 from hpo.tuning.data import prepare_data
 from hpo.tuning.local_workers import run_local_workers
@@ -153,8 +154,10 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
 @click.option("--grace-period", type=click.IntRange(min=2, max=86_400),
               help="Seconds without a heartbeat after which a running trial is stale; with --fail at least "
                    "twice the study's heartbeat interval [default: the study file's workers.grace_period_seconds].")
+@artifact_dir_option("Folder of the running trials' checkpoints (the workers'): a trial failed here and not queued "
+                     "again loses its checkpoint, as when a worker fails it.")
 def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_numbers: tuple[int, ...],
-          grace_period: int | None) -> None:
+          grace_period: int | None, artifact_dir: str | None) -> None:
     """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N), and queue them again."""
     url = storage_url(storage)
     study = load_study(storage, study_name)
@@ -168,11 +171,14 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
     heartbeat = HeartbeatSettings(min(workers.heartbeat_interval_seconds, grace_period // 2), grace_period,
                                   workers.max_retry)
     opened = open_storage(url, must_exist=True, heartbeat=heartbeat, read_only_ok=not (fail_stale or trial_numbers))
+    if fail_stale or trial_numbers:
+        # Where the workers keep checkpoints: a trial not queued again loses its own (hpo.store.requeue).
+        opened.get_heartbeat_stale_trial_callback().artifact_store = artifact_store(url, artifact_dir, create=False)[1]
     study = optuna.load_study(study_name=study.study_name, storage=opened)
     if fail_stale:
         failed = fail_stale_trials(study)
         click.echo(f"failed {len(failed)} trial(s) with no heartbeat for {grace_period} s"
-                   + (f": {', '.join(map(str, failed))} (queued again)" if failed else ""))
+                   + (f": {_queued(study, failed)}" if failed else ""))
     for number in fail_trials(study, opened, trial_numbers):
         click.echo(f"trial {number}: marked FAIL by hand")
     now = datetime.datetime.now()
@@ -186,6 +192,15 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
         write_rows(rows, "table", sys.stdout, title=f"running trials of {study.study_name}", complete_with=None)
     else:
         click.echo(f"study {study.study_name!r} has no running trial")
+
+
+def _queued(study: optuna.Study, numbers: list[int]) -> str:
+    """``numbers`` as a list that says which were queued again (a retry is left: ``workers.max_retry``)."""
+    queued = queued_again(study.get_trials(deepcopy=False))
+    said = {number: "queued again" if number in queued else "not queued again" for number in numbers}
+    if len(set(said.values())) == 1:
+        return f"{', '.join(map(str, numbers))} ({said[numbers[0]]})"
+    return ", ".join(f"{number} ({said[number]})" for number in numbers)
 
 
 def _print_summary(study: optuna.Study, elapsed_seconds: float, epochs_this_run: int) -> None:

@@ -35,6 +35,7 @@ import copy
 import datetime
 import logging
 import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import optuna
@@ -46,7 +47,7 @@ from hpo.store.checkpoints import remove_checkpoint
 if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore
 
-__all__ = ["RetryStaleTrial", "crashes", "interruptions"]
+__all__ = ["RetryStaleTrial", "crashes", "interruptions", "queued_again"]
 
 _logger = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ _logger = logging.getLogger(__name__)
 def interruptions(trial: FrozenTrial) -> list[int]:
     """The trials of ``trial``'s retry series that were interrupted by a signal (their numbers)."""
     return list(trial.system_attrs.get(record.INTERRUPTIONS, []))
+
+
+def queued_again(trials: Iterable[FrozenTrial]) -> set[int]:
+    """The numbers of the trials that a trial of ``trials`` retries directly (the last of its ``retry_history``)."""
+    return {trial.system_attrs["retry_history"][-1] for trial in trials if trial.system_attrs.get("retry_history")}
 
 
 def crashes(trial: FrozenTrial) -> int:
