@@ -76,6 +76,25 @@ def test_run_refuses_bad_study_files(tmp_path, content, fragments, hpo):
 
 
 @pytest.mark.parametrize(
+    "content, fragments",
+    [
+        (bytes(range(256)) * 4, [("study.toml: is not a TOML text file (binary data: a NUL byte at offset 0); give "
+                                  "the path of a study file such as studies/digits.toml")]),
+        ("é = 1\n".encode("latin-1"), ["study.toml: is not a TOML text file (byte 0xe9 at offset 0 is not UTF-8)"]),
+        (b"", ["study.toml: is empty; ", "studies/digits.toml"]),
+        (None, ["study.toml: is a folder; give a study file"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "worker", "create"])
+def test_a_file_that_is_no_toml_study_is_one_error_line(tmp_path, content, fragments, command, hpo):
+    if content is None:
+        (tmp_path / "study.toml").mkdir()
+    else:
+        (tmp_path / "study.toml").write_bytes(content)
+    assert_user_error(hpo(command, "study.toml", cwd=tmp_path), *fragments, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
     "url, fragments",
     [
         ("postgresql+psycopg2://nobody@127.0.0.1:1/nothing",
@@ -282,9 +301,9 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path, hpo):
     picked_up = _ask(study)          # a worker takes a retry ...
     by_hand = hpo("stale", "--trial", str(picked_up.number), cwd=tmp_path)  # ... and its trial is failed by hand
     assert by_hand.returncode == 0 and f"trial {picked_up.number}: marked FAIL by hand" in by_hand.stdout
-    # Retried like a stale trial: the retry of a retry (it inherits the first trial's user attributes until its
-    # worker records itself) is the second of max_retry = 2.
-    assert re.search(rf"Trial {picked_up.number} of worker host-a:17 failed: marked FAIL "
+    # Retried like a stale trial: the retry of a retry is the second of max_retry = 2. It was failed before its
+    # worker recorded itself (a retry does not take over the failed trial's worker, nor its epochs).
+    assert re.search(rf"Trial {picked_up.number} \(its worker never recorded itself\) failed: marked FAIL "
                      r"by hand \(`hpo stale --trial`\); queued again with the same parameters \(retry 2 of 2\)",
                      by_hand.stderr), by_hand.stderr
     trials = optuna.load_study(study_name="x", storage=storage).trials
@@ -295,6 +314,47 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path, hpo):
     assert again.returncode == 1 and "is not RUNNING" in again.stderr
     missing = hpo("stale", "--trial", "999", cwd=tmp_path)
     assert missing.returncode == 1 and "no trial 999 in study 'x' (trials 0 to 4)" in missing.stderr
+
+
+def test_stale_removes_the_checkpoint_of_a_trial_it_does_not_queue_again(tmp_path, hpo):
+    (tmp_path / "study.toml").write_text(VALID + "[workers]\nheartbeat_interval_seconds = 1\ngrace_period_seconds = 2\n"
+                                                 "max_retry = 0\n")
+    assert hpo("create", "study.toml", cwd=tmp_path).returncode == 0
+    storage = open_storage(f"sqlite:///{tmp_path / 'hpo.db'}", heartbeat=load_spec(tmp_path / "study.toml").heartbeat())
+    study = optuna.load_study(study_name="x", storage=storage)
+    folders = {"by hand": tmp_path / "elsewhere", "stale": tmp_path / "hpo-artifacts"}  # named, and the default
+    trials = {}
+    for how, folder in folders.items():
+        trials[how] = _ask(study)
+        folder.mkdir()
+        (folder / f"checkpoint-{how}.npz").write_bytes(b"a checkpoint")
+        (folder / "other.npz").write_bytes(b"another trial's")
+        trials[how].set_user_attr("checkpoint_artifact_id", f"checkpoint-{how}.npz")
+    storage.record_heartbeat(trials["stale"]._trial_id)
+
+    by_hand = hpo("stale", "--trial", str(trials["by hand"].number), cwd=tmp_path,
+                  env={"HPO_ARTIFACT_DIR": str(folders["by hand"])})
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert "not queued again (workers.max_retry = 0)" in by_hand.stderr
+    assert sorted(path.name for path in folders["by hand"].iterdir()) == ["other.npz"]
+    assert (folders["stale"] / "checkpoint-stale.npz").is_file()  # still running, its checkpoint is kept
+
+    time.sleep(3)  # past the grace period of 2 s
+    failed = hpo("stale", "--fail", cwd=tmp_path)
+    assert failed.returncode == 0, failed.stderr
+    assert f"failed 1 trial(s) with no heartbeat for 2 s: {trials['stale'].number} (not queued again)" in failed.stdout
+    assert "not queued again (workers.max_retry = 0)" in failed.stderr
+    assert sorted(path.name for path in folders["stale"].iterdir()) == ["other.npz"]
+
+
+@pytest.mark.parametrize("command", ["run", "worker", "stale", "evaluate", "dashboard"])
+def test_every_artifact_dir_option_names_its_default(tmp_path, command, hpo):
+    result = hpo(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "--artifact-dir DIRECTORY" in text
+    assert "[default: $HPO_ARTIFACT_DIR, else NAME- artifacts beside a SQLite file NAME.db, else ./hpo-artifacts]" \
+        in text.replace("NAME-artifacts", "NAME- artifacts")
 
 
 def test_stale_trial_that_its_worker_finished_meanwhile_is_one_line(tmp_path, monkeypatch, capsys):
@@ -350,6 +410,8 @@ def test_studies_lists_every_study_with_counts_and_best(tmp_path, hpo):
     assert empty.returncode == 0 and empty.stdout.strip() == f"storage {storage} holds no study yet; " \
         "start one with `hpo run STUDY_FILE`"
     assert json.loads(hpo("studies", "-f", "json", cwd=tmp_path).stdout) == []
+    header = "study,direction,complete,pruned,failed,not_run,running,best_value,best_trial,datetime_start\n"
+    assert hpo("studies", "-f", "csv", cwd=tmp_path).stdout == header  # the header only, no empty line
 
     first = optuna.create_study(study_name="a", storage=storage, direction="minimize")
     first.optimize(lambda trial: trial.suggest_int("k", 0, 0) + 2.0 - trial.number, n_trials=2)
@@ -367,7 +429,7 @@ def test_studies_lists_every_study_with_counts_and_best(tmp_path, hpo):
     table = hpo("studies", cwd=tmp_path).stdout
     assert "│ a " in table and "│ b " in table and "best_trial" in table
     csv_lines = hpo("studies", "-f", "csv", cwd=tmp_path).stdout.splitlines()
-    assert csv_lines[0] == "study,direction,complete,pruned,failed,not_run,running,best_value,best_trial,datetime_start"
+    assert csv_lines[0] == header.strip()
     assert csv_lines[1].startswith("a,minimize,2,1,1,0,0,1.0,1,")
 
 
@@ -386,7 +448,33 @@ def test_trials_of_a_storage_with_several_studies_lists_them_all(tmp_path, hpo):
     assert len(only_b) == 1 and "study" not in only_b[0]
 
 
-def test_run_summary_counts_the_epochs_pruning_saved(tmp_path, hpo):
+def test_trials_lists_the_epoch_a_resumed_trial_continued_from(tmp_path, hpo):
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    study = optuna.create_study(study_name="r", storage=storage, direction="maximize")
+    epochs = {record.EPOCHS_RUN: 6, record.BEST_EPOCH: 5, record.SEED: 1}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={**epochs, record.EPOCHS_RUN: 4,
+                                                                                 record.BEST_EPOCH: 3}))
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={**epochs, record.RESUMED_FROM_EPOCH: 4}))
+    study.add_trial(optuna.trial.create_trial(value=0.8, user_attrs=epochs))  # trained from epoch 1
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={record.SEED: 1}))
+
+    rows = json.loads(hpo("trials", "-f", "json", cwd=tmp_path).stdout)
+    assert [(row["epochs_run"], row["best_epoch"], row["resumed_from_epoch"]) for row in rows] == [
+        (4, 3, None), (6, 5, 4), (6, 5, None), (None, None, None)]
+    lines = hpo("trials", "-f", "csv", cwd=tmp_path).stdout.splitlines()
+    column = lines[0].split(",").index("resumed_from_epoch")
+    assert lines[0].split(",")[column - 2:column + 1] == ["epochs_run", "best_epoch", "resumed_from_epoch"]
+    assert [line.split(",")[column - 2:column + 1] for line in lines[1:]] == [
+        ["4", "3", ""], ["6", "5", "4"], ["6", "5", ""], ["", "", ""]]
+    table = hpo("trials", cwd=tmp_path).stdout.splitlines()
+    header = next(line for line in table if "number" in line).strip("┃").replace("┃", " ").split()
+    cells = [[cell.strip() for cell in line.strip("│").split("│")] for line in table if line.startswith("│")]
+    at = header.index("resumed_from_epoch")
+    assert [row[at] for row in cells] == ["", "4", "", ""]
+    assert [row[header.index("epochs_run")] for row in cells] == ["4", "6", "6", ""]
+
+
+def test_run_summary_counts_this_runs_epochs_and_the_epochs_pruning_saved(tmp_path, hpo):
     # Every trial falls under the threshold after epoch 1 of 3 and is pruned: 2 of 6 epochs trained.
     (tmp_path / "study.toml").write_text(
         'name = "x"\n[budget]\ntrials = 2\n[pruner]\ntype = "threshold"\nlower = 1.5\n'
@@ -395,14 +483,29 @@ def test_run_summary_counts_the_epochs_pruning_saved(tmp_path, hpo):
     pruned = hpo("run", "study.toml", "--no-progress", cwd=tmp_path)
     assert pruned.returncode == 0, pruned.stderr
     assert "trials: 0 complete, 2 pruned, 0 failed" in pruned.stdout
-    assert "epochs: 2 trained of 6 a run without pruning would train (pruning saved 66.7 %)" in pruned.stdout
+    assert "epochs trained by this run: 2\n" in pruned.stdout
+    assert ("epochs of the study's finished trials: 2 trained of 6 a run without pruning would train (pruning saved "
+            "66.7 %)") in pruned.stdout
     assert "no trial completed, so there is no best trial" in pruned.stdout
 
     (tmp_path / "study.toml").write_text(VALID.replace('"x"', '"y"') + "hidden_size = 8\n[pruner]\ntype = \"none\"\n")
     complete = hpo("run", "study.toml", "--no-progress", cwd=tmp_path)
     assert complete.returncode == 0, complete.stderr
-    assert "epochs: 2 trained of 2 a run without pruning would train (pruning saved 0.0 %)" in complete.stdout
+    assert "epochs trained by this run: 2\n" in complete.stdout
+    assert ("epochs of the study's finished trials: 2 trained of 2 a run without pruning would train (pruning saved "
+            "0.0 %)") in complete.stdout
     assert "best trial: " in complete.stdout
+
+    # The study resumed with a larger budget, by two workers: this run trains 2 trials of 1 epoch; the study holds 4.
+    (tmp_path / "study.toml").write_text((tmp_path / "study.toml").read_text().replace("trials = 2", "trials = 4"))
+    resumed = hpo("run", "study.toml", "--jobs", "2", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "epochs trained by this run: 2\n" in resumed.stdout
+    assert ("epochs of the study's finished trials: 4 trained of 4 a run without pruning would train (pruning saved "
+            "0.0 %)") in resumed.stdout
+    # Each worker says what it trained itself.
+    assert sorted(int(epochs) for epochs in re.findall(r"^worker done: \d+ trials started; (\d+) epochs trained; ",
+                                                       resumed.stdout, re.MULTILINE)) in ([1, 1], [0, 2])
 
 
 @pytest.mark.parametrize(
@@ -483,7 +586,7 @@ def table_header(lines):
     return next(line for line in lines if line.startswith("┃")).strip("┃").replace("┃", " ").split()
 
 
-@pytest.mark.parametrize("command, width, fields", [("trials", 60, 12), ("studies", 60, 10), ("best", 40, 12)])
+@pytest.mark.parametrize("command, width, fields", [("trials", 60, 13), ("studies", 60, 10), ("best", 40, 13)])
 def test_tables_fit_columns_and_csv_stays_complete(tmp_path, command, width, fields, hpo):
     wide_study(tmp_path)
     whole = hpo(command, cwd=tmp_path).stdout.splitlines()  # a pipe without $COLUMNS: the whole table
@@ -528,8 +631,8 @@ def test_a_terminal_gets_a_table_as_wide_as_itself(tmp_path, hpo_command, hpo_en
     lines = text.splitlines()
     assert max(map(len, lines)) <= 70
     shown = table_header(lines)
-    assert shown[:3] == ["number", "state", "value"] and len(shown) < 12
-    assert lines[-1] == f"{12 - len(shown)} columns left out; see -f csv, -f json or a wider terminal"
+    assert shown[:3] == ["number", "state", "value"] and len(shown) < 13
+    assert lines[-1] == f"{13 - len(shown)} columns left out; see -f csv, -f json or a wider terminal"
 NAME_RULE = ("use ASCII letters, digits, '.', '_' and '-', starting with a letter or digit, "
              "at most 128 characters")
 

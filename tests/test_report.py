@@ -109,3 +109,14 @@ def test_a_record_wraps_its_values_within_the_width():
     # Long values are folded over several lines, not cut.
     assert "".join(values) == "0COMPLETE0.9532026-12-02T00:22:061.23454123450.001234571.23457e-05momentum64"
     assert len(values) > len(ROW)
+
+
+def test_csv_of_no_rows_is_its_known_header_or_nothing():
+    stream = io.StringIO()
+    write_rows([], "csv", stream)
+    assert stream.getvalue() == ""  # not an empty line
+    write_rows([], "csv", stream, columns=["study", "direction"])
+    assert stream.getvalue() == "study,direction\n"
+    stream = io.StringIO()
+    write_rows([{"direction": "maximize", "study": "a", "extra": 1}], "csv", stream, columns=["study", "direction"])
+    assert stream.getvalue() == "study,direction,extra\na,maximize,1\n"

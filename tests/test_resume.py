@@ -108,8 +108,10 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_ends_as_if_n
 
     # A second worker fails the stale trial (grace period 3 s) and runs its retry.
     second = worker(hpo_command, hpo_environment, tmp_path, url, artifacts)
-    _, log = second.communicate(timeout=600)
+    out, log = second.communicate(timeout=600)
     assert second.returncode == 0, log
+    # The worker counts the epochs it trained itself, after the checkpoint.
+    assert f"worker done: 1 trials started; {EPOCHS - checkpoint.epoch} epochs trained; " in out
     trials = optuna.load_study(study_name=name, storage=url).get_trials()
     assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     retry = trials[1]
@@ -176,7 +178,8 @@ def test_a_signalled_worker_s_trial_is_queued_again_at_once_and_resumed_from_its
     assert (victim.state, retry.state) == (TrialState.FAIL, TrialState.WAITING)
     assert retried_trial_number(retry) == 0 and retry.params == victim.params
     assert retry.user_attrs["checkpoint_artifact_id"] == taken_over and (artifacts / taken_over).is_file()
-    assert "interrupted by SIGTERM; queued again with the same parameters (retry 1 of 2)" in log
+    assert ("interrupted by SIGTERM; queued again with the same parameters (an interruption: not counted against "
+            "workers.max_retry)") in log
     epoch = Checkpoint.read((artifacts / taken_over).read_bytes()).epoch
 
     second = worker(hpo_command, hpo_environment, tmp_path, url, artifacts)
@@ -188,16 +191,162 @@ def test_a_signalled_worker_s_trial_is_queued_again_at_once_and_resumed_from_its
     assert not [path for path in artifacts.iterdir() if "checkpoint" in path.name]
 
 
-def test_a_signalled_trial_with_no_retry_left_loses_its_checkpoint(tmp_path, hpo_command, hpo_environment, run_hpo):
-    url, name = f"sqlite:///{tmp_path / 'study.db'}", "no-retry"
+INTERRUPTED_STUDY = """
+name = "{name}"
+[budget]
+trials = 1
+[dataset]
+name = "digits"
+train_images = 400
+[sampler]
+type = "random"
+seed = 0
+[pruner]
+type = "none"
+[parameters]
+learning_rate = {{ low = 1e-3, high = 1e-1, log = true }}
+optimizer = "adam"
+hidden_size = 32
+batch_norm = true
+dropout = 0.2
+batch_size = 16
+epochs = 8
+[workers]
+heartbeat_interval_seconds = 1
+grace_period_seconds = 3
+max_retry = 1
+"""
+
+
+def run_in_process(tmp_path, name, store, *, interrupt=None):
+    """One worker in this process on the study ``name`` of ``tmp_path``/study.db; with ``interrupt``, it sends
+    itself SIGTERM ``interrupt`` mini-batches after its first checkpoint. Returns the study."""
+    import models.trainer
+    from hpo import interrupts
+    from hpo.config.spec import load_spec
+    from hpo.tuning.study import prepare_study
+    from hpo.tuning.worker import run_study
+
+    (tmp_path / f"{name}.toml").write_text(INTERRUPTED_STUDY.format(name=name))
+    prepared = prepare_study(load_spec(tmp_path / f"{name}.toml"), f"sqlite:///{tmp_path / 'study.db'}")
+    original = models.trainer.train
+
+    def train(*args, before_batch, on_checkpoint, **kwargs):
+        batches_after = []
+
+        def counting():
+            if batches_after:
+                batches_after.append(1)
+                if len(batches_after) == interrupt + 1:
+                    os.kill(os.getpid(), signal.SIGTERM)
+            before_batch()
+
+        def saving(checkpoint):
+            on_checkpoint(checkpoint)
+            batches_after.append(0)
+
+        return original(*args, before_batch=counting, on_checkpoint=saving, **kwargs)
+
+    interrupts.install()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            if interrupt is not None:
+                patch.setattr("hpo.tuning.objective.train", train)
+            run_study(prepared, artifact_store=store)
+    finally:
+        interrupts.uninstall()
+    return prepared.study
+
+
+def test_a_trial_interrupted_more_often_than_max_retry_is_queued_again_each_time_and_ends_as_if_never_interrupted(
+        tmp_path, caplog, retried_trial_number):
+    from hpo import interrupts
+    from hpo.store.artifacts import open_artifact_store
+
+    artifacts = tmp_path / "artifacts"
+    store = open_artifact_store(artifacts)
+    interruptions = 5  # max_retry = 1
+    for index in range(interruptions):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="hpo"), pytest.raises(interrupts.Interrupted):
+            run_in_process(tmp_path, "interrupted", store, interrupt=3)
+        trials = optuna.load_study(study_name="interrupted", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+        assert [trial.state for trial in trials] == [TrialState.FAIL] * (index + 1) + [TrialState.WAITING]
+        failed, queued = trials[-2], trials[-1]
+        # Each run continued from the last one's checkpoint, trained one epoch and checkpointed it.
+        assert failed.user_attrs["epochs_run"] == index + 1
+        assert failed.user_attrs.get("resumed_from_epoch") == (index or None)
+        assert queued.params == trials[0].params and queued.user_attrs["seed"] == trials[0].user_attrs["seed"]
+        checkpoint = queued.user_attrs["checkpoint_artifact_id"]
+        # It shows no epochs of the trial it continues: `hpo trials` lists epochs_run and best_epoch empty.
+        assert sorted(queued.user_attrs) == ["checkpoint_artifact_id", "seed"]
+        assert Checkpoint.read((artifacts / checkpoint).read_bytes()).epoch == index + 1
+        assert retried_trial_number(queued) == 0
+        assert queued.system_attrs["retry_history"] == queued.system_attrs["hpo:interrupted"] == list(range(index + 1))
+        assert [message for message in caplog.messages if "failed" in message] == [
+            (f"Trial {index} of worker {failed.user_attrs['worker']} failed: interrupted by SIGTERM; queued again "
+             "with the same parameters (an interruption: not counted against workers.max_retry)")]
+        # One checkpoint at a time: the one the queued trial names.
+        assert [path.name for path in artifacts.iterdir()] == [checkpoint]
+
+    study = run_in_process(tmp_path, "interrupted", store)
+    *failed, finished = study.get_trials()
+    assert [trial.state for trial in failed] == [TrialState.FAIL] * interruptions
+    assert finished.state == TrialState.COMPLETE and finished.user_attrs["resumed_from_epoch"] == interruptions
+    assert sorted(finished.intermediate_values) == list(range(1, 9))
+
+    # The same trial run without interruption.
+    (tmp_path / "reference").mkdir()
+    (reference,) = run_in_process(tmp_path / "reference", "interrupted", store).get_trials()
+    assert reference.params == finished.params and reference.user_attrs["seed"] == finished.user_attrs["seed"]
+    assert without_seconds(finished.user_attrs["learning_curves"]) == without_seconds(
+        reference.user_attrs["learning_curves"])
+    assert finished.intermediate_values == reference.intermediate_values and finished.value == reference.value
+    assert not [path for path in artifacts.iterdir() if "checkpoint" in path.name]
+
+
+def test_hpo_run_with_jobs_queues_an_interrupted_trial_again_each_time_with_max_retry_0(
+        tmp_path, hpo_command, hpo_environment, run_hpo):
+    url, name = f"sqlite:///{tmp_path / 'study.db'}", "jobs"
     (tmp_path / "study.toml").write_text(STUDY.format(name=name, epochs=EPOCHS) + "max_retry = 0\n")
     artifacts = tmp_path / "artifacts"
+    command = [hpo_command, "run", "study.toml", "--storage", url, "--artifact-dir", str(artifacts), "--jobs", "2",
+               "--no-progress"]
     assert run_hpo("create", "study.toml", "--storage", url, cwd=tmp_path).returncode == 0
+    taken = set()
+    for index in range(2):
+        run = subprocess.Popen(command, cwd=tmp_path, env=hpo_environment(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
 
-    taken_over, log = sigterm_once_checkpointed(hpo_command, hpo_environment, tmp_path, url, name, artifacts)
-    assert "not queued again (workers.max_retry = 0)" in log
-    assert [trial.state for trial in optuna.load_study(study_name=name, storage=url).get_trials()] == [TrialState.FAIL]
-    assert not (artifacts / taken_over).exists()
+        def checkpointed_anew():
+            trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+            return next((trial for trial in trials if trial.state == TrialState.RUNNING
+                         and trial.user_attrs.get("checkpoint_artifact_id") not in (None, *taken)), None)
+
+        trial = wait_for(checkpointed_anew, run)
+        run.send_signal(signal.SIGINT)  # Ctrl-C: passed on to the workers as SIGTERM
+        _, log = run.communicate(timeout=60)
+        assert run.returncode == 130, log
+        assert f"Trial {trial.number} of worker {trial.user_attrs['worker']} failed: interrupted by SIGTERM; queued " \
+               "again with the same parameters (an interruption: not counted against workers.max_retry)" in log
+        queued = optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.WAITING,))
+        assert len(queued) == 1 and queued[0].params == trial.params
+        taken.add(queued[0].user_attrs["checkpoint_artifact_id"])
+        assert (artifacts / queued[0].user_attrs["checkpoint_artifact_id"]).is_file()
+
+    finished = run_hpo(*command[1:-3], "--no-progress", cwd=tmp_path)  # the last run with one worker
+    assert finished.returncode == 0, finished.stderr
+    trials = [trial for trial in optuna.load_study(study_name=name, storage=url).get_trials()
+              if "not_run" not in trial.user_attrs]  # (a worker that found the queued trial taken by the other)
+    *interrupted, complete = trials
+    assert [trial.state for trial in interrupted] == [TrialState.FAIL] * 2 and complete.state == TrialState.COMPLETE
+    assert complete.system_attrs["retry_history"] == complete.system_attrs["hpo:interrupted"] == [
+        trial.number for trial in interrupted]
+    assert complete.user_attrs["resumed_from_epoch"] >= 4 and sorted(complete.intermediate_values) == list(
+        range(1, EPOCHS + 1))
+    # The summary counts the epochs this run trained, not those of the runs it resumed.
+    assert f"epochs trained by this run: {EPOCHS - complete.user_attrs['resumed_from_epoch']}\n" in finished.stdout
+    assert f"epochs of the study's finished trials: {EPOCHS} trained of {EPOCHS} " in finished.stdout
     assert not [path for path in artifacts.iterdir() if "checkpoint" in path.name]
 
 

@@ -1,6 +1,9 @@
 """Study files: what validates, and the one-line errors for what does not."""
 
+import errno
+import os
 import textwrap
+from pathlib import Path
 
 import optuna
 import pytest
@@ -132,6 +135,57 @@ def test_missing_file_and_invalid_toml(tmp_path):
     bad.write_text("name = \n")
     message = error_of(bad)
     assert message.startswith(f"{bad}: invalid TOML: ") and "line 1" in message
+
+
+GIVE = "give the path of a study file such as studies/digits.toml"
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (bytes(range(256)), f"is not a TOML text file (binary data: a NUL byte at offset 0); {GIVE}"),
+        (b'name = "x"\n\x89PNG\x00', f"is not a TOML text file (binary data: a NUL byte at offset 15); {GIVE}"),
+        ('name = "café"\n'.encode("latin-1"),
+         f"is not a TOML text file (byte 0xe9 at offset 11 is not UTF-8); save it as UTF-8, or {GIVE}"),
+        (b"", f"is empty; write the study there (name, [budget], [parameters]) or {GIVE}"),
+        (b" \n\n", f"is empty; write the study there (name, [budget], [parameters]) or {GIVE}"),
+        (b"# name = 'x'\n", f"holds only comments; write the study there (name, [budget], [parameters]) or {GIVE}"),
+        ('\ufeffname = "x"\n'.encode(), ("starts with a byte-order mark, which TOML does not allow; save it as "
+                                         "UTF-8 without BOM")),
+        (b"hello world\n", ("invalid TOML: Expected '=' after a key in a key/value pair (at line 1, column 7); "
+                            f"correct it there, or {GIVE}")),
+    ],
+)
+def test_a_file_that_is_no_toml_study_is_one_line_naming_it_and_what_to_do(tmp_path, content, expected):
+    path = tmp_path / "study.toml"
+    path.write_bytes(content)
+    assert error_of(path) == f"{path}: {expected}"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file without read permission")
+def test_a_file_without_read_permission_is_one_line(tmp_path):
+    path = write(tmp_path, "")
+    path.chmod(0o200)
+    assert error_of(path) == f"{path}: cannot be read (permission denied); make it readable (chmod u+r) or {GIVE}"
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (PermissionError(errno.EACCES, "Permission denied"),
+         f"cannot be read (permission denied); make it readable (chmod u+r) or {GIVE}"),
+        (OSError(errno.EIO, "Input/output error"), f"cannot be read (Input/output error); {GIVE}"),
+    ],
+)
+def test_a_file_that_cannot_be_read_is_one_line(tmp_path, monkeypatch, error, expected):
+    # (As root, chmod cannot make a file unreadable: the read fails as it would for another user.)
+    path = write(tmp_path, "")
+
+    def read_bytes(self):
+        raise error
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    assert error_of(path) == f"{path}: {expected}"
 
 
 def test_missing_budget_is_named(tmp_path):

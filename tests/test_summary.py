@@ -4,7 +4,16 @@ import optuna
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpo.results.summary import pruning_savings, state_counts, study_rows, study_savings
+from hpo.results.summary import (
+    STUDY_COLUMNS,
+    epochs_trained,
+    own_epochs,
+    pruning_savings,
+    state_counts,
+    study_rows,
+    study_savings,
+    taken_trials,
+)
 from hpo.store import record
 
 
@@ -65,6 +74,7 @@ def test_state_counts_and_study_rows():
     optuna.create_study(storage=storage, study_name="b", directions=["maximize", "minimize"])
     rows = study_rows(storage)
     assert [row["study"] for row in rows] == ["a", "b"]
+    assert all(tuple(row) == STUDY_COLUMNS for row in rows)  # the header of `hpo studies -f csv`, also of no study
     assert {key: rows[0][key] for key in ("direction", "complete", "pruned", "best_value", "best_trial")} == {
         "direction": "minimize", "complete": 3, "pruned": 0, "best_value": 1.0, "best_trial": 1}
     assert rows[1]["direction"] == "maximize,minimize" and rows[1]["best_value"] is None
@@ -81,3 +91,32 @@ def test_a_too_large_trial_counts_like_a_diverged_one():
     savings = pruning_savings(trials, fixed_epochs=30)
     assert (savings.trained, savings.planned) == (30 + 0 + 2 + 4, 30 + 0 + 2 + 30)
     assert savings.saved_fraction == 1 - 36 / 62
+
+
+def test_a_run_counts_the_epochs_its_workers_trained_after_its_start():
+    def ran(number, state, epochs_run=None, *, worker="host:7", resumed_from=None):
+        attributes = {"worker": worker} if worker else {}
+        if epochs_run is not None:
+            attributes["epochs_run"] = epochs_run
+        if resumed_from is not None:
+            attributes["resumed_from_epoch"] = resumed_from
+        made = create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None, user_attrs=attributes)
+        made.number = number
+        return made
+
+    before = [ran(0, TrialState.COMPLETE, 10, worker="host:7"),  # an earlier run's, by a process of the same pid
+              ran(1, TrialState.FAIL, 4, worker="host:3"),       # interrupted at epoch 4, checkpointed at 4
+              ran(2, TrialState.WAITING, worker=None),            # its retry, queued
+              ran(3, TrialState.RUNNING, 2, worker="host:9")]     # another machine's worker
+    taken = taken_trials(before)
+    assert taken == {0, 1, 3}
+    after = [before[0], before[1],
+             ran(2, TrialState.COMPLETE, 10, resumed_from=4),     # 6 epochs of this run
+             ran(3, TrialState.COMPLETE, 10, worker="host:9"),    # not this run's worker
+             ran(4, TrialState.PRUNED, 3),                        # 3 of this run
+             ran(5, TrialState.PRUNED, 2, worker="host:8"),       # 2 of the run's other worker
+             ran(6, TrialState.FAIL, worker="host:8")]            # budget already met: never trained
+    assert [own_epochs(trial) for trial in after] == [10, 4, 6, 10, 3, 2, 0]
+    assert epochs_trained(after, ["host:7", "host:8"], taken) == 6 + 3 + 2
+    assert epochs_trained(after, ["host:7"], taken) == 6 + 3
+    assert epochs_trained(after, ["host:7"], set()) == 10 + 6 + 3  # without the start's look: the bug it prevents

@@ -37,8 +37,9 @@ STORAGE_HELP = "SQLAlchemy URL of the study database [default: $HPO_STORAGE, els
 STUDY_NAME_HELP = "Study name [default: the file's name field]."
 READ_STUDY_NAME_HELP = "Study to read [default: the only study in the storage]."
 BLAS_HELP = "BLAS threads per worker process (threadpoolctl)."
-ARTIFACT_DIR_HELP = ("Folder of the trials' weight artifacts [default: $HPO_ARTIFACT_DIR, else NAME-artifacts "
-                     "beside a SQLite file NAME.db, else ./hpo-artifacts].")
+# Where every command with --artifact-dir looks by default (hpo.store.artifacts.artifact_directory).
+ARTIFACT_DIR_DEFAULT = ("[default: $HPO_ARTIFACT_DIR, else NAME-artifacts beside a SQLite file NAME.db, "
+                        "else ./hpo-artifacts]")
 
 
 # ------------------------------------------------------------------ options declared once
@@ -68,10 +69,11 @@ def format_option(choices: tuple[str, ...] = FORMATS, help: str | None = None) -
                         show_default=True, help=help)
 
 
-def artifact_dir_option(help: str = ARTIFACT_DIR_HELP) -> Callable[[Command], Command]:
-    """``--artifact-dir`` (also $HPO_ARTIFACT_DIR): the folder of the trials' weights."""
+def artifact_dir_option(what: str = "Folder of the trials' weight artifacts.") -> Callable[[Command], Command]:
+    """``--artifact-dir`` (also $HPO_ARTIFACT_DIR): the folder of the trials' weights; its help is ``what`` and
+    the default every command shares (:data:`ARTIFACT_DIR_DEFAULT`)."""
     return click.option("--artifact-dir", envvar=ARTIFACT_DIR_ENVIRONMENT_VARIABLE, type=click.Path(file_okay=False),
-                        help=help)
+                        help=f"{what} {ARTIFACT_DIR_DEFAULT}.")
 
 
 def no_progress_option(command: Command) -> Command:

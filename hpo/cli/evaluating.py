@@ -49,7 +49,7 @@ MODELS_DIRECTORY = Path("hpo-models")
 @click.option("--ensemble", "ensemble_size", type=click.IntRange(min=1), metavar="K",
               help="Combine the top K completed trials by averaging their softmax outputs [default: 1, one "
                    "network].")
-@artifact_dir_option("Folder of the stored weights [default: beside a SQLite database, else ./hpo-artifacts].")
+@artifact_dir_option("Folder of the stored weights.")
 @click.option("--force", is_flag=True, help="Replace a model already saved in the --out folder (the whole "
                                             "folder; refused if it holds other files).")
 @format_option(("table", "json"), help="table: report for people; json: the model card.")

@@ -19,7 +19,7 @@ from hpo.cli.common import (
 )
 from hpo.errors import HpoError
 from hpo.results.report import trial_row, write_record, write_rows
-from hpo.results.summary import study_rows
+from hpo.results.summary import STUDY_COLUMNS, study_rows
 from hpo.store.storage import describe
 
 
@@ -72,4 +72,4 @@ def studies(storage: str | None, output_format: str) -> None:
     if not rows and output_format == "table":
         click.echo(f"storage {describe(url)} holds no study yet; start one with `hpo run STUDY_FILE`")
         return
-    write_rows(rows, output_format, sys.stdout, title=f"studies in {describe(url)}")
+    write_rows(rows, output_format, sys.stdout, title=f"studies in {describe(url)}", columns=STUDY_COLUMNS)

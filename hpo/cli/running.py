@@ -31,13 +31,14 @@ from hpo.cli.common import (
 from hpo.config.spec import HeartbeatSettings, Workers, load_spec
 from hpo.errors import HpoError
 from hpo.results.report import write_rows
-from hpo.results.summary import state_counts, study_savings
+from hpo.results.summary import epochs_trained, state_counts, study_savings, taken_trials
 from hpo.store import record
+from hpo.store.requeue import queued_again
 from hpo.store.storage import describe, open_storage, storage_url
 from hpo.tuning.data import prepare_data
 from hpo.tuning.local_workers import run_local_workers
 from hpo.tuning.study import count_finished, prepare_study
-from hpo.tuning.worker import fail_stale_trials, fail_trials, run_study
+from hpo.tuning.worker import WORKER_ID, fail_stale_trials, fail_trials, run_study
 
 
 @main.command()
@@ -70,14 +71,16 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
     where = [*storage_arguments(storage, url), "--study-name", name]
     warn_oversubscription(jobs, blas_threads or (1 if jobs > 1 else default_blas_threads()))
     started = time.perf_counter()
+    taken_before = taken_trials(study.get_trials(deepcopy=False))  # the trials of earlier runs
     interrupts.install()  # from here on a signal stops the run at a safe point (hpo.interrupts)
     try:
         if jobs == 1:
             limit_blas_threads(blas_threads)
             result = run_study(prepared, progress=not no_progress, artifact_store=store)
+            workers = [WORKER_ID]
         else:
-            run_local_workers(study_file, url, name, jobs, blas_threads or 1, study, spec.budget.trials,
-                              progress=not no_progress, artifact_dir=directory)
+            workers = run_local_workers(study_file, url, name, jobs, blas_threads or 1, study, spec.budget.trials,
+                                        progress=not no_progress, artifact_dir=directory)
         interrupts.check()  # a signal that came after the loop's last safe point
     except interrupts.Interrupted as interrupted:
         # The same options again: above all the artifact folder, where the interrupted trials' checkpoints are.
@@ -89,7 +92,8 @@ def run(study_file: str, storage: str | None, study_name: str | None, jobs: int,
     interrupts.exit_at_once()  # the summary owns nothing: a signal now ends the process at once
     if jobs == 1:
         click.echo(f"stopped: {result.reason}")
-    _print_summary(study, time.perf_counter() - started)
+    _print_summary(study, time.perf_counter() - started,
+                   epochs_trained(study.get_trials(deepcopy=False), workers, taken_before))
     remaining = spec.budget.trials - count_finished(study)
     if remaining > 0:
         click.echo(f"{remaining} trials of the budget remain; run the same command again to continue")
@@ -135,7 +139,8 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
                  *(["--no-progress"] if no_progress else [])]
         exit_interrupted(interrupted, command_line("worker", study_file, *again))
     interrupts.exit_at_once()
-    click.echo(f"worker done: {result.trials_started} trials started; {result.reason}")
+    click.echo(f"worker done: {result.trials_started} trials started; {result.epochs_trained} epochs trained; "
+               f"{result.reason}")
 
 
 @main.command()
@@ -149,8 +154,10 @@ def worker(study_file: str, storage: str | None, study_name: str | None, blas_th
 @click.option("--grace-period", type=click.IntRange(min=2, max=86_400),
               help="Seconds without a heartbeat after which a running trial is stale; with --fail at least "
                    "twice the study's heartbeat interval [default: the study file's workers.grace_period_seconds].")
+@artifact_dir_option("Folder of the running trials' checkpoints (the workers'): a trial failed here and not queued "
+                     "again loses its checkpoint, as when a worker fails it.")
 def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_numbers: tuple[int, ...],
-          grace_period: int | None) -> None:
+          grace_period: int | None, artifact_dir: str | None) -> None:
     """List RUNNING trials with their age; fail stale ones (--fail) or named ones (--trial N), and queue them again."""
     url = storage_url(storage)
     study = load_study(storage, study_name)
@@ -164,11 +171,14 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
     heartbeat = HeartbeatSettings(min(workers.heartbeat_interval_seconds, grace_period // 2), grace_period,
                                   workers.max_retry)
     opened = open_storage(url, must_exist=True, heartbeat=heartbeat, read_only_ok=not (fail_stale or trial_numbers))
+    if fail_stale or trial_numbers:
+        # Where the workers keep checkpoints: a trial not queued again loses its own (hpo.store.requeue).
+        opened.get_heartbeat_stale_trial_callback().artifact_store = artifact_store(url, artifact_dir, create=False)[1]
     study = optuna.load_study(study_name=study.study_name, storage=opened)
     if fail_stale:
         failed = fail_stale_trials(study)
         click.echo(f"failed {len(failed)} trial(s) with no heartbeat for {grace_period} s"
-                   + (f": {', '.join(map(str, failed))} (queued again)" if failed else ""))
+                   + (f": {_queued(study, failed)}" if failed else ""))
     for number in fail_trials(study, opened, trial_numbers):
         click.echo(f"trial {number}: marked FAIL by hand")
     now = datetime.datetime.now()
@@ -184,17 +194,28 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
         click.echo(f"study {study.study_name!r} has no running trial")
 
 
-def _print_summary(study: optuna.Study, elapsed_seconds: float) -> None:
+def _queued(study: optuna.Study, numbers: list[int]) -> str:
+    """``numbers`` as a list that says which were queued again (a retry is left: ``workers.max_retry``)."""
+    queued = queued_again(study.get_trials(deepcopy=False))
+    said = {number: "queued again" if number in queued else "not queued again" for number in numbers}
+    if len(set(said.values())) == 1:
+        return f"{', '.join(map(str, numbers))} ({said[numbers[0]]})"
+    return ", ".join(f"{number} ({said[number]})" for number in numbers)
+
+
+def _print_summary(study: optuna.Study, elapsed_seconds: float, epochs_this_run: int) -> None:
     counts = state_counts(study.get_trials(deepcopy=False))
     not_run = f", {counts['not_run']} not run (budget already met)" if counts["not_run"] else ""
     click.echo(
         f"trials: {counts['complete']} complete, {counts['pruned']} pruned, "
         f"{counts['failed']} failed{not_run}; this run took {elapsed_seconds:.1f} s"
     )
+    # This run's epochs, then the study's (a resumed study's finished trials count earlier runs' epochs too).
+    click.echo(f"epochs trained by this run: {epochs_this_run}")
     savings = study_savings(study)
     if savings is not None:
-        click.echo(f"epochs: {savings.trained} trained of {savings.planned} a run without pruning would train "
-                   f"(pruning saved {100 * savings.saved_fraction:.1f} %)")
+        click.echo(f"epochs of the study's finished trials: {savings.trained} trained of {savings.planned} a run "
+                   f"without pruning would train (pruning saved {100 * savings.saved_fraction:.1f} %)")
     if counts["complete"] == 0:
         click.echo("no trial completed, so there is no best trial")
         return

@@ -37,7 +37,6 @@ The search space follows the book's section 6.5.2: ranges that span decades
 from __future__ import annotations
 
 import math
-import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +56,7 @@ from pydantic import (
     model_validator,
 )
 
-from hpo.config.messages import field_errors
+from hpo.config.messages import field_errors, read_study_file
 from hpo.config.names import check_study_name
 from hpo.config.ranges import Choices, FiniteFloat, FloatRange, IntRange, StrictModel, range_kind
 from hpo.config.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
@@ -445,16 +444,10 @@ def load_spec(path: str | Path) -> StudySpec:
         the message is ``"<file>: <field>: <reason>"``, one line per problem.
     """
     path = Path(path)
-    if path.is_dir():
-        raise SpecError(f"{path}: is a folder; give a study file (see the studies/ folder for examples)")
-    if not path.is_file():
-        raise SpecError(f"{path}: no such study file (see the studies/ folder for examples)")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"{path}: invalid TOML: {error}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(f"{path}: cannot read the study file: {error}") from None
+        data = read_study_file(path)
+    except ValueError as error:  # a folder, a missing, unreadable, binary or empty file, invalid TOML: one line
+        raise SpecError(str(error)) from None
     directory = data.get("dataset", {}).get("directory") if isinstance(data.get("dataset"), dict) else None
     if isinstance(directory, str):
         resolved = Path(directory).expanduser()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from typing import IO, Any, Literal
 
 import optuna
@@ -30,7 +31,9 @@ UNLIMITED_WIDTH = 10_000
 def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """One trial as a flat dict: number, state, value, params, duration (seconds), epochs.
 
-    ``value`` is None for trials that did not complete.
+    ``value`` is None for trials that did not complete.  ``epochs_run`` counts the epochs of a
+    resumed trial's checkpoint too; ``resumed_from_epoch`` is the checkpoint's epoch it continued
+    from (None for a trial that started at epoch 1).
     """
     duration = trial.duration.total_seconds() if trial.duration is not None else None
     row: dict[str, Any] = {
@@ -41,6 +44,7 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "duration_seconds": round(duration, 3) if duration is not None else None,
         "epochs_run": trial.user_attrs.get(record.EPOCHS_RUN),
         "best_epoch": trial.user_attrs.get(record.BEST_EPOCH),
+        "resumed_from_epoch": trial.user_attrs.get(record.RESUMED_FROM_EPOCH),
         "seed": trial.user_attrs.get(record.SEED),
     }
     for name, value in trial.params.items():
@@ -74,6 +78,7 @@ def write_rows(
     width: int | None = None,
     fit: Literal["drop", "wrap"] = "drop",
     complete_with: str | None = "-f csv, -f json",
+    columns: Sequence[str] = (),
 ) -> None:
     """Write ``rows`` to ``stream`` as ``table`` (aligned text), ``json`` or ``csv``.
 
@@ -97,19 +102,24 @@ def write_rows(
     complete_with : str or None
         The options that show every column, for that line (``N columns left out; see -f csv,
         -f json or a wider terminal``); None: only a wider terminal does.
+    columns : sequence of str
+        Columns known before the rows, first and in this order (CSV of no rows is then their
+        header; without any, CSV of no rows is nothing, as JSON of no rows is ``[]``).
 
     Raises
     ------
     ValueError
         ``output_format`` is not one of :data:`FORMATS`.
     """
-    columns: list[str] = []
+    columns = list(columns)
     for row in rows:
         columns.extend(key for key in row if key not in columns)
     if output_format == "json":
         json.dump(rows, stream, indent=2)
         stream.write("\n")
     elif output_format == "csv":
+        if not columns:
+            return  # (a header without names would be an empty line)
         writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)

@@ -1,11 +1,12 @@
 """What a study holds, in a few numbers: trials per state, the best trial, the epochs pruning saved.
 
 Read by ``hpo studies`` (one row per study) and by the end-of-run summary of
-``hpo run`` (:func:`pruning_savings`).
+``hpo run`` (:func:`pruning_savings`, and :func:`epochs_trained` by this run's workers).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,11 @@ def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
         elif trial.state in names:
             counts[names[trial.state]] += 1
     return counts
+
+
+STUDY_COLUMNS = ("study", "direction", "complete", "pruned", "failed", "not_run", "running", "best_value", "best_trial",
+                 "datetime_start")
+"""The keys of :func:`study_row`, in order (the header of ``hpo studies -f csv``, also of no study)."""
 
 
 def study_row(summary: optuna.study.StudySummary, trials: list[FrozenTrial]) -> dict[str, Any]:
@@ -133,3 +139,40 @@ def study_savings(study: optuna.Study) -> PruningSavings | None:
     """:func:`pruning_savings` of a study, with the fixed epochs of its stored study file."""
     fixed = record.stored_parameters(study).get("epochs")
     return pruning_savings(study.get_trials(deepcopy=False), fixed if isinstance(fixed, int) else None)
+
+
+def own_epochs(trial: FrozenTrial) -> int:
+    """Epochs ``trial`` trained itself: its ``epochs_run`` less the epochs of the checkpoint it resumed from."""
+    run = int(trial.user_attrs.get(record.EPOCHS_RUN, 0))
+    return max(run - int(trial.user_attrs.get(record.RESUMED_FROM_EPOCH, 0)), 0)
+
+
+def taken_trials(trials: Iterable[FrozenTrial]) -> set[int]:
+    """The numbers of the trials no worker can take any more (all but the WAITING ones).
+
+    Read before a run starts, for :func:`epochs_trained`: the trials of that run are the others.
+    """
+    return {trial.number for trial in trials if trial.state != TrialState.WAITING}
+
+
+def epochs_trained(trials: Iterable[FrozenTrial], workers: Collection[str], taken_before: Collection[int]) -> int:
+    """The epochs a run's workers trained: not a study's total, which counts earlier runs too.
+
+    Parameters
+    ----------
+    trials : iterable of FrozenTrial
+        The study's trials at the run's end.
+    workers : collection of str
+        The ``worker`` ids (HOST:PID) of the run's worker processes.
+    taken_before : collection of int
+        :func:`taken_trials` of the study at the run's start: a trial among them was run by
+        an earlier run (or by another worker), whatever it says now.
+
+    Returns
+    -------
+    int
+        The sum of :func:`own_epochs` over the trials the workers took during the run: a trial
+        resumed from a checkpoint counts only the epochs after it, which this run trained.
+    """
+    return sum(own_epochs(trial) for trial in trials
+               if trial.number not in taken_before and trial.user_attrs.get(record.WORKER) in workers)

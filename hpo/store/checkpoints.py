@@ -15,9 +15,9 @@ Checkpoints are written with the store's own ``write`` under ids of their own
 that records every upload in the trial's system attributes, which a retry copies and
 optuna-dashboard lists, and a checkpoint is replaced every few epochs.
 
-When a trial goes stale, Optuna's retry (:class:`hpo.store.storage.RetryStaleTrial`) queues a
-new trial with the same parameters and a copy of the user attributes: the checkpoint's id
-and the seed.  The retry reads the checkpoint (:func:`load_checkpoint`), reports the epochs
+When a trial goes stale, Optuna's retry (:class:`hpo.store.requeue.RetryStaleTrial`) queues a
+new trial with the same parameters and two of the failed trial's user attributes: the
+checkpoint's id and the seed (:data:`hpo.store.record.CARRIED_TO_RETRY`).  The retry reads the checkpoint (:func:`load_checkpoint`), reports the epochs
 it holds as its own intermediate values and continues with the next epoch; its first own
 checkpoint replaces the inherited one.  The worker removes a trial's checkpoint when it
 finishes the trial itself (:func:`remove_checkpoint`); a trial failed elsewhere keeps it for

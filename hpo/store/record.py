@@ -23,6 +23,19 @@ is removed when the trial finishes, the attribute stays), ``RESUMED_FROM_EPOCH``
 continued from a checkpoint: the checkpoint's epoch), and, on a trial that ended early, ``DIVERGED`` or
 ``TOO_LARGE`` (the reason, PRUNED) or ``NOT_RUN`` (FAIL: the budget was met first).
 
+On a queued retry of a failed trial (by :class:`hpo.store.requeue.RetryStaleTrial`), beside Optuna's own
+system attributes ``failed_trial`` and ``retry_history``
+
+``INTERRUPTIONS`` (``"hpo:interrupted"``, a system attribute)
+    The numbers of the trials of ``retry_history`` that failed because their worker was stopped by a
+    signal; the others crashed (a stale heartbeat, or failed by hand), and only those count against
+    ``workers.max_retry``.
+
+Of the failed trial's user attributes the retry carries only ``CARRIED_TO_RETRY``: the ``SEED`` it
+trains with and the ``CHECKPOINT_ARTIFACT`` it continues from.  The others (epochs, best epoch,
+curves, seconds, worker, ``RESUMED_FROM_EPOCH``) describe training the retry has not done; it
+writes its own.
+
 This module imports neither NumPy nor models/: reports, plots and summaries read the
 record without loading the network code.
 """
@@ -37,9 +50,9 @@ import optuna
 from optuna.trial import TrialState
 
 __all__ = [
-    "BEST_EPOCH", "CHECKPOINT_ARTIFACT", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "LEARNING_CURVES", "NOT_RUN",
-    "RESUMED_FROM_EPOCH", "SEED", "STUDY_FILE", "TOO_LARGE", "TRAIN_SECONDS", "WEIGHTS_ARTIFACT", "WORKER", "WORKER_SETTINGS",
-    "differences", "stored_metric", "stored_parameters", "stored_study_file", "stored_worker_settings",
+    "BEST_EPOCH", "CARRIED_TO_RETRY", "CHECKPOINT_ARTIFACT", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "INTERRUPTIONS", "LEARNING_CURVES",
+    "NOT_RUN", "RESUMED_FROM_EPOCH", "SEED", "STUDY_FILE", "TOO_LARGE", "TRAIN_SECONDS", "WEIGHTS_ARTIFACT", "WORKER",
+    "WORKER_SETTINGS", "differences", "stored_metric", "stored_parameters", "stored_study_file", "stored_worker_settings",
 ]
 
 # ------------------------------------------------------------------ study attributes
@@ -59,6 +72,11 @@ RESUMED_FROM_EPOCH = "resumed_from_epoch"
 DIVERGED = "diverged"
 TOO_LARGE = "too_large"
 NOT_RUN = "not_run"
+
+# ------------------------------------------------------------------ system attributes of a retry
+INTERRUPTIONS = "hpo:interrupted"
+CARRIED_TO_RETRY = (SEED, CHECKPOINT_ARTIFACT)
+"""The user attributes a queued retry takes over from the failed trial (what continuing it needs)."""
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 """States that count against the trial budget (those of Optuna's ``MaxTrialsCallback``)."""

@@ -31,16 +31,13 @@ import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from sqlalchemy.engine import URL, make_url
 
 from hpo.errors import HpoError
-from hpo.store import record
-from hpo.store.checkpoints import remove_checkpoint
+from hpo.store.requeue import RetryStaleTrial
 
 if TYPE_CHECKING:
-    from optuna.artifacts import FileSystemArtifactStore
-
     from hpo.config.spec import HeartbeatSettings
 
 STORAGE_ENVIRONMENT_VARIABLE = "HPO_STORAGE"
@@ -199,48 +196,6 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         with _create_scoped_session(self.scoped_session, True) as session:
             for key, value in attributes.items():
                 self._set_trial_attr_without_commit(session, optuna_models.TrialUserAttributeModel, trial_id, key, value)
-
-
-class RetryStaleTrial:
-    """Optuna's ``RetryHeartbeatStaleTrialCallback``, and one log line for each stale trial.
-
-    Called by :func:`optuna.storages.fail_stale_trials` in the process that failed
-    the trial (any worker, or `hpo stale --fail`), and by `hpo stale --trial` for a
-    trial failed by hand: the line names the trial, the worker that ran it (user
-    attribute ``worker``), its age or ``reason``, and whether it was queued again
-    with the same parameters (at most ``max_retry`` times).
-    """
-
-    def __init__(self, max_retry: int, grace_period_seconds: int) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        self._max_retry = max_retry
-        self._grace_period_seconds = grace_period_seconds
-        # The study's artifact folder, where the checkpoints of running trials are (set by the workers).
-        self.artifact_store: FileSystemArtifactStore | None = None
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial, *, reason: str | None = None) -> bool:
-        """Queue the FAIL trial ``trial`` again unless it was retried ``max_retry`` times; whether it was queued.
-
-        A trial not queued again loses its checkpoint (nothing would resume from it) when
-        :attr:`artifact_store` is set (the workers set it to the study's artifact folder).
-        """
-        failures = len(trial.system_attrs.get("retry_history", [])) + 1  # this one included
-        self._retry(study, trial)  # (appends to the trial's retry_history: counted before)
-        worker = trial.user_attrs.get(record.WORKER)
-        if reason is None:
-            age = (datetime.datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
-            reason = f"no heartbeat within the grace period of {self._grace_period_seconds} s (started {age:.0f} s ago)"
-        queued = failures <= self._max_retry
-        outcome = (f"queued again with the same parameters (retry {failures} of {self._max_retry})" if queued
-                   else f"not queued again: retried {self._max_retry} times already" if self._max_retry
-                   else "not queued again (workers.max_retry = 0)")
-        who = f"of worker {worker}" if worker else "(its worker never recorded itself)"
-        _logger.warning(f"Trial {trial.number} {who} failed: {reason}; {outcome}")
-        if not queued:
-            remove_checkpoint(trial.user_attrs.get(record.CHECKPOINT_ARTIFACT), self.artifact_store)
-        return queued
 
 
 def open_storage(

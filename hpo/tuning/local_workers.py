@@ -44,7 +44,7 @@ from hpo.store.artifacts import (
 from hpo.store.storage import STORAGE_ENVIRONMENT_VARIABLE, TRANSIENT_ERRORS
 from hpo.tuning.progress import Progress, configure_logging
 from hpo.tuning.study import prepare_study
-from hpo.tuning.worker import run_study
+from hpo.tuning.worker import run_study, worker_id
 
 # prctl option: the signal a process gets when its parent dies (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
@@ -101,7 +101,8 @@ def worker_process(study_file: str, study_name: str, blas_threads: int) -> int:
     except HpoError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
-    print(f"worker done: {result.trials_started} trials started; {result.reason}", flush=True)
+    print(f"worker done: {result.trials_started} trials started; {result.epochs_trained} epochs trained; "
+          f"{result.reason}", flush=True)
     return 0
 
 
@@ -128,13 +129,18 @@ def run_local_workers(
     *,
     progress: bool = True,
     artifact_dir: str | os.PathLike[str] | None = None,
-) -> None:
+) -> list[str]:
     """Start ``jobs`` worker processes (:func:`worker_process`) and wait for them, showing study progress.
 
     ``artifact_dir`` reaches the workers as ``$HPO_ARTIFACT_DIR``.  A signal recorded
     by :func:`hpo.interrupts.install` (Ctrl-C, SIGTERM) is passed on to every worker
     once, as SIGTERM, and no further worker is started; they mark their trials FAIL (queued again) and
     exit, then :class:`hpo.interrupts.Interrupted` is raised here.
+
+    Returns
+    -------
+    list of str
+        The workers' ids (HOST:PID, the ``worker`` user attribute of the trials they ran).
 
     Raises
     ------
@@ -185,6 +191,7 @@ def run_local_workers(
     codes = [worker.returncode for worker in workers]
     if any(codes):
         raise WorkersFailed(f"{sum(1 for code in codes if code)} of {jobs} workers failed (exit codes {codes})")
+    return [worker_id(worker.pid) for worker in workers]
 
 
 if __name__ == "__main__":

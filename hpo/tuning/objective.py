@@ -164,7 +164,8 @@ class Objective:
 
     With an ``artifact_store``, a running trial keeps a checkpoint of its latest epoch
     every ``workers.checkpoint_every_epochs`` epochs (:mod:`hpo.store.checkpoints`).  A
-    retry of a stale trial (Optuna copies the failed trial's user attributes to it) trains
+    retry of a failed trial (it carries the failed trial's seed and checkpoint id,
+    :data:`hpo.store.record.CARRIED_TO_RETRY`) trains
     with the failed trial's seed and, when it names a checkpoint, reports the checkpoint's
     epochs as its own intermediate values (the pruner sees the same curve) and continues
     from the next epoch; its user attribute ``resumed_from_epoch`` says from where.
@@ -181,6 +182,8 @@ class Objective:
         self.before_batch = before_batch
         self.storage = storage
         self.user_attrs = dict(user_attrs or {})
+        # Epochs this objective trained, over all its trials (not those a retry took over from a checkpoint).
+        self.epochs_trained = 0
 
     def _store(self, trial: optuna.Trial, attributes: dict[str, Any]) -> None:
         """Write user attributes of the running trial: in one transaction when the storage allows it."""
@@ -192,7 +195,7 @@ class Objective:
             trial.set_user_attr(key, value)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        inherited = trial.user_attrs  # a retry's copy of the failed trial's (Optuna's retry callback); else {}
+        inherited = trial.user_attrs  # a retry's seed and checkpoint id (hpo.store.requeue); else {}
         fixed = self.spec.parameters.fixed()  # the seed is never searched
         seed = trial_seed(fixed["seed"], trial.number) if fixed["seed_per_trial"] else fixed["seed"]
         seed = inherited.get(record.SEED, seed)  # a retry trains as the trial it repeats
@@ -250,6 +253,7 @@ class Objective:
 
         def report(metrics: EpochMetrics) -> None:
             history.append(metrics)
+            self.epochs_trained += 1
             if self.artifact_store is not None and _is_new_best(history, metric):
                 best_state.update(network.state_dict())
             trial.report(getattr(metrics, metric), metrics.epoch)

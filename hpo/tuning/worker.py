@@ -11,15 +11,17 @@ share one study in one database.  Each worker:
 - records a heartbeat for its running trial and, at most once per heartbeat
   interval (between trials, and after an epoch), fails trials of dead workers
   (see :class:`hpo.store.storage.HeartbeatStorage`); they are queued again with the
-  same parameters (:class:`hpo.store.storage.RetryStaleTrial`);
+  same parameters (:class:`hpo.store.requeue.RetryStaleTrial`, up to ``workers.max_retry`` times);
 - waits out a database that is briefly away (restart, failover) instead of dying:
   every storage call is retried by the storage (:class:`hpo.store.retrying.RetryingStorage`);
 - goes on when told that its trial was already failed by another worker or by hand
   (`hpo stale --trial`), also when that comes while it stores the trial's result;
 - stops at a safe point when a signal asks it to (:mod:`hpo.interrupts`): the
   trial it owns is marked FAIL first, at whatever moment of the loop the signal
-  came, and queued again like a stale trial, keeping its checkpoint (a pod evicted
-  or preempted, ``docker stop``, Ctrl-C: the next worker continues the trial).
+  came, and queued again with the same parameters, keeping its checkpoint (a pod evicted
+  or preempted, ``docker stop``, Ctrl-C: the next worker continues the trial).  An
+  interruption is queued again every time: it does not spend the ``workers.max_retry``
+  retries, which are for crashes (see :mod:`hpo.store.requeue`).
 
 The loop is Optuna's ask-and-tell interface (``study.ask``, ``study.tell``).
 """
@@ -44,14 +46,21 @@ from hpo.config.spec import StudySpec
 from hpo.errors import HpoError
 from hpo.store import record
 from hpo.store.checkpoints import remove_checkpoint
+from hpo.store.requeue import RetryStaleTrial
 from hpo.store.retrying import DEFAULT_PATIENCE_SECONDS, RetryingStorage
-from hpo.store.storage import TRANSIENT_ERRORS, HeartbeatStorage, RetryStaleTrial
+from hpo.store.storage import TRANSIENT_ERRORS, HeartbeatStorage
 from hpo.tuning.data import TuningData
 from hpo.tuning.objective import Objective
 from hpo.tuning.progress import Progress
 from hpo.tuning.study import PreparedStudy
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+def worker_id(pid: int) -> str:
+    """The ``worker`` user attribute (HOST:PID) of the trials run by the process ``pid`` of this machine."""
+    return f"{socket.gethostname()}:{pid}"
+
+
+WORKER_ID = worker_id(os.getpid())
 # Seconds between looks at the study while other workers finish the last trials.
 POLL_SECONDS = 1.0
 # Seconds spent trying to mark an interrupted trial FAIL before giving up on a
@@ -63,10 +72,11 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class WorkerResult:
-    """What one worker did: trials it started, and why it stopped."""
+    """What one worker did: trials it started, epochs it trained (not those resumed from checkpoints), why it stopped."""
 
     trials_started: int = 0
     reason: str = ""
+    epochs_trained: int = 0
 
 
 class Heartbeat:
@@ -133,7 +143,7 @@ def fail_trials(study: optuna.Study, storage: HeartbeatStorage, numbers: Iterabl
     """Mark the RUNNING trials ``numbers`` of ``study`` FAIL by hand, heartbeat or not (``hpo stale --trial``).
 
     Each is then queued again like a stale trial (the storage's stale-trial callback,
-    :class:`hpo.store.storage.RetryStaleTrial`: up to ``workers.max_retry`` times, with the
+    :class:`hpo.store.requeue.RetryStaleTrial`: up to ``workers.max_retry`` times, with the
     same parameters).  The worker that ran such a trial finds it finished when it
     reports or tells, logs that, and goes on with the next trial.
 
@@ -258,6 +268,7 @@ def run_worker(
     waiting_logged = False
     while True:
         interrupts.check()
+        result.epochs_trained = objective.epochs_trained
         if deadline is not None and time.monotonic() >= deadline:
             result.reason = f"timeout of {timeout_seconds:g} s reached"
             return result
@@ -304,10 +315,10 @@ def _fail(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, wh
     """Mark ``trial`` FAIL after an interruption or a bug, trying for a few seconds only (no signal cuts them short).
 
     With ``queue_again`` (a signal: Ctrl-C, ``docker stop``, a pod evicted or preempted),
-    the trial is then queued again like a stale trial (the storage's stale-trial callback,
-    :class:`hpo.store.storage.RetryStaleTrial`: same parameters, up to ``workers.max_retry``
-    times) and keeps its checkpoint, so the next worker continues it from its latest
-    checkpointed epoch.  A trial this call failed and did not queue again loses its
+    the trial is then queued again through the storage's stale-trial callback
+    (:class:`hpo.store.requeue.RetryStaleTrial`) as an interruption: with the same parameters,
+    every time (interruptions do not count against ``workers.max_retry``), and it keeps its
+    checkpoint, so the next worker continues it from its latest checkpointed epoch.  A trial this call failed and did not queue again loses its
     checkpoint; one failed elsewhere already keeps it for its retry.
     """
     try:
@@ -317,7 +328,7 @@ def _fail(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial, wh
             frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             retry = storage.get_heartbeat_stale_trial_callback() if running and queue_again else None
             if retry is not None:
-                retry(study, frozen, reason=why)
+                retry(study, frozen, reason=why, interrupted=True)
     except TRANSIENT_ERRORS as error:
         _logger.warning(f"Trial {trial.number} ({why}) could not be marked FAIL or queued again: the database is "
                         f"unreachable ({type(error).__name__}); other workers fail it once its heartbeat is stale")
