@@ -193,3 +193,30 @@ def test_time_to_accuracy_figures_are_the_committed_results():
     missing = [phrase for phrase in expected if phrase not in text]
     assert not missing, missing
     assert second["ratio_service_to_optuna_torch"] <= 0.5
+
+
+# ------------------------------------------------------------------ main_job.json
+def test_main_job_figures_are_the_committed_result():
+    results = load("benchmarks/results/main_job.json")
+    text = flat(between("## Fashion-MNIST: the main job", "To use another folder, set"))
+    best, single, ensemble = results["best_trial"], results["single"], results["ensemble"]
+    trials = results["trials"]
+    minutes, seconds = divmod(round(results["run_wall_seconds"]), 60)
+    members = [member["test_accuracy"] for member in ensemble["members"]]
+    expected = [
+        f"# {minutes} min {seconds} s: {sum(trials.values())} trials, {trials['complete']} complete, "
+        f"{trials['pruned']} pruned",
+        f"| best trial ({best['number']}: {best['parameters']['hidden_layers']} x {best['parameters']['hidden_size']} "
+        f"units, batch norm, dropout {best['parameters']['dropout']:.2f}, momentum "
+        f"{best['parameters']['learning_rate']:.3f} cosine",
+        f"| {best['validation_accuracy']:.4f} | **{single['test_accuracy']:.4f}** |",
+        "top 5 trials (" + ", ".join(str(member["trial"]) for member in ensemble["members"])
+        + f"; members {min(members):.4f} to {max(members):.4f}) | - | **{ensemble['test_accuracy']:.4f}** |",
+        f"used {round(results['max_resident_kilobytes'] / 1024)} MiB",
+    ]
+    missing = [phrase for phrase in expected if phrase not in text]
+    assert not missing, missing
+    # The goals of issue 13, and the per-class tables quoted from the file.
+    assert single["test_accuracy"] >= 0.91 and ensemble["test_accuracy"] >= 0.915
+    shirt = [row for row in single["per_class"] if row["name"] == "Shirt"]
+    assert f"recall {shirt[0]['recall']:.3f} alone" in text
