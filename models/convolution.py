@@ -135,6 +135,9 @@ class Convolution:
         filter_height, filter_width, channels, filters = self.W.shape
         if x.ndim != 4 or x.shape[3] != channels:
             raise ValueError(f"x: expected shape (N, H, W, {channels}), got {x.shape}")
+        if x.shape[1] + 2 * self.pad < filter_height or x.shape[2] + 2 * self.pad < filter_width:
+            raise ValueError(f"x: images of {x.shape[1]} x {x.shape[2]} pixels (padding {self.pad}) are smaller than "
+                             f"the {filter_height} x {filter_width} filters")
         out_height = output_side(x.shape[1], filter_height, self.stride, self.pad)
         out_width = output_side(x.shape[2], filter_width, self.stride, self.pad)
         self.x_shape = x.shape
@@ -238,6 +241,9 @@ class MaxPooling:
         """
         if x.ndim != 4:
             raise ValueError(f"x: expected shape (N, H, W, C), got {x.shape}")
+        if min(x.shape[1:3]) < self.size:
+            raise ValueError(f"x: images of {x.shape[1]} x {x.shape[2]} pixels are smaller than the "
+                             f"{self.size} x {self.size} pooling window")
         windows = self._windows(x)
         self.x_shape = x.shape
         self.argmax = windows.argmax(axis=4)
