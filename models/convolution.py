@@ -165,7 +165,10 @@ class Convolution:
         filter_height, filter_width, channels, filters = self.W.shape
         dout = dout.reshape(-1, filters)
         if self._write_in_place:
-            np.matmul(self.col.T, dout, out=self.dW.reshape(-1, filters))
+            if self.dW.flags.c_contiguous:  # the reshape is a view: the product goes straight into dW
+                np.matmul(self.col.T, dout, out=self.dW.reshape(-1, filters))
+            else:                           # it would be a copy, and dW would never see the product
+                self.dW[...] = (self.col.T @ dout).reshape(self.W.shape)
             np.sum(dout, axis=0, out=self.db)
         else:
             self.dW = (self.col.T @ dout).reshape(self.W.shape)
