@@ -19,6 +19,7 @@ Conventions (the same as :mod:`models.layers`, with images instead of vectors)
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -291,7 +292,11 @@ class Reshape:
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         """``x.reshape(N, *shape)`` (a view when ``x`` is contiguous)."""
         self.x_shape = x.shape
-        return x.reshape(x.shape[0], *self.shape)
+        shape = self.shape
+        if -1 in shape:  # NumPy cannot infer it for a batch of no examples
+            known = math.prod(side for side in shape if side != -1)
+            shape = tuple(math.prod(x.shape[1:]) // known if side == -1 else side for side in shape)
+        return x.reshape(x.shape[0], *shape)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """The gradient in the shape of the last input."""
