@@ -422,7 +422,7 @@ class StudySpec(StrictModel):
 
 # Parameters added after studies were first stored, with their defaults (see StudySpec.identity).
 _LATER_OPTIONS = {"seed_per_trial": True, "evaluate_train": False, "learning_rate_schedule": "constant",
-                  "warmup_epochs": 0, "augmentation": "none"}
+                  "warmup_epochs": 0, "augmentation": "none", "convolution_layers": 0, "convolution_channels": 16}
 
 
 def load_spec(path: str | Path) -> StudySpec:
