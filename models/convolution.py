@@ -264,7 +264,7 @@ class MaxPooling:
         -------
         dx : ndarray of shape (N, H, W, C), dtype of ``dout``
         """
-        n, height, width, channels = self.x_shape
+        n, _, _, channels = self.x_shape
         s = self.size
         out_height, out_width = dout.shape[1:3]
         dwindows = np.zeros((*dout.shape, s * s), dtype=dout.dtype)

@@ -59,7 +59,7 @@ from pydantic import (
 
 from hpo.config.messages import field_errors
 from hpo.config.names import check_study_name
-from hpo.config.ranges import Choices, FiniteFloat, FloatRange, IntRange, StrictModel, range_kind
+from hpo.config.ranges import Choices, FloatRange, IntRange, StrictModel, range_kind
 from hpo.config.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from hpo.errors import HpoError
 from models.augmentation import AUGMENTATIONS, MAX_SHIFT, MIRRORING
