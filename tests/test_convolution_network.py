@@ -100,6 +100,16 @@ def test_layer_and_parameter_names_and_shapes():
     assert net.params_vector.size == sum(array.size for array in net.params.values())
 
 
+def test_the_blocks_write_their_gradients_into_the_flat_vector_an_optimizer_updates():
+    net = conv_net(seed=8, weight_decay=0.01)
+    x, t = data(n=6)
+    _, _, grads = net.loss_and_gradient(x, t)
+    for name, grad in grads.items():
+        assert grad is net.grads[name] and np.shares_memory(grad, net.grads_vector), name
+    np.testing.assert_array_equal(np.concatenate([grads[name].ravel() for name in net.params]), net.grads_vector)
+    assert np.all(net.grads["convolution_b1"] != 0.0)
+
+
 @pytest.mark.parametrize("weight_init, std_of_fan_in", [("he", lambda fan_in: math.sqrt(2.0 / fan_in)),
                                                         ("xavier", lambda fan_in: math.sqrt(1.0 / fan_in)),
                                                         (0.05, lambda fan_in: 0.05)])
