@@ -13,7 +13,7 @@ from hpo.store import record
 from hpo.store.storage import open_storage
 from hpo.tuning.data import DataError, TuningData, check_convolution_fits, prepare_data
 from hpo.tuning.objective import build_network
-from hpo.tuning.study import open_study
+from hpo.tuning.study import StudyMismatchError, open_study
 
 MINIMAL = 'name = "x"\n[budget]\ntrials = 3\n'
 
@@ -88,7 +88,7 @@ def test_the_identity_omits_the_defaults_so_studies_stored_before_convolutions_r
                             if not name.startswith("convolution_")}
     study.set_user_attr(record.STUDY_FILE, stored)
     assert open_study(plain, storage, "x").study_name == "x"
-    with pytest.raises(Exception, match="parameters.convolution_layers: stored null, file 2"):
+    with pytest.raises(StudyMismatchError, match="parameters.convolution_layers: stored null, file 2"):
         open_study(load_spec(tmp_path / "conv.toml"), storage, "x")
 
 
@@ -186,9 +186,9 @@ def test_hpo_run_refuses_blocks_that_do_not_fit_before_any_trial(tmp_path, run_h
 def test_hpo_create_then_worker_refuses_them_too(tmp_path, run_hpo):
     (tmp_path / "study.toml").write_text(STUDY.format(layers=4))
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
-    run_hpo("create", "study.toml", "--storage", url, cwd=tmp_path)           # no data loaded: may create it
+    created = run_hpo("create", "study.toml", "--storage", url, cwd=tmp_path)  # loads no data: creates the study
+    assert created.returncode == 0, created.stderr
     result = run_hpo("worker", "study.toml", "--storage", url, "--no-progress", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().endswith("use at most 3")
-    if (tmp_path / "hpo.db").exists():
-        assert optuna.load_study(study_name="conv", storage=url).trials == []
+    assert optuna.load_study(study_name="conv", storage=url).trials == []
