@@ -19,6 +19,7 @@ Conventions (the same as :mod:`models.layers`, with images instead of vectors)
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -135,6 +136,9 @@ class Convolution:
         filter_height, filter_width, channels, filters = self.W.shape
         if x.ndim != 4 or x.shape[3] != channels:
             raise ValueError(f"x: expected shape (N, H, W, {channels}), got {x.shape}")
+        if x.shape[1] + 2 * self.pad < filter_height or x.shape[2] + 2 * self.pad < filter_width:
+            raise ValueError(f"x: images of {x.shape[1]} x {x.shape[2]} pixels (padding {self.pad}) are smaller than "
+                             f"the {filter_height} x {filter_width} filters")
         out_height = output_side(x.shape[1], filter_height, self.stride, self.pad)
         out_width = output_side(x.shape[2], filter_width, self.stride, self.pad)
         self.x_shape = x.shape
@@ -162,7 +166,10 @@ class Convolution:
         filter_height, filter_width, channels, filters = self.W.shape
         dout = dout.reshape(-1, filters)
         if self._write_in_place:
-            np.matmul(self.col.T, dout, out=self.dW.reshape(-1, filters))
+            if self.dW.flags.c_contiguous:  # the reshape is a view: the product goes straight into dW
+                np.matmul(self.col.T, dout, out=self.dW.reshape(-1, filters))
+            else:                           # it would be a copy, and dW would never see the product
+                self.dW[...] = (self.col.T @ dout).reshape(self.W.shape)
             np.sum(dout, axis=0, out=self.db)
         else:
             self.dW = (self.col.T @ dout).reshape(self.W.shape)
@@ -238,6 +245,9 @@ class MaxPooling:
         """
         if x.ndim != 4:
             raise ValueError(f"x: expected shape (N, H, W, C), got {x.shape}")
+        if min(x.shape[1:3]) < self.size:
+            raise ValueError(f"x: images of {x.shape[1]} x {x.shape[2]} pixels are smaller than the "
+                             f"{self.size} x {self.size} pooling window")
         windows = self._windows(x)
         self.x_shape = x.shape
         self.argmax = windows.argmax(axis=4)
@@ -254,7 +264,7 @@ class MaxPooling:
         -------
         dx : ndarray of shape (N, H, W, C), dtype of ``dout``
         """
-        n, height, width, channels = self.x_shape
+        n, _, _, channels = self.x_shape
         s = self.size
         out_height, out_width = dout.shape[1:3]
         dwindows = np.zeros((*dout.shape, s * s), dtype=dout.dtype)
@@ -282,7 +292,11 @@ class Reshape:
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         """``x.reshape(N, *shape)`` (a view when ``x`` is contiguous)."""
         self.x_shape = x.shape
-        return x.reshape(x.shape[0], *self.shape)
+        shape = self.shape
+        if -1 in shape:  # NumPy cannot infer it for a batch of no examples
+            known = math.prod(side for side in shape if side != -1)
+            shape = tuple(math.prod(x.shape[1:]) // known if side == -1 else side for side in shape)
+        return x.reshape(x.shape[0], *shape)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """The gradient in the shape of the last input."""

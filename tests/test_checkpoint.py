@@ -261,3 +261,42 @@ def test_check_refuses_a_checkpoint_that_does_not_fit_the_training_before_anythi
               resume_from=Checkpoint.from_bytes(cases[0][0]))
     for name, array in network.state_dict().items():
         np.testing.assert_array_equal(array, before[name])
+
+
+def conv_network_and_generator(seed):
+    """Two convolution blocks (8 -> 4 -> 2 pixels), batch norm, dropout and weight decay on the digits."""
+    rng = np.random.default_rng(seed)
+    return MultiLayerNet(64, [16], 10, batch_norm=True, dropout=0.2, weight_decay=1e-3, seed=rng,
+                         convolution_channels=[4, 8], image_shape=(8, 8)), rng
+
+
+def test_a_convolutional_network_resumed_from_its_checkpoint_equals_the_uninterrupted_run(digits_split):
+    x, t, xv, tv = digits_split
+    settings = {"epochs": 4, "batch_size": 64, "schedule": make_schedule("cosine", 0.01, 4, 0)}
+    network, rng = conv_network_and_generator(3)
+    whole = train(network, make_optimizer("adam", 0.01), x, t, xv, tv, rng=rng, **settings)
+    expected = network.state_dict()
+    assert {"convolution_W1", "convolution_b2", "running_var1"} <= set(expected)
+
+    network, rng = conv_network_and_generator(3)
+    taken = []
+
+    def keep(checkpoint):
+        taken.append(checkpoint.to_bytes())
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(network, make_optimizer("adam", 0.01), x, t, xv, tv, rng=rng, checkpoint_every=2, on_checkpoint=keep,
+              **settings)
+    checkpoint = Checkpoint.from_bytes(taken[0])
+    assert checkpoint.epoch == 2 and checkpoint.network["convolution_W2"].shape == (3, 3, 4, 8)
+    assert not np.array_equal(checkpoint.network["convolution_W1"], expected["convolution_W1"])  # mid-training
+
+    network, rng = conv_network_and_generator(999)              # everything comes from the checkpoint
+    resumed = train(network, make_optimizer("adam", 0.01), x, t, xv, tv, rng=rng, resume_from=checkpoint, **settings)
+    assert without_seconds(resumed.history) == without_seconds(whole.history)
+    assert [metrics.epoch for metrics in resumed.history] == [1, 2, 3, 4]
+    state = network.state_dict()
+    assert sorted(state) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(state[name], expected[name], err_msg=name)

@@ -58,7 +58,7 @@ from pydantic import (
 
 from hpo.config.messages import field_errors, read_study_file
 from hpo.config.names import check_study_name
-from hpo.config.ranges import Choices, FiniteFloat, FloatRange, IntRange, StrictModel, range_kind
+from hpo.config.ranges import Choices, FloatRange, IntRange, StrictModel, range_kind
 from hpo.config.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from hpo.errors import HpoError
 from models.augmentation import AUGMENTATIONS, MAX_SHIFT, MIRRORING
@@ -421,7 +421,7 @@ class StudySpec(StrictModel):
 
 # Parameters added after studies were first stored, with their defaults (see StudySpec.identity).
 _LATER_OPTIONS = {"seed_per_trial": True, "evaluate_train": False, "learning_rate_schedule": "constant",
-                  "warmup_epochs": 0, "augmentation": "none"}
+                  "warmup_epochs": 0, "augmentation": "none", "convolution_layers": 0, "convolution_channels": 16}
 
 
 def load_spec(path: str | Path) -> StudySpec:
