@@ -391,3 +391,27 @@ def test_predict_names_the_expected_shape(finished, tmp_path, run_hpo):
     assert card["data"]["n_features"] == 64 and predict(network, images[:3]).shape == (3,)
     no_images = predict(network, images[:0])
     assert no_images.shape == (0,) and no_images.dtype == np.int64
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_killed_claim_of_the_model_folder_blocks_no_later_evaluate(tmp_path, signal_name):
+    import signal
+    import subprocess
+    import sys
+
+    from hpo.results.model_folder import prepare_model_directory
+
+    # A process claims the folder, starts writing its model, and dies (as hpo evaluate does on SIGTERM: at once).
+    claim = ("import sys, time; from hpo import interrupts; interrupts.exit_at_once(); "
+             "from hpo.results.model_folder import prepare_model_directory; "
+             f"folder = prepare_model_directory({str(tmp_path / 'm')!r}); "
+             "(folder.staging / 'weights.npz').write_bytes(b'half'); print('claimed', flush=True); time.sleep(60)")
+    process = subprocess.Popen([sys.executable, "-c", claim], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "claimed\n"
+    assert len(_siblings_left(tmp_path, "m")) == 2  # its lock and its half-written folder
+    process.send_signal(getattr(signal, signal_name))
+    assert process.wait(timeout=30) == (-9 if signal_name == "SIGKILL" else 143)
+    # The lock died with it: the next claim goes on, and removes what the dead one left half written.
+    with prepare_model_directory(tmp_path / "m") as folder:
+        assert _siblings_left(tmp_path, "m") == sorted([".m.hpo-lock", folder.staging.name])
+    assert _siblings_left(tmp_path, "m") == [] and list((tmp_path / "m").iterdir()) == []

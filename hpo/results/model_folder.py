@@ -5,11 +5,17 @@ failed save must leave the folder as it was.  A lock file created with
 ``O_CREAT | O_EXCL`` beside the folder lets exactly one command claim it; the model is
 written into a fresh sibling folder and renamed into place (``os.replace``; with
 ``--force`` the old folder is renamed aside first, then removed).
+
+The lock is an ``flock`` on that file, which the kernel drops when its process dies:
+an ``hpo evaluate`` killed or interrupted at any moment never blocks the next one,
+which removes the sibling folder the dead one left half written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import os
 import re
 import shutil
@@ -32,8 +38,8 @@ MODEL_FILE_PATTERN = re.compile(r"model_card\.json|weights\.npz|weights-trial-\d
 class ModelFolder:
     """The ``--out`` folder of one ``hpo evaluate``, claimed before any training (:func:`prepare_model_directory`).
 
-    Claimed by an exclusive lock file beside it (``.NAME.hpo-lock``, created with O_CREAT | O_EXCL), so
-    that of two commands given the same folder exactly one goes on.  The model is written into a fresh
+    Claimed by an exclusive ``flock`` of a lock file beside it (``.NAME.hpo-lock``), so that of two
+    commands given the same folder exactly one goes on; the lock dies with its process.  The model is written into a fresh
     sibling folder and renamed into place (:meth:`install`): the named folder never holds half a model.
     Use it as a context manager; leaving it removes the lock, the unused sibling folder, and the folder
     itself if this claim created it and it is still empty.
@@ -54,21 +60,15 @@ class ModelFolder:
         self._lock = target.with_name(f".{target.name}.hpo-lock")
         self._staging: Path | None = None
         self._created = False
+        self._lock_descriptor: int | None = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ModelFolderError(f"cannot create the model folder {path}: {error.strerror or error}") from None
+        self._lock_descriptor = self._claim()
         try:
-            descriptor = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            raise ModelFolderError(
-                f"{path} is being written by another hpo evaluate (lock file {self._lock}); choose another --out, "
-                f"or remove {self._lock} if no hpo evaluate is running") from None
-        except OSError as error:
-            raise ModelFolderError(f"cannot create the model folder {path}: {error.strerror or error}") from None
-        with os.fdopen(descriptor, "w") as lock:
-            lock.write(f"{os.getpid()}\n")
-        try:
+            for orphan in target.parent.glob(f".{glob.escape(target.name)}.hpo-new-*"):  # of a claim that died
+                shutil.rmtree(orphan, ignore_errors=True)
             self._check_contents()
             try:
                 os.mkdir(target)  # atomic: fails if it exists
@@ -85,6 +85,35 @@ class ModelFolder:
         except BaseException:
             self.release()
             raise
+
+    def _claim(self) -> int:
+        """Open and ``flock`` the lock file; its descriptor. Retried when the file was replaced meanwhile.
+
+        Raises
+        ------
+        ModelFolderError
+            Another live process holds the lock, or the file cannot be made.
+        """
+        while True:
+            try:
+                descriptor = os.open(self._lock, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError as error:
+                raise ModelFolderError(f"cannot create the model folder {self.path}: {error.strerror or error}") from None
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                raise ModelFolderError(f"{self.path} is being written by another hpo evaluate; wait for it to end "
+                                       "or choose another --out") from None
+            try:
+                current = os.stat(self._lock).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(descriptor).st_ino:  # not removed by a releasing holder since we opened it
+                os.ftruncate(descriptor, 0)
+                os.write(descriptor, f"{os.getpid()}\n".encode())
+                return descriptor
+            os.close(descriptor)
 
     def __enter__(self) -> Self:
         return self
@@ -157,8 +186,11 @@ class ModelFolder:
             with contextlib.suppress(OSError):
                 self._target.rmdir()  # only if still empty
             self._created = False
-        with contextlib.suppress(FileNotFoundError):
-            self._lock.unlink()
+        if self._lock_descriptor is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._lock.unlink()  # while still holding it: a waiter that opened it retries on a new file
+            os.close(self._lock_descriptor)
+            self._lock_descriptor = None
 
 
 def prepare_model_directory(directory: str | Path, *, overwrite: bool = False) -> ModelFolder:
