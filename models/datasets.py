@@ -387,6 +387,11 @@ def _read_images_and_labels(images_path: Path, labels_path: Path) -> tuple[numpy
             f"{labels_path}: {labels.shape[0]} labels but {images_path} has {images.shape[0]} "
             f"images; use the label file that belongs to these images"
         )
+    if 0 in images.shape:
+        raise DatasetError(
+            f"{images_path}: holds {images.shape[0]} images of {images.shape[1]} x {images.shape[2]} pixels; "
+            "a data set needs at least one image of at least one pixel"
+        )
     x = numpy.true_divide(
         images.reshape(images.shape[0], -1), numpy.float32(255.0), dtype=numpy.float32
     )
@@ -403,11 +408,11 @@ def _load_idx_directory(
         for part, kind, suffix in _IDX_FILES
     }
     x_train, t_train, image_shape = _read_images_and_labels(paths["train", "images"], paths["train", "labels"])
-    x_test, t_test, _ = _read_images_and_labels(paths["t10k", "images"], paths["t10k", "labels"])
-    if x_test.shape[1] != x_train.shape[1]:
+    x_test, t_test, test_shape = _read_images_and_labels(paths["t10k", "images"], paths["t10k", "labels"])
+    if test_shape != image_shape:
         raise DatasetError(
-            f"{paths['t10k', 'images']}: test images have {x_test.shape[1]} pixels, training images "
-            f"{x_train.shape[1]}; use the test files of the same data set"
+            f"{paths['t10k', 'images']}: test images are {test_shape[0]} x {test_shape[1]} pixels, training images "
+            f"{image_shape[0]} x {image_shape[1]}; use the test files of the same data set"
         )
     if class_names is None:
         largest = max((int(t.max()) for t in (t_train, t_test) if t.size), default=1)

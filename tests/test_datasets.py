@@ -398,3 +398,22 @@ def test_image_shape_must_hold_the_features():
     assert Dataset("d", x, t, x.copy(), t.copy(), ("a", "b"), (2, 3)).image_shape == (2, 3)
     with pytest.raises(ValueError, match=r"^Dataset.image_shape: expected \(height, width\) of 6 pixels, got \(2, 2\)"):
         Dataset("d", x, t, x.copy(), t.copy(), ("a", "b"), (2, 2))
+
+
+@pytest.mark.parametrize(("n_train", "n_test", "rows", "cols", "what"), [
+    (0, 5, 3, 4, "holds 0 images of 3 x 4 pixels"),
+    (12, 0, 3, 4, "holds 0 images of 3 x 4 pixels"),
+    (12, 5, 0, 4, "holds 12 images of 0 x 4 pixels"),
+    (12, 5, 3, 0, "holds 12 images of 3 x 0 pixels"),
+])
+def test_an_idx_set_without_images_or_pixels_is_refused(tmp_path, n_train, n_test, rows, cols, what):
+    make_idx_directory(tmp_path, n_train=n_train, n_test=n_test, rows=rows, cols=cols)
+    with pytest.raises(DatasetError, match=f"{what}; a data set needs at least one image of at least one pixel"):
+        load_idx_directory(tmp_path)
+
+
+def test_test_images_of_another_shape_with_as_many_pixels_are_refused(tmp_path):
+    make_idx_directory(tmp_path)  # 3 x 4 training images
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((5, 4, 3), dtype=np.uint8))  # 12 pixels too
+    with pytest.raises(DatasetError, match="test images are 4 x 3 pixels, training images 3 x 4"):
+        load_idx_directory(tmp_path)
