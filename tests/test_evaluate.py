@@ -391,6 +391,14 @@ def test_predict_names_the_expected_shape(finished, tmp_path, run_hpo):
     assert card["data"]["n_features"] == 64 and predict(network, images[:3]).shape == (3,)
     no_images = predict(network, images[:0])
     assert no_images.shape == (0,) and no_images.dtype == np.int64
+    # Pixels not as in training would give classes silently: refused.
+    for bad, what in [(images[:3] * 16, r"values from 0 to 16"), (np.full((2, 64), np.nan), "NaN or infinite values"),
+                      (np.full((2, 64), np.inf), "NaN or infinite values"), (images[:3] - 5, r"values from -5 to -4")]:
+        with pytest.raises(ValueError, match=rf"^x: holds {what}; give pixels scaled to \[0, 1\] as in training"):
+            predict(network, bad)
+    with pytest.raises(ValueError, match="expected numbers"):
+        predict(network, np.full((1, 64), "a"))
+    assert (predict(network, images[:5].astype(np.float64)) == predict(network, images[:5])).all()
 
 
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])

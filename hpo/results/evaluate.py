@@ -386,12 +386,19 @@ def predict(network: MultiLayerNet | Ensemble, x: np.ndarray) -> np.ndarray:
     Raises
     ------
     ValueError
-        ``x`` is not two-dimensional with D columns.
+        ``x`` is not two-dimensional with D columns, or not numbers in [0, 1] (NaN, infinite,
+        or pixels not scaled as in training, such as 8-bit values 0..255).
     """
     size = getattr(network.networks[0] if isinstance(network, Ensemble) else network, "input_size", "D")
     if np.ndim(x) != 2 or size != "D" and np.shape(x)[1] != size:
         raise ValueError(f"x: expected an array of shape (N, {size}) (the card's data.n_features), "
                          f"got shape {np.shape(x)}")
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"x: expected numbers (float32 pixels in [0, 1]), got dtype {x.dtype}")
+    if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+        bad = "NaN or infinite values" if not np.isfinite(x).all() else f"values from {x.min():g} to {x.max():g}"
+        raise ValueError(f"x: holds {bad}; give pixels scaled to [0, 1] as in training (8-bit images: divide by 255)")
     return np.concatenate([np.empty(0, dtype=np.int64)] + [network.predict(x[start:start + 4096]).argmax(axis=1)
                                                           for start in range(0, len(x), 4096)]).astype(np.int64)
 
