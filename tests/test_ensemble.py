@@ -118,6 +118,14 @@ def test_a_saved_ensemble_loads_and_predicts_as_in_memory(finished, tmp_path):
     accuracy = float(np.mean(evaluation.predictions == digits.t_test))
     assert card["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
     assert card["kind"] == "ensemble" and card["test_images"] == 360
+    # A member's settings edited by hand (an activation that fits the same arrays) are refused, not served.
+    import json
+
+    from hpo.results.evaluate import EvaluationError
+    card["members"][1]["parameters"]["activation"] = "tanh"
+    (tmp_path / "m" / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(EvaluationError, match="the card was edited"):
+        load_model(tmp_path / "m")
 
 
 def test_retrained_members_are_the_networks_plain_evaluate_retrains(finished):

@@ -186,22 +186,43 @@ def test_an_unusable_out_folder_fails_before_training(finished, run_hpo):
     assert "retraining" not in result.stdout
 
 
-@pytest.mark.parametrize("damage", ["truncated weights", "card without data", "card with a bad activation"])
-def test_a_damaged_saved_model_is_one_evaluation_error(finished, tmp_path, damage, run_hpo):
+EDITED = "differ from those saved with its weights; the card was edited: save the model again with hpo evaluate"
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    ("truncated weights", "checksum differs"),
+    ("card without data", EDITED),
+    ("card with a bad activation", EDITED),
+    # Settings that fit the same arrays: without the card's settings checksum these would predict silently wrong.
+    ("card with another activation", EDITED),
+    ("card with another image shape", EDITED),
+    ("card with other class names", EDITED),
+    # A card saved before the settings checksum existed is read as before.
+    ("old card without data", "the model card does not describe a network of this project"),
+    ("old card with a bad activation", "the model card does not describe a network of this project"),
+])
+def test_a_damaged_saved_model_is_one_evaluation_error(finished, tmp_path, damage, expected, run_hpo):
     result = run_hpo("evaluate", "--stored-weights", "--out", str(tmp_path / "m"), cwd=finished)
     assert result.returncode == 0, result.stderr
     weights, card_path = tmp_path / "m" / "weights.npz", tmp_path / "m" / "model_card.json"
     card = json.loads(card_path.read_text())
+    assert load_model(tmp_path / "m")[1] == card  # undamaged, it loads
     if damage == "truncated weights":
         weights.write_bytes(weights.read_bytes()[:100])
-        expected = "checksum differs"
     else:
-        if damage == "card without data":
+        if damage.startswith("old card"):
+            del card["settings_sha256"]
+        if damage.endswith("without data"):
             del card["data"]
-        else:
+        elif damage.endswith("bad activation"):
             card["parameters"]["activation"] = "bogus"
+        elif damage.endswith("another activation"):
+            card["parameters"]["activation"] = "sigmoid"
+        elif damage.endswith("another image shape"):
+            card["data"]["image_shape"] = [4, 16]
+        else:
+            card["data"]["class_names"] = card["data"]["class_names"][::-1]
         card_path.write_text(json.dumps(card))
-        expected = "the model card does not describe a network of this project"
     with pytest.raises(EvaluationError, match=expected):
         load_model(tmp_path / "m")
 

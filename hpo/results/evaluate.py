@@ -440,13 +440,15 @@ def save_model(directory: str | Path, network: MultiLayerNet | Ensemble,
         for member, member_card in zip(network.networks, evaluation.card["members"]):
             paths.append(directory / f"weights-trial-{member_card['trial']}.npz")
             save_weights(member, paths[-1])
-            members.append({**member_card, "weights_file": paths[-1].name, "weights_sha256": _sha256(paths[-1])})
+            members.append({**member_card, "weights_file": paths[-1].name, "weights_sha256": _sha256(paths[-1]),
+                            "settings_sha256": _settings_sha256(member_card, evaluation.card["data"])})
         card = {**evaluation.card, "members": members}
         card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         return paths[0], card_path
     weights_path = directory / WEIGHTS_FILE
     save_weights(network, weights_path)
-    card = {**evaluation.card, "weights_file": WEIGHTS_FILE, "weights_sha256": _sha256(weights_path)}
+    card = {**evaluation.card, "weights_file": WEIGHTS_FILE, "weights_sha256": _sha256(weights_path),
+            "settings_sha256": _settings_sha256(evaluation.card, evaluation.card["data"])}
     card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return weights_path, card_path
 
@@ -536,6 +538,10 @@ def _load_network(directory: Path, card_path: Path, entry: dict[str, Any], card:
         raise EvaluationError(f"{weights_path}: cannot read the weights: {error.strerror or error}") from None
     if checksum != entry.get("weights_sha256"):  # checked first: a damaged file is never parsed
         raise EvaluationError(f"{weights_path}: checksum differs from the model card; the file was changed")
+    if "settings_sha256" in entry and entry["settings_sha256"] != _settings_sha256(entry, card.get("data")):
+        raise EvaluationError(f"{card_path}: the network's settings (parameters, data.n_features, data.image_shape, "
+                              "data.class_names) differ from those saved with its weights; the card was edited: save "
+                              "the model again with hpo evaluate")
     try:
         state = load_weights(weights_path)
         data = card["data"]
@@ -550,6 +556,18 @@ def _load_network(directory: Path, card_path: Path, entry: dict[str, Any], card:
     except ValueError as error:
         raise EvaluationError(f"{weights_path}: does not fit the model card's network: {error}") from None
     return network
+
+
+def _settings_sha256(entry: dict[str, Any], data: Any) -> str:
+    """SHA-256 of what rebuilds a network from a card (its parameters, the input size, image shape and classes).
+
+    A card without it (saved before it existed) loads as before; one whose settings were edited is refused,
+    where the weights' own checksum could not see it (a changed image shape or activation fits the same arrays).
+    """
+    data = data if isinstance(data, dict) else {}
+    settings = {"parameters": entry.get("parameters"), "n_features": data.get("n_features"),
+                "image_shape": data.get("image_shape"), "class_names": data.get("class_names")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _sha256(path: Path) -> str:
