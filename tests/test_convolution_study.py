@@ -96,6 +96,12 @@ def digits_spec(tmp_path, layers, name="digits.toml"):
     return spec_of(tmp_path, f'[dataset]\nname = "digits"\n[parameters]\nconvolution_layers = {layers}\n', name=name)
 
 
+def images_spec(tmp_path, layers, name="images.toml"):
+    """A study of an IDX folder, whose image shape the study file cannot know: the data check decides."""
+    return spec_of(tmp_path, f'[dataset]\nname = "idx"\ndirectory = "{tmp_path}"\n[parameters]\n'
+                             f'convolution_layers = {layers}\n', name=name)
+
+
 @pytest.fixture(scope="module")
 def digits_data():
     from hpo.config.spec import DatasetSpec
@@ -112,21 +118,40 @@ def test_digits_take_up_to_3_blocks(tmp_path, digits_data, layers):
 @pytest.mark.parametrize("layers, most", [("4", 4), ("8", 8), ("{ low = 1, high = 4 }", 4),
                                           ("{ low = 0, high = 6, step = 2 }", 6), ("{ choices = [5, 1] }", 5)])
 def test_more_blocks_than_the_digits_can_be_halved_are_refused(tmp_path, digits_data, layers, most):
-    with pytest.raises(DataError) as caught:
-        check_convolution_fits(digits_spec(tmp_path, layers), digits_data)
+    with pytest.raises(DataError) as caught:   # images of 8 x 8 pixels, from a folder the study file cannot see into
+        check_convolution_fits(images_spec(tmp_path, layers), digits_data)
     assert str(caught.value) == (f"parameters.convolution_layers: {most} blocks halve the 8 x 8 images of dataset "
-                                 "'digits' below one pixel; use at most 3")
+                                 "'idx' below one pixel; use at most 3")
+    # The study file itself refuses them for the bundled digits, whose size it knows (hpo create loads no data).
+    with pytest.raises(SpecError) as caught:
+        digits_spec(tmp_path, layers)
+    assert str(caught.value).endswith(f"parameters.convolution_layers: {most} blocks halve the 8 x 8 images of "
+                                      "dataset.name = 'digits' below one pixel; use at most 3")
+
+
+@pytest.mark.parametrize(("directory", "refused"), [("", True), ('directory = "."', False)])
+def test_fashion_mnist_files_take_up_to_4_blocks(tmp_path, directory, refused):
+    text = f'[dataset]\nname = "fashion_mnist"\n{directory}\n[parameters]\nconvolution_layers = {{ low = 1, high = 5 }}\n'
+    assert spec_of(tmp_path, text.replace("high = 5", "high = 4")).parameters.convolution_layers.high == 4
+    if refused:   # Debian's files are 28 x 28; another folder may hold other images (checked with the data)
+        with pytest.raises(SpecError, match="5 blocks halve the 28 x 28 images .* use at most 4$"):
+            spec_of(tmp_path, text)
+    else:
+        assert spec_of(tmp_path, text).parameters.convolution_layers.high == 5
 
 
 def test_larger_or_oblong_images_take_log2_of_their_smaller_side(tmp_path, digits_data):
     data = TuningData(*[np.zeros((4, 4))] * 4, 10, image_shape=(16, 40))
-    check_convolution_fits(digits_spec(tmp_path, 4), data)
+    check_convolution_fits(images_spec(tmp_path, 4), data)
     with pytest.raises(DataError, match="5 blocks halve the 16 x 40 images .* use at most 4$"):
-        check_convolution_fits(digits_spec(tmp_path, 5), data)
+        check_convolution_fits(images_spec(tmp_path, 5), data)
     odd = TuningData(*[np.zeros((4, 4))] * 4, 10, image_shape=(28, 7))    # 7 -> 3 -> 1: two blocks
-    check_convolution_fits(digits_spec(tmp_path, 2), odd)
+    check_convolution_fits(images_spec(tmp_path, 2), odd)
     with pytest.raises(DataError, match="use at most 2$"):
-        check_convolution_fits(digits_spec(tmp_path, 3), odd)
+        check_convolution_fits(images_spec(tmp_path, 3), odd)
+    line = TuningData(*[np.zeros((4, 4))] * 4, 10, image_shape=(1, 784))  # one row of pixels: no block at all
+    with pytest.raises(DataError, match="1 block halves the 1 x 784 images .* use at most 0$"):
+        check_convolution_fits(images_spec(tmp_path, 1), line)
 
 
 def test_data_without_an_image_shape_take_no_blocks(tmp_path):
@@ -178,17 +203,16 @@ def test_hpo_run_refuses_blocks_that_do_not_fit_before_any_trial(tmp_path, run_h
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     lines = result.stderr.strip().splitlines()
-    assert lines == [("Error: study.toml: parameters.convolution_layers: 4 blocks halve the 8 x 8 images of dataset "
-                      "'digits' below one pixel; use at most 3")]
+    assert lines == [("Error: study.toml: parameters.convolution_layers: 4 blocks halve the 8 x 8 images of "
+                      "dataset.name = 'digits' below one pixel; use at most 3")]
     assert not (tmp_path / "hpo.db").exists()                                # no study, hence no trial
 
 
-def test_hpo_create_then_worker_refuses_them_too(tmp_path, run_hpo):
+def test_hpo_create_and_worker_refuse_them_too(tmp_path, run_hpo):
     (tmp_path / "study.toml").write_text(STUDY.format(layers=4))
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
-    created = run_hpo("create", "study.toml", "--storage", url, cwd=tmp_path)  # loads no data: creates the study
-    assert created.returncode == 0, created.stderr
-    result = run_hpo("worker", "study.toml", "--storage", url, "--no-progress", cwd=tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().endswith("use at most 3")
-    assert optuna.load_study(study_name="conv", storage=url).trials == []
+    for command in (["create"], ["worker", "--no-progress"]):  # create loads no data: the file knows the size
+        result = run_hpo(*command, "study.toml", "--storage", url, cwd=tmp_path)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].endswith("use at most 3")
+    assert not (tmp_path / "hpo.db").exists()  # no study stored under a name the corrected file could not reuse

@@ -372,6 +372,12 @@ class StudySpec(StrictModel):
             raise ValueError(f"parameters.augmentation: {', '.join(sorted(shifting))} shifts images by up to "
                              f"{MAX_SHIFT} pixels{mirrors}: too much for 8 x 8 digits (dataset.name = 'digits'); "
                              "use 'none'")
+        blocks = self.parameters.convolution_layers
+        most = max(blocks.choices) if isinstance(blocks, Choices) else getattr(blocks, "high", blocks)
+        side = _IMAGE_SIDES.get(self.dataset.name) if self.dataset.directory is None else None
+        if side and most > int(math.log2(side)):  # here too, not only with the data: `hpo create` loads none
+            raise ValueError(f"parameters.convolution_layers: {most} blocks halve the {side} x {side} images of "
+                             f"dataset.name = {self.dataset.name!r} below one pixel; use at most {int(math.log2(side))}")
         if self.sampler.type not in SAMPLERS:
             raise ValueError(f"sampler.type = {self.sampler.type!r} is not one of {', '.join(SAMPLERS)}")
         if self.pruner.type not in PRUNERS:
@@ -418,6 +424,9 @@ class StudySpec(StrictModel):
                 del identity["parameters"][name]
         return identity
 
+
+# Image sides of the data sets whose files are known (digits: scikit-learn's 8 x 8; Fashion-MNIST: 28 x 28).
+_IMAGE_SIDES = {"digits": 8, "fashion_mnist": 28}
 
 # Parameters added after studies were first stored, with their defaults (see StudySpec.identity).
 _LATER_OPTIONS = {"seed_per_trial": True, "evaluate_train": False, "learning_rate_schedule": "constant",

@@ -139,7 +139,8 @@ def check_convolution_fits(spec: StudySpec, data: TuningData) -> None:
     height, width = data.image_shape
     fits = int(math.log2(min(height, width)))
     if most > fits:
-        raise DataError(f"parameters.convolution_layers: {most} blocks halve the {height} x {width} images of dataset "
+        blocks = "1 block halves" if most == 1 else f"{most} blocks halve"
+        raise DataError(f"parameters.convolution_layers: {blocks} the {height} x {width} images of dataset "
                         f"{spec.dataset.name!r} below one pixel; use at most {fits}")
 
 
