@@ -5,7 +5,6 @@ file whose blocks do not fit before any trial."""
 import textwrap
 
 import numpy as np
-import optuna
 import pytest
 
 from hpo.config.spec import Choices, IntRange, SpecError, load_spec
