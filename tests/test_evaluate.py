@@ -444,3 +444,18 @@ def test_a_killed_claim_of_the_model_folder_blocks_no_later_evaluate(tmp_path, s
     with prepare_model_directory(tmp_path / "m") as folder:
         assert _siblings_left(tmp_path, "m") == sorted([".m.hpo-lock", folder.staging.name])
     assert _siblings_left(tmp_path, "m") == [] and list((tmp_path / "m").iterdir()) == []
+
+
+def test_a_trial_is_not_evaluated_on_images_of_another_shape_than_it_trained_on(finished):
+    from hpo.store.artifacts import download_weights
+
+    study = load(finished)
+    trial = study.best_trial
+    assert trial.user_attrs["image_shape"] == [8, 8]  # recorded by the objective
+    # The data set's files replaced by others of as many pixels (4 x 16): the trial's weights would read them wrong.
+    moved = copy.deepcopy(trial)
+    moved.user_attrs["image_shape"] = [4, 16]
+    for stored_weights in (None, download_weights(trial, finished / "hpo-artifacts")):
+        with pytest.raises(EvaluationError, match=r"^trial \d+ trained on images of 4 x 16 pixels, but the data set's "
+                                                  r"files now hold 8 x 8 images; point dataset.directory at the files"):
+            evaluate_trial(study, moved, stored_weights=stored_weights)

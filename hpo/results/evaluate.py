@@ -211,6 +211,11 @@ def evaluate_trial(
     """
     dataset_spec, values = trial_settings(study, trial)
     dataset = load_training_and_test(dataset_spec)
+    trained_on = trial.user_attrs.get(record.IMAGE_SHAPE)  # trials stored before it was recorded: not checked
+    if trained_on and dataset.image_shape and list(dataset.image_shape) != list(trained_on):
+        raise EvaluationError(f"trial {trial.number} trained on images of {trained_on[0]} x {trained_on[1]} pixels, "
+                              f"but the data set's files now hold {dataset.image_shape[0]} x {dataset.image_shape[1]} "
+                              "images; point dataset.directory at the files the study was tuned on")
     if seed is None:
         seed = trial.user_attrs.get(record.SEED, trial_seed(values["seed"], trial.number))
     training: dict[str, Any]

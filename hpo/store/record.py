@@ -14,7 +14,8 @@ On the study (by :func:`hpo.tuning.study.open_study`)
 
 On each trial (by :class:`hpo.tuning.objective.Objective` and :mod:`hpo.tuning.worker`)
 
-``WORKER`` (``"worker"``), ``SEED`` (``"seed"``, of the weights and mini-batches),
+``WORKER`` (``"worker"``), ``SEED`` (``"seed"``, of the weights and mini-batches), ``IMAGE_SHAPE``
+(``[height, width]`` of the images it trained on, or None; ``hpo evaluate`` refuses other files),
 ``EPOCHS_RUN``, ``BEST_EPOCH`` (1-based), ``LEARNING_CURVES`` (per-epoch lists),
 ``TRAIN_SECONDS`` (seconds of training), ``WEIGHTS_ARTIFACT`` (the Optuna artifact id of
 the best epoch's weights), ``CHECKPOINT_ARTIFACT`` (the artifact id of the running trial's latest
@@ -50,7 +51,7 @@ import optuna
 from optuna.trial import TrialState
 
 __all__ = [
-    "BEST_EPOCH", "CARRIED_TO_RETRY", "CHECKPOINT_ARTIFACT", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "INTERRUPTIONS", "LEARNING_CURVES",
+    "BEST_EPOCH", "CARRIED_TO_RETRY", "CHECKPOINT_ARTIFACT", "DIVERGED", "EPOCHS_RUN", "FINISHED_STATES", "IMAGE_SHAPE", "INTERRUPTIONS", "LEARNING_CURVES",
     "NOT_RUN", "RESUMED_FROM_EPOCH", "SEED", "STUDY_FILE", "TOO_LARGE", "TRAIN_SECONDS", "WEIGHTS_ARTIFACT", "WORKER",
     "WORKER_SETTINGS", "differences", "stored_metric", "stored_parameters", "stored_study_file", "stored_worker_settings",
 ]
@@ -69,6 +70,7 @@ TRAIN_SECONDS = "train_seconds"
 WEIGHTS_ARTIFACT = "weights_artifact_id"
 CHECKPOINT_ARTIFACT = "checkpoint_artifact_id"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"
+IMAGE_SHAPE = "image_shape"  # [height, width] of the images the trial trained on; hpo evaluate checks the data
 DIVERGED = "diverged"
 TOO_LARGE = "too_large"
 NOT_RUN = "not_run"

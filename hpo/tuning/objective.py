@@ -199,7 +199,8 @@ class Objective:
         fixed = self.spec.parameters.fixed()  # the seed is never searched
         seed = trial_seed(fixed["seed"], trial.number) if fixed["seed_per_trial"] else fixed["seed"]
         seed = inherited.get(record.SEED, seed)  # a retry trains as the trial it repeats
-        self._store(trial, {**self.user_attrs, record.SEED: seed})
+        shape = list(self.data.image_shape) if self.data.image_shape else None
+        self._store(trial, {**self.user_attrs, record.SEED: seed, record.IMAGE_SHAPE: shape})
         values = suggest_parameters(trial, self.spec)
         # A network that cannot fit ends before it is built (resources: estimate and machine).
         needed = resources.trial_memory(values, self.data, keep_best_weights=self.artifact_store is not None)
