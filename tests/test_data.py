@@ -18,7 +18,7 @@ import pytest
 import models.datasets
 from hpo.config.spec import DatasetSpec, load_spec
 from hpo.store.storage import open_storage
-from hpo.tuning.data import load_dataset, prepare_data
+from hpo.tuning.data import DataError, load_dataset, prepare_data
 from hpo.tuning.study import open_study
 from hpo.tuning.worker import run_worker
 from models.datasets import FASHION_MNIST_DIRECTORY, Dataset, load_digits, read_idx
@@ -231,3 +231,17 @@ def test_split_seed_of_a_study_chooses_its_validation_rows(tmp_path):
     assert other.intermediate_values != first.intermediate_values
     assert again.intermediate_values == first.intermediate_values
     assert again.value == first.value
+
+
+def test_a_class_of_one_image_in_the_files_is_named_without_blaming_train_images(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 3
+    labels[7] = 9  # one stray label in the files: class 9 has a single image
+    write_idx(tmp_path / IDX_FILES[0], rng.integers(0, 256, size=(40, 4, 4)))
+    write_idx(tmp_path / IDX_FILES[1], labels)
+    write_idx(tmp_path / IDX_FILES[2], rng.integers(0, 256, size=(6, 4, 4)))
+    write_idx(tmp_path / IDX_FILES[3], np.arange(6) % 3)
+    with pytest.raises(DataError) as caught:
+        prepare_data(DatasetSpec(name="idx", directory=tmp_path))
+    assert str(caught.value) == ("dataset: class 9 has one training image in the data set's files; a stratified "
+                                 "validation split needs two of every class: fix or drop that image's label")

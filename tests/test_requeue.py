@@ -95,7 +95,7 @@ def test_interruptions_are_queued_again_every_time_and_keep_optunas_records(stud
     assert caplog.messages == [
         ("Trial 5 (its worker never recorded itself) failed: marked FAIL by hand; queued again with the same "
          "parameters (retry 1 of 1)"),
-        ("Trial 6 (its worker never recorded itself) failed: marked FAIL by hand; not queued again: retried 1 times "
+        ("Trial 6 (its worker never recorded itself) failed: marked FAIL by hand; not queued again: retried 1 time "
          "already")]
 
 

@@ -218,6 +218,14 @@ def test_a_folder_is_not_a_study_file(tmp_path):
     assert error_of(tmp_path) == f"{tmp_path}: is a folder; give a study file (see the studies/ folder for examples)"
 
 
+def test_a_device_or_pipe_is_not_a_study_file(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    for path in (Path("/dev/null"), tmp_path / "pipe"):
+        assert error_of(path) == f"{path}: is not a regular file; give a study file (see the studies/ folder for examples)"
+
+
 def test_book_options_seed_per_trial_evaluate_train_and_default_learning_rate(tmp_path):
     spec = load_spec(write(tmp_path, """
         [parameters]

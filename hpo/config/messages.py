@@ -27,6 +27,8 @@ def read_study_file(path: Path) -> dict[str, Any]:
     """
     if path.is_dir():
         raise ValueError(f"{path}: is a folder; give a study file (see the studies/ folder for examples)")
+    if path.exists() and not path.is_file():  # a device, a pipe, a socket
+        raise ValueError(f"{path}: is not a regular file; give a study file (see the studies/ folder for examples)")
     if not path.is_file():
         raise ValueError(f"{path}: no such study file (see the studies/ folder for examples)")
     try:

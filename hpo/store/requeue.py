@@ -118,10 +118,11 @@ class RetryStaleTrial:
         if reason is None:
             age = (datetime.datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
             reason = f"no heartbeat within the grace period of {self._grace_period_seconds} s (started {age:.0f} s ago)"
+        times = f"{self._max_retry} time{'s' if self._max_retry != 1 else ''}"
         outcome = ("queued again with the same parameters (an interruption: not counted against workers.max_retry)"
                    if interrupted
                    else f"queued again with the same parameters (retry {crashed} of {self._max_retry})" if queued
-                   else f"not queued again: retried {self._max_retry} times already" if self._max_retry
+                   else f"not queued again: retried {times} already" if self._max_retry
                    else "not queued again (workers.max_retry = 0)")
         who = f"of worker {worker}" if worker else "(its worker never recorded itself)"
         _logger.warning(f"Trial {trial.number} {who} failed: {reason}; {outcome}")

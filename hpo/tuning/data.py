@@ -150,6 +150,9 @@ def _check_split(labels: np.ndarray, spec: DatasetSpec) -> None:
     present = np.flatnonzero(counts)
     if counts[present].min() < 2:
         rare = int(present[np.argmin(counts[present])])
+        if spec.train_images is None:  # all the data set's images: the files hold a class of one image
+            raise DataError(f"dataset: class {rare} has one training image in the data set's files; a stratified "
+                            "validation split needs two of every class: fix or drop that image's label")
         raise DataError(
             f"dataset.train_images = {spec.train_images}: class {rare} has one training image; "
             "a stratified validation split needs two of every class, raise train_images"
