@@ -388,10 +388,8 @@ def _read_images_and_labels(images_path: Path, labels_path: Path) -> tuple[numpy
             f"images; use the label file that belongs to these images"
         )
     if 0 in images.shape:
-        raise DatasetError(
-            f"{images_path}: holds {images.shape[0]} images of {images.shape[1]} x {images.shape[2]} pixels; "
-            "a data set needs at least one image of at least one pixel"
-        )
+        raise DatasetError(f"{images_path}: holds {images.shape[0]} images of {images.shape[1]} x {images.shape[2]} "
+                           "pixels; a data set needs at least one image of at least one pixel")
     x = numpy.true_divide(
         images.reshape(images.shape[0], -1), numpy.float32(255.0), dtype=numpy.float32
     )
