@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.results.evaluate import CARD_FORMAT, EvaluationError, load_model, predict
+from hpo.results.evaluate import EvaluationError, load_model, predict
 from hpo.store.artifacts import download_weights
 from hpo.tuning.objective import build_network
 from models.datasets import load_digits
@@ -125,7 +125,7 @@ def write_card(folder, parameters, data, network):
     """A saved model as `hpo evaluate` writes it: weights.npz and model_card.json with its checksum."""
     folder.mkdir()
     save_weights(network, folder / "weights.npz")
-    card = {"format": CARD_FORMAT, "study": "old", "trial": 0, "parameters": parameters, "seed": 0, "data": data,
+    card = {"format": 1, "study": "old", "trial": 0, "parameters": parameters, "seed": 0, "data": data,
             "weights_file": "weights.npz",
             "weights_sha256": hashlib.sha256((folder / "weights.npz").read_bytes()).hexdigest()}
     (folder / "model_card.json").write_text(json.dumps(card))

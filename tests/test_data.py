@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 
 import models.datasets
@@ -245,3 +246,26 @@ def test_a_class_of_one_image_in_the_files_is_named_without_blaming_train_images
         prepare_data(DatasetSpec(name="idx", directory=tmp_path))
     assert str(caught.value) == ("dataset: class 9 has one training image in the data set's files; a stratified "
                                  "validation split needs two of every class: fix or drop that image's label")
+
+
+def test_a_study_does_not_go_on_with_images_of_another_shape(tmp_path, run_hpo):
+    def write_images(height, width):
+        rng = np.random.default_rng(0)
+        write_idx(tmp_path / IDX_FILES[0], rng.integers(0, 256, size=(60, height, width)))
+        write_idx(tmp_path / IDX_FILES[1], np.arange(60) % 3)
+        write_idx(tmp_path / IDX_FILES[2], rng.integers(0, 256, size=(9, height, width)))
+        write_idx(tmp_path / IDX_FILES[3], np.arange(9) % 3)
+
+    study_file = (f'name = "images"\n[budget]\ntrials = {{}}\n[dataset]\nname = "idx"\ndirectory = "{tmp_path}"\n'
+                  '[pruner]\ntype = "none"\n[parameters]\nhidden_size = 8\nepochs = 1\n')
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    write_images(4, 16)
+    (tmp_path / "s.toml").write_text(study_file.format(1))
+    assert run_hpo("run", "s.toml", "--storage", url, "--no-progress", cwd=tmp_path).returncode == 0
+    write_images(16, 4)  # the same 64 pixels: the trained weights would read them scrambled
+    (tmp_path / "s.toml").write_text(study_file.format(2))
+    result = run_hpo("run", "s.toml", "--storage", url, "--no-progress", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        "Error: s.toml: dataset: the study's trials trained on images of 4 x 16 pixels, but the data set's files "
+        "now hold 16 x 4 images; point dataset.directory at the files the study was tuned on"]
+    assert len(optuna.load_study(study_name="images", storage=url).trials) == 1

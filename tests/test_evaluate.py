@@ -197,6 +197,7 @@ EDITED = "differ from those saved with its weights; the card was edited: save th
     ("card with another activation", EDITED),
     ("card with another image shape", EDITED),
     ("card with other class names", EDITED),
+    ("card with another activation and no checksum", EDITED),  # removing the checksum does not switch it off
     # A card saved before the settings checksum existed is read as before.
     ("old card without data", "the model card does not describe a network of this project"),
     ("old card with a bad activation", "the model card does not describe a network of this project"),
@@ -210,14 +211,18 @@ def test_a_damaged_saved_model_is_one_evaluation_error(finished, tmp_path, damag
     if damage == "truncated weights":
         weights.write_bytes(weights.read_bytes()[:100])
     else:
-        if damage.startswith("old card"):
+        if damage.startswith("old card"):  # format 1: written before the settings checksum
             del card["settings_sha256"]
+            card["format"] = 1
         if damage.endswith("without data"):
             del card["data"]
         elif damage.endswith("bad activation"):
             card["parameters"]["activation"] = "bogus"
         elif damage.endswith("another activation"):
             card["parameters"]["activation"] = "sigmoid"
+        elif damage.endswith("and no checksum"):
+            card["parameters"]["activation"] = "sigmoid"
+            del card["settings_sha256"]
         elif damage.endswith("another image shape"):
             card["data"]["image_shape"] = [4, 16]
         else:
@@ -459,3 +464,22 @@ def test_a_trial_is_not_evaluated_on_images_of_another_shape_than_it_trained_on(
         with pytest.raises(EvaluationError, match=r"^trial \d+ trained on images of 4 x 16 pixels, but the data set's "
                                                   r"files now hold 8 x 8 images; point dataset.directory at the files"):
             evaluate_trial(study, moved, stored_weights=stored_weights)
+
+
+def test_a_force_save_killed_between_its_renames_gets_its_old_model_back(tmp_path):
+    from hpo.results.model_folder import prepare_model_directory
+
+    # What a --force save killed after moving the old model aside leaves: no folder, the model in .m.hpo-old-*.
+    aside = tmp_path / ".m.hpo-old-x1"
+    aside.mkdir()
+    (aside / "weights.npz").write_bytes(b"old weights")
+    (aside / "model_card.json").write_text("{}")
+    (tmp_path / ".m.hpo-new-y2").mkdir()
+    with prepare_model_directory(tmp_path / "m", overwrite=True) as folder:
+        assert (tmp_path / "m" / "weights.npz").read_bytes() == b"old weights"  # put back before anything else
+        assert _siblings_left(tmp_path, "m") == sorted([".m.hpo-lock", folder.staging.name])
+    assert sorted(path.name for path in (tmp_path / "m").iterdir()) == ["model_card.json", "weights.npz"]
+    # With the folder in place (the kill came after the second rename), an old copy left aside is removed.
+    aside.mkdir()
+    with prepare_model_directory(tmp_path / "m", overwrite=True):
+        assert not aside.exists()

@@ -48,7 +48,8 @@ from models.trainer import TrainingResult, train
 
 WEIGHTS_FILE = "weights.npz"
 CARD_FILE = "model_card.json"
-CARD_FORMAT = 1
+CARD_FORMAT = 2
+"""Format of the model cards written now: 2 adds ``settings_sha256``; cards of format 1 (without it) still load."""
 ENSEMBLE_KIND = "ensemble"
 """``kind`` of an ensemble's model card (a single network's card has no ``kind``)."""
 STORED_WEIGHTS_BY_DEFAULT = True
@@ -524,8 +525,8 @@ def load_model(directory: str | Path) -> tuple[MultiLayerNet | Ensemble, dict[st
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise EvaluationError(f"{card_path}: cannot read the model card: {error}") from None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise EvaluationError(f"{card_path}: not a model card of format {CARD_FORMAT}")
+    if not isinstance(card, dict) or card.get("format") not in (1, CARD_FORMAT):
+        raise EvaluationError(f"{card_path}: not a model card of format 1 or {CARD_FORMAT}")
     if card.get("kind") != ENSEMBLE_KIND:
         return _load_network(directory, card_path, card, card), card
     members = card.get("members")
@@ -543,7 +544,8 @@ def _load_network(directory: Path, card_path: Path, entry: dict[str, Any], card:
         raise EvaluationError(f"{weights_path}: cannot read the weights: {error.strerror or error}") from None
     if checksum != entry.get("weights_sha256"):  # checked first: a damaged file is never parsed
         raise EvaluationError(f"{weights_path}: checksum differs from the model card; the file was changed")
-    if "settings_sha256" in entry and entry["settings_sha256"] != _settings_sha256(entry, card.get("data")):
+    checked = card.get("format") != 1  # format 1 cards were written before the settings checksum
+    if checked and entry.get("settings_sha256") != _settings_sha256(entry, card.get("data")):
         raise EvaluationError(f"{card_path}: the network's settings (parameters, data.n_features, data.image_shape, "
                               "data.class_names) differ from those saved with its weights; the card was edited: save "
                               "the model again with hpo evaluate")

@@ -67,8 +67,7 @@ class ModelFolder:
             raise ModelFolderError(f"cannot create the model folder {path}: {error.strerror or error}") from None
         self._lock_descriptor = self._claim()
         try:
-            for orphan in target.parent.glob(f".{glob.escape(target.name)}.hpo-new-*"):  # of a claim that died
-                shutil.rmtree(orphan, ignore_errors=True)
+            self._clean_up_after_a_dead_claim()
             self._check_contents()
             try:
                 os.mkdir(target)  # atomic: fails if it exists
@@ -85,6 +84,21 @@ class ModelFolder:
         except BaseException:
             self.release()
             raise
+
+    def _clean_up_after_a_dead_claim(self) -> None:
+        """Remove the half-written sibling folders of a claim that died; put back a model it had moved aside.
+
+        A ``--force`` save killed between its two renames leaves the old model in ``.NAME.hpo-old-*`` and no
+        folder: that model is renamed back into place, as if the save had never started.
+        """
+        prefix = f".{glob.escape(self._target.name)}.hpo-"
+        for orphan in self._target.parent.glob(prefix + "new-*"):
+            shutil.rmtree(orphan, ignore_errors=True)
+        for orphan in sorted(self._target.parent.glob(prefix + "old-*"), key=lambda path: path.stat().st_mtime, reverse=True):
+            if not self._target.exists():
+                os.replace(orphan, self._target)
+            else:
+                shutil.rmtree(orphan, ignore_errors=True)
 
     def _claim(self) -> int:
         """Open and ``flock`` the lock file; its descriptor. Retried when the file was replaced meanwhile.

@@ -158,4 +158,25 @@ def prepare_study(spec: StudySpec, url: str, study_name: str | None = None, *, c
     storage = RetryingStorage(open_storage(url, must_exist=not create, heartbeat=spec.heartbeat()))
     if not create and name not in optuna.get_all_study_names(storage):
         raise StudyMismatchError(f"no study {name!r} in {describe(url)}; create it first with `hpo create`")
-    return PreparedStudy(spec, data, url, storage, open_study(spec, storage, name, create=create))
+    study = open_study(spec, storage, name, create=create)
+    if data is not None and data.image_shape is not None:
+        _check_same_images(study, data, prefix)
+    return PreparedStudy(spec, data, url, storage, study)
+
+
+def _check_same_images(study: optuna.Study, data: TuningData, prefix: str) -> None:
+    """Refuse data files whose images have another shape than the study's trials trained on (as many pixels).
+
+    Raises
+    ------
+    DataError
+        Names both shapes and says to use the files the study was tuned on.
+    """
+    trained = {tuple(shape) for trial in study.get_trials(deepcopy=False)
+               if (shape := trial.user_attrs.get(record.IMAGE_SHAPE))}
+    now = tuple(data.image_shape)
+    if trained - {now}:
+        height, width = min(trained - {now})
+        raise DataError(f"{prefix}dataset: the study's trials trained on images of {height} x {width} pixels, but "
+                        f"the data set's files now hold {now[0]} x {now[1]} images; point dataset.directory at "
+                        "the files the study was tuned on")
