@@ -94,7 +94,8 @@ class ModelFolder:
         prefix = f".{glob.escape(self._target.name)}.hpo-"
         for orphan in self._target.parent.glob(prefix + "new-*"):
             shutil.rmtree(orphan, ignore_errors=True)
-        for orphan in sorted(self._target.parent.glob(prefix + "old-*"), key=lambda path: path.stat().st_mtime, reverse=True):
+        moved_aside = sorted(self._target.parent.glob(prefix + "old-*"), key=lambda path: path.stat().st_mtime)
+        for orphan in reversed(moved_aside):  # the newest first: the model the folder held last
             if not self._target.exists():
                 os.replace(orphan, self._target)
             else:
