@@ -526,15 +526,18 @@ class DatasetSource:
         ``load(directory)`` -> :class:`Dataset`; ``directory`` is a path or None.
     directory : {"none", "optional", "required"}
         Whether a study file may or must name the directory of its files.
+    image_shape : (height, width) or None
+        Of the images of its default files (none without a directory), when known before loading them.
     """
 
     load: Callable[[Path | None], Dataset]
     directory: Literal["none", "optional", "required"]
+    image_shape: tuple[int, int] | None = None
 
 
 DATASETS: dict[str, DatasetSource] = {
-    "digits": DatasetSource(lambda directory: load_digits(), "none"),
-    "fashion_mnist": DatasetSource(load_fashion_mnist, "optional"),
+    "digits": DatasetSource(lambda directory: load_digits(), "none", (8, 8)),
+    "fashion_mnist": DatasetSource(load_fashion_mnist, "optional", (28, 28)),
     "idx": DatasetSource(load_idx_directory, "required"),
 }
 """The data sets a study file can name (``[dataset] name``), the one table to add one to."""

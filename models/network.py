@@ -29,7 +29,7 @@ from models.layers import (
 )
 from models.validation import as_generator, fraction, number, positive_int, problem
 
-__all__ = ["MultiLayerNet", "ACTIVATIONS", "WEIGHT_INITS", "save_weights", "load_weights"]
+__all__ = ["MultiLayerNet", "ACTIVATIONS", "WEIGHT_INITS", "most_convolution_blocks", "save_weights", "load_weights"]
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 """Activation name -> layer class."""
@@ -559,6 +559,19 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def most_convolution_blocks(height: int, width: int) -> int:
+    """How many convolution blocks images of ``height`` x ``width`` pixels take.
+
+    Each block's ``POOL_SIZE`` x ``POOL_SIZE`` max pooling divides the sides, rounding down
+    (:func:`models.convolution.output_side`), and a side must stay at least one pixel: 8 x 8
+    digits take 3 blocks, 28 x 28 Fashion-MNIST 4, 28 x 7 images 2.
+    """
+    most, side = 0, min(height, width)
+    while side >= POOL_SIZE:
+        most, side = most + 1, side // POOL_SIZE
+    return most
+
+
 def _convolution_arguments(channels: Sequence[int], image_shape: Sequence[int] | None,
                            input_size: int) -> tuple[list[int], tuple[int, int, int] | None]:
     """Checked ``convolution_channels`` and ``image_shape`` as (height, width, channels), or None without blocks."""
@@ -575,9 +588,7 @@ def _convolution_arguments(channels: Sequence[int], image_shape: Sequence[int] |
     shape = shape if len(shape) == 3 else (*shape, 1)
     if math.prod(shape) != input_size:
         raise problem("image_shape", f"a shape of input_size = {input_size} values", image_shape)
-    most, side = 0, min(shape[:2])
-    while side >= POOL_SIZE:
-        most, side = most + 1, side // POOL_SIZE
+    most = most_convolution_blocks(shape[0], shape[1])
     if len(channels) > most:
         raise problem("convolution_channels", f"at most {most} blocks for images of {shape[0]} x {shape[1]} pixels "
                       "(each block halves the sides)", channels)

@@ -88,17 +88,28 @@ epochs = 5
 
 
 @pytest.fixture(scope="session")
-def tiny_study(tmp_path_factory, run_hpo):
+def finish_study(run_hpo):
+    """``finish_study(tmp_path_factory, file_name, text)``: a fresh folder in which ``hpo run file_name`` ran the
+    study file ``text`` to its budget (./hpo.db and ./hpo-artifacts); the folder. Fails the test if the run does."""
+
+    def run(tmp_path_factory, file_name, text):
+        folder = tmp_path_factory.mktemp(file_name.removesuffix(".toml"))
+        (folder / file_name).write_text(text)
+        result = run_hpo("run", file_name, "--no-progress", cwd=folder)
+        assert result.returncode == 0, result.stderr
+        return folder
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory, finish_study):
     """A finished 6-trial digits study "tiny" (with its weights artifacts) in ./hpo.db of a fresh folder: the folder.
 
     Shared by the evaluate and ensemble tests (one run per test process); tests add trials to it or write
     their models into folders of their own names, never remove what others read.
     """
-    folder = tmp_path_factory.mktemp("tiny-study")
-    (folder / "tiny.toml").write_text(TINY_STUDY)
-    result = run_hpo("run", "tiny.toml", "--no-progress", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder
+    return finish_study(tmp_path_factory, "tiny.toml", TINY_STUDY)
 
 
 @pytest.fixture(scope="session")

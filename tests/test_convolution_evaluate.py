@@ -42,13 +42,9 @@ epochs = 4
 
 
 @pytest.fixture(scope="module")
-def conv_study(tmp_path_factory, run_hpo):
+def conv_study(tmp_path_factory, finish_study):
     """A finished 3-trial digits study "conv" (1 or 2 blocks of 4 and 8 filters) in ./hpo.db of a fresh folder."""
-    folder = tmp_path_factory.mktemp("conv-study")
-    (folder / "conv.toml").write_text(STUDY)
-    result = run_hpo("run", "conv.toml", "--no-progress", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder
+    return finish_study(tmp_path_factory, "conv.toml", STUDY)
 
 
 def load(folder):

@@ -45,12 +45,9 @@ def assert_user_error(result, *fragments):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, run_hpo):
+def tiny(tmp_path_factory, finish_study):
     """A finished tiny study (8 complete trials, run once per module): its folder and study."""
-    folder = tmp_path_factory.mktemp("narrow")
-    (folder / "tiny.toml").write_text(STUDY)
-    result = run_hpo("run", "tiny.toml", "--no-progress", cwd=folder)
-    assert result.returncode == 0, result.stderr
+    folder = finish_study(tmp_path_factory, "tiny.toml", STUDY)
     return folder, optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'hpo.db'}")
 
 

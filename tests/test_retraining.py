@@ -43,12 +43,8 @@ epochs = 6
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, run_hpo):
-    folder = tmp_path_factory.mktemp("retraining")
-    (folder / "small.toml").write_text(STUDY)
-    result = run_hpo("run", "small.toml", "--no-progress", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder
+def finished(tmp_path_factory, finish_study):
+    return finish_study(tmp_path_factory, "small.toml", STUDY)
 
 
 def test_the_benchmark_reports_both_policies_over_the_seeds(finished, console_scripts):

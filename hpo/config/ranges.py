@@ -77,6 +77,13 @@ class Choices(StrictModel):
     choices: list[Any] = Field(min_length=1)
 
 
+def largest(value: Any) -> Any:
+    """The largest value a parameter can take: a fixed value itself, a range's ``high``, the largest choice."""
+    if isinstance(value, Choices):
+        return max(value.choices)
+    return value.high if isinstance(value, (FloatRange, IntRange)) else value
+
+
 def range_kind(value: Any) -> str:
     """Which member of a parameter's union ``value`` is (a TOML table or a model)."""
     if isinstance(value, Choices) or (isinstance(value, dict) and "choices" in value):

@@ -58,12 +58,12 @@ from pydantic import (
 
 from hpo.config.messages import field_errors, read_study_file
 from hpo.config.names import check_study_name
-from hpo.config.ranges import Choices, FloatRange, IntRange, StrictModel, range_kind
+from hpo.config.ranges import Choices, FloatRange, IntRange, StrictModel, largest, range_kind
 from hpo.config.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from hpo.errors import HpoError
 from models.augmentation import AUGMENTATIONS, MAX_SHIFT, MIRRORING
 from models.datasets import DATASETS
-from models.network import ACTIVATIONS, WEIGHT_INITS
+from models.network import ACTIVATIONS, WEIGHT_INITS, most_convolution_blocks
 from models.optimizers import OPTIMIZERS
 from models.schedules import SCHEDULES
 
@@ -217,9 +217,9 @@ class Parameters(StrictModel):
     @model_validator(mode="after")
     def _check_warmup(self) -> Parameters:
         warmup = self.warmup_epochs
-        largest = max(warmup.choices) if isinstance(warmup, Choices) else getattr(warmup, "high", warmup)
-        if largest >= self.epochs:
-            given = f"= {largest}" if isinstance(warmup, int) else f"(up to {largest})"
+        most = largest(warmup)
+        if most >= self.epochs:
+            given = f"= {most}" if isinstance(warmup, int) else f"(up to {most})"
             raise ValueError(f"warmup_epochs {given} must be fewer than epochs ({self.epochs}); lower it")
         return self
 
@@ -372,12 +372,12 @@ class StudySpec(StrictModel):
             raise ValueError(f"parameters.augmentation: {', '.join(sorted(shifting))} shifts images by up to "
                              f"{MAX_SHIFT} pixels{mirrors}: too much for 8 x 8 digits (dataset.name = 'digits'); "
                              "use 'none'")
-        blocks = self.parameters.convolution_layers
-        most = max(blocks.choices) if isinstance(blocks, Choices) else getattr(blocks, "high", blocks)
-        side = _IMAGE_SIDES.get(self.dataset.name) if self.dataset.directory is None else None
-        if side and most > int(math.log2(side)):  # here too, not only with the data: `hpo create` loads none
-            raise ValueError(f"parameters.convolution_layers: {most} blocks halve the {side} x {side} images of "
-                             f"dataset.name = {self.dataset.name!r} below one pixel; use at most {int(math.log2(side))}")
+        blocks = largest(self.parameters.convolution_layers)
+        shape = DATASETS[self.dataset.name].image_shape if self.dataset.directory is None else None
+        if shape and blocks > most_convolution_blocks(*shape):  # here too, not only with the data: `hpo create`
+            raise ValueError(f"parameters.convolution_layers: {blocks} blocks halve the {shape[0]} x {shape[1]} images "
+                             f"of dataset.name = {self.dataset.name!r} below one pixel; use at most "
+                             f"{most_convolution_blocks(*shape)}")
         if self.sampler.type not in SAMPLERS:
             raise ValueError(f"sampler.type = {self.sampler.type!r} is not one of {', '.join(SAMPLERS)}")
         if self.pruner.type not in PRUNERS:
@@ -424,9 +424,6 @@ class StudySpec(StrictModel):
                 del identity["parameters"][name]
         return identity
 
-
-# Image sides of the data sets whose files are known (digits: scikit-learn's 8 x 8; Fashion-MNIST: 28 x 28).
-_IMAGE_SIDES = {"digits": 8, "fashion_mnist": 28}
 
 # Parameters added after studies were first stored, with their defaults (see StudySpec.identity).
 _LATER_OPTIONS = {"seed_per_trial": True, "evaluate_train": False, "learning_rate_schedule": "constant",

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpo.config.ranges import largest
 from hpo.config.spec import Choices, DatasetSpec, StudySpec
 from hpo.errors import HpoError
 from models.augmentation import AUGMENTATIONS, MAX_SHIFT, MIN_IMAGE_SIDE
 from models.datasets import DATASETS, Dataset, DatasetError, train_validation_split
+from models.network import most_convolution_blocks
 
 
 @dataclass(frozen=True)
@@ -129,15 +131,14 @@ def check_convolution_fits(spec: StudySpec, data: TuningData) -> None:
         image shape, or a side of its images would fall below one pixel (each block's
         2 x 2 pooling halves it: digits' 8 x 8 images take at most 3 blocks).
     """
-    blocks = spec.parameters.convolution_layers
-    most = max(blocks.choices) if isinstance(blocks, Choices) else getattr(blocks, "high", blocks)
+    most = largest(spec.parameters.convolution_layers)
     if most == 0:
         return
     if data.image_shape is None:
         raise DataError(f"parameters.convolution_layers: dataset {spec.dataset.name!r} has no image shape for "
                         "convolutions; use convolution_layers = 0")
     height, width = data.image_shape
-    fits = int(math.log2(min(height, width)))
+    fits = most_convolution_blocks(height, width)
     if most > fits:
         blocks = "1 block halves" if most == 1 else f"{most} blocks halve"
         raise DataError(f"parameters.convolution_layers: {blocks} the {height} x {width} images of dataset "
