@@ -39,7 +39,7 @@ from hpo.config.spec import DatasetSpec, Parameters
 from hpo.errors import HpoError
 from hpo.results.model_folder import ModelFolder, prepare_model_directory
 from hpo.store import record
-from hpo.tuning.data import load_dataset
+from hpo.tuning.data import load_dataset, other_images
 from hpo.tuning.objective import build_network, training_arguments, trial_seed
 from models.datasets import Dataset
 from models.ensemble import Ensemble
@@ -214,9 +214,7 @@ def evaluate_trial(
     dataset = load_training_and_test(dataset_spec)
     trained_on = trial.user_attrs.get(record.IMAGE_SHAPE)  # trials stored before it was recorded: not checked
     if trained_on and dataset.image_shape and list(dataset.image_shape) != list(trained_on):
-        raise EvaluationError(f"trial {trial.number} trained on images of {trained_on[0]} x {trained_on[1]} pixels, "
-                              f"but the data set's files now hold {dataset.image_shape[0]} x {dataset.image_shape[1]} "
-                              "images; point dataset.directory at the files the study was tuned on")
+        raise EvaluationError(f"trial {trial.number} {other_images(trained_on, dataset.image_shape)}")
     if seed is None:
         seed = trial.user_attrs.get(record.SEED, trial_seed(values["seed"], trial.number))
     training: dict[str, Any]

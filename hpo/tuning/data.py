@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,6 +144,13 @@ def check_convolution_fits(spec: StudySpec, data: TuningData) -> None:
         blocks = "1 block halves" if most == 1 else f"{most} blocks halve"
         raise DataError(f"parameters.convolution_layers: {blocks} the {height} x {width} images of dataset "
                         f"{spec.dataset.name!r} below one pixel; use at most {fits}")
+
+
+def other_images(trained: Sequence[int], now: Sequence[int]) -> str:
+    """Why weights trained on images of shape ``trained`` must not read the data set's images of shape ``now``
+    (as many pixels, in other rows): the end of a one-line error, after the trials it is about."""
+    return (f"trained on images of {trained[0]} x {trained[1]} pixels, but the data set's files now hold "
+            f"{now[0]} x {now[1]} images; point dataset.directory at the files the study was tuned on")
 
 
 def _check_split(labels: np.ndarray, spec: DatasetSpec) -> None:

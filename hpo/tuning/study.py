@@ -17,7 +17,14 @@ from hpo.errors import HpoError
 from hpo.store import record
 from hpo.store.retrying import RetryingStorage
 from hpo.store.storage import describe, open_storage
-from hpo.tuning.data import DataError, TuningData, check_augmentation_fits, check_convolution_fits, prepare_data
+from hpo.tuning.data import (
+    DataError,
+    TuningData,
+    check_augmentation_fits,
+    check_convolution_fits,
+    other_images,
+    prepare_data,
+)
 from hpo.tuning.resources import TooLargeError, check_study_fits
 
 
@@ -176,7 +183,4 @@ def _check_same_images(study: optuna.Study, data: TuningData, prefix: str) -> No
                if (shape := trial.user_attrs.get(record.IMAGE_SHAPE))}
     now = tuple(data.image_shape)
     if trained - {now}:
-        height, width = min(trained - {now})
-        raise DataError(f"{prefix}dataset: the study's trials trained on images of {height} x {width} pixels, but "
-                        f"the data set's files now hold {now[0]} x {now[1]} images; point dataset.directory at "
-                        "the files the study was tuned on")
+        raise DataError(f"{prefix}dataset: the study's trials {other_images(min(trained - {now}), now)}")
