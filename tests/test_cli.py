@@ -284,6 +284,11 @@ def test_stale_lists_running_trials_and_fails_them(tmp_path, hpo):
     assert f"│ {beating.number} " in listed.stdout and f"│ {silent.number} " in listed.stdout
 
     time.sleep(3)  # past the study file's grace period of 2 s
+    # A mistyped --trial stops the command before --fail changes anything.
+    mistyped = hpo("stale", "--fail", "--trial", "999", cwd=tmp_path)
+    assert mistyped.returncode == 1 and mistyped.stdout == ""
+    assert mistyped.stderr.strip().splitlines() == ["Error: no trial 999 in study 'x' (trials 0 to 1); nothing failed"]
+    assert {trial.state for trial in optuna.load_study(study_name="x", storage=storage).trials} == {TrialState.RUNNING}
     failed = hpo("stale", "--fail", cwd=tmp_path)
     assert failed.returncode == 0, failed.stderr
     # A trial without any heartbeat is stale too once it is older than the grace period.

@@ -175,12 +175,13 @@ def stale(storage: str | None, study_name: str | None, fail_stale: bool, trial_n
         # Where the workers keep checkpoints: a trial not queued again loses its own (hpo.store.requeue).
         opened.get_heartbeat_stale_trial_callback().artifact_store = artifact_store(url, artifact_dir, create=False)[1]
     study = optuna.load_study(study_name=study.study_name, storage=opened)
+    # The named trials first: a mistyped number stops the command before --fail changes anything.
+    for number in fail_trials(study, opened, trial_numbers):
+        click.echo(f"trial {number}: marked FAIL by hand")
     if fail_stale:
         failed = fail_stale_trials(study)
         click.echo(f"failed {len(failed)} trial(s) with no heartbeat for {grace_period} s"
                    + (f": {_queued(study, failed)}" if failed else ""))
-    for number in fail_trials(study, opened, trial_numbers):
-        click.echo(f"trial {number}: marked FAIL by hand")
     now = datetime.datetime.now()
     rows = [
         {"number": trial.number, "state": "RUNNING", "started": trial.datetime_start.isoformat(timespec="seconds"),
